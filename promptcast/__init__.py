@@ -1,0 +1,64 @@
+"""promptcast: prompt files become typed, tested functions on one shared foundation model.
+
+```python
+import promptcast as pc
+
+tasks = pc.load_tasks("prompts/")
+ticket = tasks.extract_ticket(message="Checkout crashes!")
+```
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from promptcast._config import configure, get_config, reset_defaults
+from promptcast.errors import (
+    BackendError,
+    BudgetExceededError,
+    ConfigurationError,
+    OutputTruncatedError,
+    OutputValidationError,
+    PromptcastError,
+    TaskDefinitionError,
+    TaskInputError,
+    TaskNotFoundError,
+)
+from promptcast.render import Message, Prompt, fence
+from promptcast.result import Attempt, Run, Usage
+from promptcast.spec import TaskSpec
+from promptcast.task import BoundTask, Task, TaskRegistry, builtin_tasks, load_tasks, task
+
+try:
+    __version__ = version("promptcast")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Attempt",
+    "BackendError",
+    "BoundTask",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "Message",
+    "OutputTruncatedError",
+    "OutputValidationError",
+    "Prompt",
+    "PromptcastError",
+    "Run",
+    "Task",
+    "TaskDefinitionError",
+    "TaskInputError",
+    "TaskNotFoundError",
+    "TaskRegistry",
+    "TaskSpec",
+    "Usage",
+    "__version__",
+    "builtin_tasks",
+    "configure",
+    "fence",
+    "get_config",
+    "load_tasks",
+    "reset_defaults",
+    "task",
+]

@@ -1,0 +1,228 @@
+"""The native Anthropic backend: the anthropic SDK for transport, instructor's tool mode for shape.
+
+The tool definition for an output model is built once (instructor caches it per class), so a call
+is one `messages.create` plus a pydantic validation. On a re-ask, instructor's Anthropic handler
+answers the failed tool call with a `tool_result` carrying only the validation error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from promptcast._config import get_config
+from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.errors import BackendError, ConfigurationError
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import Message
+
+__all__ = ["AnthropicBackend"]
+
+_RETRYABLE = {408, 409, 429}
+
+
+def _sdk() -> Any:
+    try:
+        import anthropic
+    except ImportError as exc:  # pragma: no cover - anthropic is a core dependency
+        raise ConfigurationError(
+            "The anthropic package is missing; reinstall promptcast: pip install promptcast",
+            extra="anthropic",
+        ) from exc
+    return anthropic
+
+
+@lru_cache(maxsize=512)
+def tool_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The forced-tool definition whose input schema is the output model's JSON schema."""
+    from instructor import generate_anthropic_schema
+
+    return dict(generate_anthropic_schema(model))
+
+
+class AnthropicBackend(Backend):
+    """Claude through the Messages API. One sync and one async client per process (per loop).
+
+    The API key comes from `configure(api_key=…)` or `ANTHROPIC_API_KEY`; the base URL from
+    `configure(base_url=…)`, `PROMPTCAST_BASE_URL` or `ANTHROPIC_BASE_URL`.
+    """
+
+    provider = "anthropic"
+
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._sync: tuple[tuple[str | None, str | None], anthropic.Anthropic] | None = None
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[tuple[str | None, str | None], anthropic.AsyncAnthropic],
+        ] = weakref.WeakKeyDictionary()
+
+    def _settings(self) -> tuple[str | None, str | None]:
+        config = get_config()
+        key = self._api_key or config.api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            raise ConfigurationError(
+                "No Anthropic API key: set ANTHROPIC_API_KEY (or call promptcast.configure("
+                "api_key=…)), or run offline with a test/… model or recorded cassettes.",
+                env_var="ANTHROPIC_API_KEY",
+            )
+        return key, self._base_url or config.base_url
+
+    def client(self) -> anthropic.Anthropic:
+        """The shared sync client, rebuilt only when the key or base URL changes."""
+        settings = self._settings()
+        if self._sync is None or self._sync[0] != settings:
+            self._sync = (settings, _sdk().Anthropic(api_key=settings[0], base_url=settings[1]))
+        return self._sync[1]
+
+    def async_client(self) -> anthropic.AsyncAnthropic:
+        """The shared async client of the running event loop."""
+        settings = self._settings()
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is None or entry[0] != settings:
+            entry = (settings, _sdk().AsyncAnthropic(api_key=settings[0], base_url=settings[1]))
+            self._async[loop] = entry
+        return entry[1]
+
+    def request(self, request: ModelRequest) -> ModelReply:
+        kwargs = _kwargs(request)
+        with _mapped_errors(request):
+            message = self.client().messages.create(**kwargs)
+        return _reply(request, message)
+
+    async def arequest(self, request: ModelRequest) -> ModelReply:
+        kwargs = _kwargs(request)
+        with _mapped_errors(request):
+            message = await self.async_client().messages.create(**kwargs)
+        return _reply(request, message)
+
+    def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
+        if request.output_model is None or reply.raw is None:
+            return super().reask(request, reply, error)
+        from instructor import Mode, Provider
+        from instructor.processing import handle_reask_kwargs
+
+        added = handle_reask_kwargs(
+            {"messages": []}, Mode.TOOLS, reply.raw, ValueError(error), provider=Provider.ANTHROPIC
+        )["messages"]
+        return replace(request, history=request.history + tuple(added))
+
+
+def _kwargs(request: ModelRequest) -> dict[str, Any]:
+    prompt = request.prompt
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [*prompt.messages, *request.history],
+    }
+    if prompt.system:
+        kwargs["system"] = prompt.system
+    if request.temperature is not None:
+        # anthropic>=1.0 dropped `temperature` from the signature; the API still takes it on models
+        # that support sampling options, so it travels in the body, and only when a task sets it.
+        kwargs["extra_body"] = {"temperature": request.temperature}
+    if request.output_model is not None:
+        tool = tool_for(request.output_model)
+        kwargs["tools"] = [tool]
+        kwargs["tool_choice"] = {
+            "type": "tool",
+            "name": tool["name"],
+            "disable_parallel_tool_use": True,
+        }
+    return kwargs
+
+
+def _reply(request: ModelRequest, message: Message) -> ModelReply:
+    """Pick the answer out of a reply: the output tool's call, skipping thinking and other tools."""
+    text = "".join(block.text for block in message.content if block.type == "text").strip()
+    data: Any = text
+    raw_text = text
+    if request.output_model is not None:
+        name = tool_for(request.output_model)["name"]
+        calls = [b for b in message.content if b.type == "tool_use" and b.name == name]
+        if calls:
+            data = calls[0].input
+            raw_text = json.dumps(data, ensure_ascii=False)
+        else:
+            data = _json_in_text(text)
+    usage = message.usage
+    return ModelReply(
+        data=data,
+        text=raw_text,
+        input_tokens=usage.input_tokens
+        + (usage.cache_creation_input_tokens or 0)
+        + (usage.cache_read_input_tokens or 0),
+        output_tokens=usage.output_tokens,
+        truncated=message.stop_reason == "max_tokens",
+        raw=message,
+    )
+
+
+_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+
+
+def _json_in_text(text: str) -> Any:
+    """A JSON object the model wrote as text instead of calling the tool, or `None`."""
+    candidates = [m.group(1) for m in _FENCED.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+@contextmanager
+def _mapped_errors(request: ModelRequest) -> Iterator[None]:
+    """Turn SDK exceptions into `BackendError`; the provider's message stays out of prompts."""
+    sdk = _sdk()
+    context = {"task": request.task, "model": f"anthropic/{request.model}"}
+    try:
+        yield
+    except sdk.APIStatusError as exc:
+        status = exc.status_code
+        kind = _error_type(exc.body)
+        quota = kind == "billing_error" or "credit balance" in str(exc.message).lower()
+        retryable = (status in _RETRYABLE or status >= 500) and not quota
+        raise BackendError(
+            f"Anthropic returned HTTP {status} ({kind or 'error'}): {exc.message}",
+            provider="anthropic",
+            status=status,
+            retryable=retryable,
+            **context,
+        ) from None
+    except sdk.APIConnectionError as exc:
+        raise BackendError(
+            f"cannot reach the Anthropic API ({type(exc).__name__}); check the network or "
+            "ANTHROPIC_BASE_URL",
+            provider="anthropic",
+            retryable=True,
+            **context,
+        ) from None
+
+
+def _error_type(body: object) -> str | None:
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return error["type"]
+    return None

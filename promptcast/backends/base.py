@@ -1,0 +1,77 @@
+"""The backend seam: one request in, one reply out.
+
+A backend turns a rendered `ModelRequest` into a `ModelReply` for one provider. Everything else
+(input checks, rendering, validation, re-asks, usage and cost) lives above it, so a new provider is
+one file that implements `request` and `arequest`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import BaseModel
+
+from promptcast.render import Prompt
+
+__all__ = ["Backend", "ModelReply", "ModelRequest"]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What to send: the provider's model name, the prompt and the shape of the answer.
+
+    `output_model` is `None` for free-text output. `history` holds provider-shaped messages added
+    after the prompt, e.g. a failed reply and its validation error on a re-ask.
+    """
+
+    model: str
+    prompt: Prompt
+    output_model: type[BaseModel] | None
+    max_tokens: int = 1024
+    temperature: float | None = None
+    task: str | None = None
+    history: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What came back, before validation.
+
+    `data` is the structured answer (e.g. a tool call's input) or the text for free-text output,
+    `None` when the reply holds no answer at all; `text` is the raw answer for error messages.
+    """
+
+    data: Any
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    truncated: bool = False
+    raw: Any = field(default=None, repr=False)
+
+
+class Backend(abc.ABC):
+    """One provider. Subclasses implement `request` and `arequest`; `reask` has a default."""
+
+    provider: str = "unknown"
+
+    @abc.abstractmethod
+    def request(self, request: ModelRequest) -> ModelReply:
+        """Send one request and wait for its reply."""
+
+    @abc.abstractmethod
+    async def arequest(self, request: ModelRequest) -> ModelReply:
+        """Send one request without blocking the event loop."""
+
+    def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
+        """The next request after `reply` failed validation with `error`.
+
+        The default appends the reply and the error as a plain assistant/user exchange; providers
+        with tool calls override it to answer the tool call instead.
+        """
+        history = (
+            {"role": "assistant", "content": reply.text or "(no answer)"},
+            {"role": "user", "content": f"Your answer did not validate:\n{error}\nAnswer again, fixing the errors."},
+        )
+        return replace(request, history=request.history + history)

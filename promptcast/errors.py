@@ -1,0 +1,148 @@
+"""The exception tree.
+
+```
+PromptcastError
+├── TaskDefinitionError      a task file is wrong (file, line)        ┐
+├── TaskNotFoundError        no task by that name (close matches)     │ you wrote it wrong:
+├── TaskInputError           a call's inputs are wrong (task, field)  │ fix the file, the call
+├── ConfigurationError       settings or install (env var, extra)     ┘ or the environment
+├── BackendError             the provider failed (provider, status, retryable)  ┐
+├── BudgetExceededError      a call would cost or take more than allowed        │ it failed at
+└── OutputValidationError    the model never produced valid output              │ run time
+    └── OutputTruncatedError the reply hit max_tokens                           ┘
+```
+
+Run-time errors carry the task name and the usage spent so far, so a failure is never a silent
+cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptcast.result import Usage
+
+__all__ = [
+    "BackendError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "OutputTruncatedError",
+    "OutputValidationError",
+    "PromptcastError",
+    "TaskDefinitionError",
+    "TaskInputError",
+    "TaskNotFoundError",
+]
+
+
+class PromptcastError(Exception):
+    """Base class of every error promptcast raises on purpose."""
+
+
+class TaskDefinitionError(PromptcastError):
+    """A task file (or a `@task` binding) is wrong; `file` and `line` say where."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.reason = message
+        where = f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+        super().__init__(f"{where}{message}")
+
+
+class TaskNotFoundError(PromptcastError, LookupError):
+    """No task by that name; `matches` holds the closest names."""
+
+    def __init__(self, name: str, *, known: Sequence[str] = ()) -> None:
+        import difflib
+
+        self.name = name
+        self.matches = difflib.get_close_matches(name, list(known), n=3)
+        hint = f" Did you mean {', '.join(map(repr, self.matches))}?" if self.matches else ""
+        listing = f" Known tasks: {', '.join(sorted(known))}." if known else " No tasks are loaded."
+        super().__init__(f"No task named {name!r}.{hint}{listing}")
+
+
+class TaskInputError(PromptcastError, ValueError):
+    """A call's inputs do not match the task's declared inputs; nothing was sent."""
+
+    def __init__(self, task: str, field: str | None, message: str) -> None:
+        self.task = task
+        self.field = field
+        where = f" input {field!r}" if field else ""
+        super().__init__(f"Task {task!r}{where}: {message}")
+
+
+class ConfigurationError(PromptcastError):
+    """Settings or installation are wrong; `env_var` or `extra` names what to change."""
+
+    def __init__(self, message: str, *, env_var: str | None = None, extra: str | None = None):
+        self.env_var = env_var
+        self.extra = extra
+        super().__init__(message)
+
+
+class _RunError(PromptcastError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        task: str | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
+        attempts: int = 0,
+    ) -> None:
+        self.task = task
+        self.model = model
+        self.usage = usage
+        self.attempts = attempts
+        prefix = f"Task {task!r}" if task else "Call"
+        on = f" on {model}" if model else ""
+        super().__init__(f"{prefix}{on}: {message}")
+
+
+class BackendError(_RunError):
+    """The provider failed. `retryable` says whether trying again may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retryable: bool = False,
+        **context: Any,
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message, **context)
+
+
+class BudgetExceededError(_RunError):
+    """The call would spend more than its budget allows."""
+
+
+class OutputValidationError(_RunError):
+    """Every attempt returned output that failed the task's output schema.
+
+    `raw_output` is the last reply as text, `errors` the last validation errors.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw_output: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        **context: Any,
+    ) -> None:
+        self.raw_output = raw_output
+        self.errors = errors or []
+        super().__init__(message, **context)
+
+
+class OutputTruncatedError(OutputValidationError):
+    """The reply stopped at `max_tokens` before the output was complete."""

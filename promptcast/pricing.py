@@ -1,0 +1,44 @@
+"""Cost of a request in USD, from the `genai-prices` package (imported on first use).
+
+An unknown model costs `None` and warns once per model: a missing price must never break a call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+__all__ = ["cost_usd"]
+
+_warned: set[str] = set()
+
+
+def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """Price of one request on `model` (`"provider/name"`), or `None` when it is not known."""
+    provider, _, name = model.partition("/")
+    if provider == "test":
+        return 0.0
+    calc = _calculator()
+    try:
+        price = calc.calc_price(
+            calc.Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model_ref=name,
+            provider_id=provider,
+        )
+    except LookupError:
+        if model not in _warned:
+            _warned.add(model)
+            warnings.warn(
+                f"no price known for {model!r}; its cost is reported as None",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return None
+    return float(price.total_price)
+
+
+@lru_cache(maxsize=1)
+def _calculator():  # type: ignore[no-untyped-def]
+    import genai_prices
+
+    return genai_prices

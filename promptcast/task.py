@@ -1,0 +1,397 @@
+"""Tasks: a checked task file made callable, the registry of a folder of them, and `@task`.
+
+A call is: validate inputs → render → one backend request → validate output, with re-asks when the
+output does not validate. That loop is written once, as a generator that yields requests, and driven
+by a sync and an async driver.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import typing
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+from promptcast._config import get_config
+from promptcast.backends import resolve
+from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.errors import (
+    BackendError,
+    OutputTruncatedError,
+    OutputValidationError,
+    TaskDefinitionError,
+    TaskInputError,
+    TaskNotFoundError,
+)
+from promptcast.pricing import cost_usd
+from promptcast.render import Prompt, compile_template
+from promptcast.result import Attempt, Run, Usage
+from promptcast.spec import TaskSpec, parse_task_file
+
+__all__ = ["BoundTask", "Task", "TaskRegistry", "builtin_tasks", "load_tasks", "task"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+_Plan = Generator[tuple[Backend, ModelRequest], ModelReply, Run[T]]
+BUILTIN_PROMPTS = Path(__file__).parent / "prompts"
+
+
+class Task(Generic[T]):
+    """One task file, checked and ready to call: `task(**inputs)` returns the validated output."""
+
+    def __init__(self, spec: TaskSpec, *, model: str | None = None) -> None:
+        self.spec = spec
+        self._model = model
+        self._render = compile_template(
+            spec.template,
+            task=spec.name,
+            declared=set(spec.inputs),
+            path=spec.path,
+            first_line=spec.template_line,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Task[Any]:
+        """Load and check one task file."""
+        return cls(parse_task_file(path))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def output_model(self) -> type[BaseModel] | None:
+        """The pydantic model of the output, or `None` for free text."""
+        return self.spec.output_model
+
+    @property
+    def model(self) -> str:
+        """The model string a call will use now: override, then the file's, then the default."""
+        return self._model or self.spec.model or get_config().model
+
+    def with_model(self, model: str) -> Task[T]:
+        """The same task pinned to another model (`"provider/model"`)."""
+        return Task(self.spec, model=model)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} v{self.spec.version} ({self.spec.path})>"
+
+    # calling
+
+    def render(self, /, **inputs: Any) -> Prompt:
+        """The messages a call would send, without sending anything."""
+        return self._render(self._check(inputs))
+
+    def __call__(self, /, **inputs: Any) -> T:
+        return self.run(**inputs).output
+
+    async def acall(self, /, **inputs: Any) -> T:
+        return (await self.arun(**inputs)).output
+
+    def run(self, /, **inputs: Any) -> Run[T]:
+        """Call the model and return the output with its usage, cost and attempts."""
+        plan = self._plan(inputs)
+        try:
+            backend, request = next(plan)
+            while True:
+                try:
+                    reply = backend.request(request)
+                except BackendError as exc:
+                    backend, request = plan.throw(exc)
+                else:
+                    backend, request = plan.send(reply)
+        except StopIteration as done:
+            return typing.cast(Run[T], done.value)
+
+    async def arun(self, /, **inputs: Any) -> Run[T]:
+        """`run` without blocking the event loop."""
+        plan = self._plan(inputs)
+        try:
+            backend, request = next(plan)
+            while True:
+                try:
+                    reply = await backend.arequest(request)
+                except BackendError as exc:
+                    backend, request = plan.throw(exc)
+                else:
+                    backend, request = plan.send(reply)
+        except StopIteration as done:
+            return typing.cast(Run[T], done.value)
+
+    # the call, written once
+
+    def _check(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            checked = self.spec.input_model.model_validate(dict(inputs))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else None
+            declared = ", ".join(self.spec.inputs) or "none"
+            if err["type"] == "missing":
+                message = f"is required; pass {field}=… (declared inputs: {declared})"
+            elif err["type"] == "extra_forbidden":
+                message = f"is not declared by the task (declared inputs: {declared})"
+            else:
+                message = f"{err['msg']} (expected {self.spec.inputs[str(field)].type_text})"
+            raise TaskInputError(self.name, field, message) from None
+        return {name: getattr(checked, name) for name in self.spec.inputs}
+
+    def _plan(self, inputs: Mapping[str, Any]) -> _Plan[T]:
+        prompt = self._render(self._check(inputs))
+        model = self.model
+        backend, model_name = resolve(model)
+        spec = self.spec
+        max_attempts = spec.max_attempts or get_config().max_attempts
+        request = ModelRequest(
+            model=model_name,
+            prompt=prompt,
+            output_model=spec.output_model,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            task=spec.name,
+        )
+        started = time.perf_counter()
+        usage = Usage()
+        log: list[Attempt] = []
+        context: dict[str, Any] = {"task": spec.name, "model": model}
+        reply: ModelReply | None = None
+        errors: list[dict[str, Any]] = []
+        for attempt in range(1, max_attempts + 1):
+            sent = time.perf_counter()
+            try:
+                reply = yield backend, request
+            except BackendError as exc:
+                log.append(Attempt(model, "error", Usage(), time.perf_counter() - sent, str(exc)))
+                exc.usage, exc.attempts = usage, len(log)
+                raise
+            spent = Usage(
+                reply.input_tokens,
+                reply.output_tokens,
+                cost_usd(model, reply.input_tokens, reply.output_tokens),
+            )
+            usage += spent
+            latency = time.perf_counter() - sent
+            if reply.truncated:
+                log.append(Attempt(model, "truncated", spent, latency, "max_tokens"))
+                raise OutputTruncatedError(
+                    f"the reply stopped at max_tokens={spec.max_tokens} before the output was "
+                    f"complete; raise max_tokens in {spec.path}",
+                    raw_output=reply.text,
+                    usage=usage,
+                    attempts=len(log),
+                    **context,
+                )
+            try:
+                output = self._validate(reply)
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False)
+                feedback = _feedback(errors)
+                log.append(Attempt(model, "invalid", spent, latency, feedback))
+                if attempt < max_attempts:
+                    request = backend.reask(request, reply, feedback)
+                continue
+            log.append(Attempt(model, "ok", spent, latency))
+            return Run(
+                output=output,
+                usage=usage,
+                model=model,
+                task=spec.name,
+                task_version=spec.version,
+                template_hash=spec.template_hash,
+                latency_s=time.perf_counter() - started,
+                attempt_log=tuple(log),
+            )
+        raise OutputValidationError(
+            f"no valid output after {max_attempts} attempt(s); last errors: {_feedback(errors)}",
+            raw_output=reply.text if reply else None,
+            errors=errors,
+            usage=usage,
+            attempts=len(log),
+            **context,
+        )
+
+    def _validate(self, reply: ModelReply) -> T:
+        model = self.spec.output_model
+        if model is None:
+            text = reply.data if isinstance(reply.data, str) else reply.text
+            if not text.strip():
+                raise ValidationError.from_exception_data(
+                    "output", [{"type": "missing", "loc": ("output",), "input": text}]
+                )
+            return typing.cast(T, text)
+        if reply.data is None:
+            raise ValidationError.from_exception_data(
+                model.__name__,
+                [{"type": "model_type", "loc": (), "input": reply.text,
+                  "ctx": {"class_name": model.__name__}}],
+            )
+        return typing.cast(T, model.model_validate(reply.data))
+
+
+def _feedback(errors: list[dict[str, Any]]) -> str:
+    lines = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(answer)"
+        lines.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(lines)
+
+
+class TaskRegistry(Mapping[str, Task[Any]]):
+    """Tasks by name; `registry.extract_ticket` and `registry["extract_ticket"]` both work."""
+
+    def __init__(self, tasks: Mapping[str, Task[Any]] | None = None) -> None:
+        self._tasks: dict[str, Task[Any]] = dict(tasks or {})
+
+    def __getitem__(self, name: str) -> Task[Any]:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise TaskNotFoundError(name, known=list(self._tasks)) from None
+
+    def __getattr__(self, name: str) -> Task[Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *self._tasks]
+
+    def __repr__(self) -> str:
+        return f"<TaskRegistry {sorted(self._tasks)}>"
+
+    def add(self, task: Task[Any]) -> None:
+        """Add a task; a second task of the same name is an error."""
+        if task.name in self._tasks:
+            first = self._tasks[task.name].spec.path
+            raise TaskDefinitionError(
+                f"task name {task.name!r} is already used by {first}", file=task.spec.path, line=1
+            )
+        self._tasks[task.name] = task
+
+
+def load_tasks(*dirs: str | Path) -> TaskRegistry:
+    """Load every `*.jinja` file in the given folders (default: `PROMPTCAST_PROMPTS`)."""
+    folders = [Path(d) for d in dirs] or [Path(d) for d in get_config().prompts]
+    registry = TaskRegistry()
+    for folder in folders:
+        if not folder.is_dir():
+            raise TaskDefinitionError("no such folder of task files", file=str(folder))
+        for path in sorted(folder.glob("*.jinja")):
+            registry.add(Task.from_file(path))
+    return registry
+
+
+@functools.cache
+def builtin_tasks() -> TaskRegistry:
+    """The tasks that ship with promptcast (`extract_ticket`, `translate`, …)."""
+    return load_tasks(BUILTIN_PROMPTS)
+
+
+class BoundTask(Generic[P, R]):
+    """A task behind a typed Python signature; made by `@task`."""
+
+    def __init__(self, task: Task[R], func: Callable[P, R]) -> None:
+        self.task = task
+        self._signature = inspect.signature(func)
+        functools.update_wrapper(self, func)
+
+    def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(self._signature.bind(*args, **kwargs).arguments)
+        except TypeError as exc:
+            raise TaskInputError(self.task.name, None, str(exc)) from None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.task.run(**self._inputs(args, kwargs)).output
+
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> Run[R]:
+        return self.task.run(**self._inputs(args, kwargs))
+
+    async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return (await self.task.arun(**self._inputs(args, kwargs))).output
+
+    def arun(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[Run[R]]:
+        return self.task.arun(**self._inputs(args, kwargs))
+
+    def render(self, *args: P.args, **kwargs: P.kwargs) -> Prompt:
+        return self.task.render(**self._inputs(args, kwargs))
+
+    def __repr__(self) -> str:
+        return f"<BoundTask {self.task.name} -> {self.task.spec.output_text}>"
+
+
+@overload
+def task(source: str | Path) -> Callable[[Callable[P, R]], BoundTask[P, R]]: ...
+@overload
+def task(source: Task[Any]) -> Callable[[Callable[P, R]], BoundTask[P, R]]: ...
+def task(source: str | Path | Task[Any]) -> Callable[[Callable[P, R]], BoundTask[P, R]]:
+    """Bind a task file to a typed signature; the signature is checked against the file.
+
+    A relative path is resolved next to the module that defines the function.
+    """
+
+    def bind(func: Callable[P, R]) -> BoundTask[P, R]:
+        loaded = source if isinstance(source, Task) else Task.from_file(_near(func, source))
+        _check_signature(loaded, func)
+        return BoundTask(typing.cast(Task[R], loaded), func)
+
+    return bind
+
+
+def _near(func: Callable[..., Any], path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    module_file = inspect.getsourcefile(func)
+    if module_file:
+        candidate = Path(module_file).parent / path
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def _check_signature(loaded: Task[Any], func: Callable[..., Any]) -> None:
+    spec = loaded.spec
+    where = f"{func.__module__}.{func.__qualname__}"
+
+    def fail(message: str) -> typing.NoReturn:
+        raise TaskDefinitionError(f"@task binding {where}: {message}", file=spec.path)
+
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:
+        fail(f"cannot read its type hints ({exc})")
+    params = inspect.signature(func).parameters
+    if set(params) != set(spec.inputs):
+        fail(f"parameters {sorted(params)} differ from the file's inputs {sorted(spec.inputs)}")
+    for name, param in params.items():
+        declared = spec.inputs[name]
+        if name not in hints:
+            fail(f"parameter {name!r} has no type annotation; the file says {declared.type_text}")
+        if hints[name] != declared.type:
+            fail(f"parameter {name!r} is {hints[name]!r} but the file says {declared.type_text}")
+        has_default = param.default is not inspect.Parameter.empty
+        if has_default != (not declared.required) or (has_default and param.default != declared.default):
+            expected = "no default" if declared.required else f"default {declared.default!r}"
+            fail(f"parameter {name!r} must have {expected}, as in the file")
+    expected_return = spec.output_model or str
+    if hints.get("return") is not expected_return:
+        fail(f"return type is {hints.get('return')!r} but the file's output is {spec.output_text}")
+
