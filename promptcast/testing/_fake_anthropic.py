@@ -184,11 +184,15 @@ class FakeAnthropic:
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
-                self.send_header("request-id", f"req_fake{next(_ids):08d}")
+                if "request-id" not in reply.headers:
+                    self.send_header("request-id", f"req_fake{next(_ids):08d}")
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def version_string(self) -> str:
+                return "promptcast-fake-anthropic"
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

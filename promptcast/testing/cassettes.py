@@ -54,6 +54,18 @@ def _parse(body: Any) -> Any:
         return None
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (prompts) as literal blocks, so a cassette diff reads like the prompt."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not value.endswith((" ", "\t")) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 class _JsonBodySerializer:
     """YAML cassettes whose JSON bodies are kept as `parsed_body` mappings."""
 
@@ -70,7 +82,7 @@ class _JsonBodySerializer:
             if parsed is not None:
                 response["parsed_body"] = parsed
                 del response["body"]
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
     @staticmethod
     def deserialize(text: str) -> dict[str, Any]:
@@ -81,6 +93,10 @@ class _JsonBodySerializer:
                 request["body"] = json.dumps(request.pop("parsed_body"))
             if "parsed_body" in response:
                 response["body"] = {"string": json.dumps(response.pop("parsed_body"))}
+                # the body is re-serialised, so its recorded length no longer holds
+                headers = response.get("headers", {})
+                for name in [n for n in headers if n.lower() == "content-length"]:
+                    del headers[name]
         return data
 
 

@@ -1,0 +1,254 @@
+"""The `promptcast` command: list, show, check, render and run tasks, and the offline demo.
+
+Exit codes: 0 success; 1 a promptcast error (bad task file, bad input, provider or validation
+failure), printed as one message without a traceback; 2 a command-line usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import promptcast as pc
+from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
+
+app = typer.Typer(
+    help="Prompt files as typed functions: inspect, check, render and run tasks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+PromptsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--prompts", "-p", help="A folder of task files (repeatable). Default: built-ins "
+                 "plus PROMPTCAST_PROMPTS."),
+]
+DEMO_TASKS = ("extract_ticket", "answer_product_question", "translate")
+
+
+def _registry(prompts: list[Path] | None) -> pc.TaskRegistry:
+    registry = pc.TaskRegistry(pc.builtin_tasks())
+    extra = prompts or [Path(p) for p in pc.get_config().prompts]
+    for task in pc.load_tasks(*extra).values() if extra else ():
+        registry.add(task)
+    return registry
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command("list")
+def list_tasks(prompts: PromptsOption = None) -> None:
+    """List the tasks with their version, output and description."""
+    try:
+        registry = _registry(prompts)
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    table = Table("task", "version", "output", "description", "file")
+    for name, task in sorted(registry.items()):
+        spec = task.spec
+        table.add_row(name, str(spec.version), spec.output_text, spec.description, spec.path)
+    out.print(table)
+
+
+@app.command()
+def show(name: str, prompts: PromptsOption = None) -> None:
+    """Show one task: inputs, output JSON schema, model and examples."""
+    try:
+        task = _registry(prompts)[name]
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    spec = task.spec
+    info: dict[str, Any] = {
+        "name": spec.name,
+        "description": spec.description,
+        "version": spec.version,
+        "file": spec.path,
+        "model": task.model,
+        "template_hash": spec.template_hash,
+        "inputs": {
+            n: {"type": i.type_text, "required": i.required,
+                **({"default": i.default} if not i.required else {}),
+                **({"description": i.description} if i.description else {})}
+            for n, i in spec.inputs.items()
+        },
+        "output": spec.output_text,
+        "output_schema": spec.output_model.model_json_schema() if spec.output_model else
+        {"type": "string"},
+        "examples": [
+            {"inputs": e.inputs, "expect": e.expect, "expect_contains": e.expect_contains}
+            for e in spec.examples
+        ],
+    }
+    out.print_json(json.dumps(info, default=str))
+
+
+@app.command()
+def check(dirs: Annotated[list[Path] | None, typer.Argument(help="Folders of task files. "
+                                                             "Default: the built-in tasks.")] = None
+          ) -> None:
+    """Load-time checks of every task file; exits 1 and prints file:line for each problem."""
+    folders = dirs or [pc.task.BUILTIN_PROMPTS]
+    problems: list[str] = []
+    count = 0
+    names: dict[str, str] = {}
+    for folder in folders:
+        files = sorted(folder.glob("*.jinja")) if folder.is_dir() else [folder]
+        if not folder.exists():
+            problems.append(f"{folder}: no such file or folder")
+        for path in files:
+            count += 1
+            try:
+                task = pc.Task.from_file(path)
+            except TaskDefinitionError as exc:
+                problems.append(str(exc))
+                continue
+            if task.name in names:
+                problems.append(f"{path}:1: task name {task.name!r} is already used by {names[task.name]}")
+            names[task.name] = str(path)
+    for problem in problems:
+        out.print(problem, highlight=False, markup=False, soft_wrap=True)
+    if problems:
+        err.print(f"[red]{len(problems)} problem(s)[/] in {count} task file(s)")
+        raise typer.Exit(1)
+    err.print(f"[green]ok[/]: {count} task file(s) checked")
+
+
+def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if input_json is not None:
+        try:
+            loaded = json.loads(input_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise TaskInputError(task.name, None, f"cannot read --input-json {input_json}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise TaskInputError(task.name, None, "--input-json must hold a JSON object")
+        values.update(loaded)
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise TaskInputError(task.name, key, "-i takes key=value")
+        declared = task.spec.inputs.get(key)
+        value: Any = raw
+        if declared is not None and declared.type is not str:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        values[key] = value
+    return values
+
+
+InputOption = Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value (JSON for "
+                                                         "non-string inputs); repeatable.")]
+InputJsonOption = Annotated[Path | None, typer.Option("--input-json", help="A JSON file of inputs.")]
+
+
+@app.command()
+def render(name: str, input: InputOption = None, input_json: InputJsonOption = None,
+           prompts: PromptsOption = None) -> None:
+    """Print the messages a call would send, without sending anything."""
+    try:
+        task = _registry(prompts)[name]
+        prompt = task.render(**_inputs(task, input, input_json))
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    out.print(prompt.as_text(), highlight=False, markup=False)
+
+
+@app.command()
+def run(name: str, input: InputOption = None, input_json: InputJsonOption = None,
+        model: Annotated[str | None, typer.Option(help="Model string for this call.")] = None,
+        prompts: PromptsOption = None) -> None:
+    """Call a task: the output as JSON on stdout, usage on stderr."""
+    try:
+        task = _registry(prompts)[name]
+        if model:
+            task = task.with_model(model)
+        result = task.run(**_inputs(task, input, input_json))
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    _print_output(result.output)
+    _print_usage(result)
+
+
+def _print_output(output: Any) -> None:
+    data = output.model_dump(mode="json") if hasattr(output, "model_dump") else output
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
+    cost = "unknown" if result.usage.cost_usd is None else f"${result.usage.cost_usd:.6f}"
+    console.print(
+        f"[dim]{result.task} v{result.task_version} on {result.model}: "
+        f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens, {cost}, "
+        f"{result.attempts} attempt(s), {result.latency_s * 1000:.0f} ms[/]",
+        highlight=False,
+    )
+
+
+def demo_cassettes() -> Path:
+    """Where the example recordings of the built-in tasks live (installed or source tree)."""
+    installed = Path(__file__).parent / "_cassettes"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "cassettes" / "builtin"
+
+
+@app.command()
+def demo(live: Annotated[bool, typer.Option("--live", help="Call the real Anthropic API "
+                                             "(needs ANTHROPIC_API_KEY) instead of replaying.")] = False
+         ) -> None:
+    """Run three built-in tasks: replayed from example recordings, or live with --live."""
+    import contextlib
+
+    from promptcast.testing.cassettes import replay
+
+    tasks = pc.builtin_tasks()
+    if live:
+        out.print("[bold]Live:[/] calling the Anthropic API; this costs tokens.\n")
+    else:
+        out.print("[bold yellow]Replayed:[/] answers come from example recordings in "
+                  f"{demo_cassettes()}, not from a live model. Use --live to call the API.\n")
+        pc.configure(api_key="sk-ant-replay-no-key-needed", base_url="https://api.anthropic.com")
+    for name in DEMO_TASKS:
+        task = tasks[name]
+        example = task.spec.examples[0]
+        context = (contextlib.nullcontext() if live
+                   else replay(demo_cassettes() / f"{name}.yaml"))
+        try:
+            with context:
+                result = task.run(**example.inputs)
+        except PromptcastError as exc:
+            raise _fail(exc) from None
+        except Exception as exc:  # vcrpy's "no recording" error is not ours; say what to do
+            raise _fail(RuntimeError(
+                f"task {name!r}: no recording matches today's request ({type(exc).__name__}); the "
+                f"task file may have changed since {demo_cassettes() / (name + '.yaml')} was "
+                "recorded. Re-record with a key: pytest tests/test_builtin.py --record-mode=rewrite"
+            )) from None
+        out.rule(f"[bold]{name}[/]  {task.description}")
+        out.print("inputs: ", json.dumps(example.inputs, ensure_ascii=False), highlight=False,
+                  markup=False, soft_wrap=True)
+        out.print(f"output ({type(result.output).__name__}):", highlight=False)
+        out.print_json(result.output.model_dump_json())
+        _print_usage(result, out)
+    out.print("\n[green]3 tasks ran; every output validated against its schema.[/]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
