@@ -73,8 +73,9 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
         items = value.split(os.pathsep) if isinstance(value, str) else list(value)
         return tuple(str(item) for item in items if str(item).strip())
     if name == "model" and (not isinstance(value, str) or not value.strip()):
-        raise ConfigurationError(f"{source} must be a model string such as {DEFAULT_MODEL!r}.",
-                                 env_var=_ENV["model"])
+        raise ConfigurationError(
+            f"{source} must be a model string such as {DEFAULT_MODEL!r}.", env_var=_ENV["model"]
+        )
     return value
 
 
@@ -92,7 +93,9 @@ def configure(**settings: Any) -> Settings:
             f"configure() got unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}."
         )
     for name, value in settings.items():
-        _overrides[name] = value if value is None else _coerce(name, value, source=f"configure({name}=…)")
+        _overrides[name] = (
+            value if value is None else _coerce(name, value, source=f"configure({name}=…)")
+        )
     global _cached
     _cached = None
     return get_config()

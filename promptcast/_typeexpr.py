@@ -7,8 +7,10 @@ generics, `|` and literal constants inside `Literal[...]`. Nothing is evaluated.
 from __future__ import annotations
 
 import ast
+import functools
+import operator
 import importlib
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 __all__ = ["TypeExprError", "import_object", "parse_type"]
 
@@ -59,7 +61,7 @@ def parse_type(text: str) -> Any:
     """Turn a type written as text into a Python type."""
     if not isinstance(text, str):
         raise TypeExprError(
-            f"a type must be a string, got {type(text).__name__} {text!r}; quote it, e.g. \"list[str]\""
+            f'a type must be a string, got {type(text).__name__} {text!r}; quote it, e.g. "list[str]"'
         )
     text = text.strip()
     if ":" in text:
@@ -78,11 +80,13 @@ def _walk(node: ast.expr, text: str) -> Any:
     if isinstance(node, ast.Name):
         if node.id in _NAMES:
             return _NAMES[node.id]
-        raise TypeExprError(f"unknown type {node.id!r} in {text!r}; use 'module:Class' for your own")
+        raise TypeExprError(
+            f"unknown type {node.id!r} in {text!r}; use 'module:Class' for your own"
+        )
     if isinstance(node, ast.Constant) and node.value is None:
         return type(None)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return Union[_walk(node.left, text), _walk(node.right, text)]  # noqa: UP007
+        return _walk(node.left, text) | _walk(node.right, text)
     if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
         head = node.value.id
         args = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
@@ -94,9 +98,9 @@ def _walk(node: ast.expr, text: str) -> Any:
                 values.append(arg.value)
             return Literal[tuple(values)]
         if head == "Optional" and len(args) == 1:
-            return Optional[_walk(args[0], text)]  # noqa: UP045
+            return _walk(args[0], text) | None
         if head == "Union":
-            return Union[tuple(_walk(arg, text) for arg in args)]
+            return functools.reduce(operator.or_, (_walk(arg, text) for arg in args))
         if head in _GENERICS:
             params = tuple(_walk(arg, text) for arg in args)
             return _GENERICS[head][params if len(params) > 1 else params[0]]

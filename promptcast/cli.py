@@ -17,6 +17,7 @@ from rich.table import Table
 
 import promptcast as pc
 from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
+from promptcast.task import BUILTIN_PROMPTS
 
 app = typer.Typer(
     help="Prompt files as typed functions: inspect, check, render and run tasks.",
@@ -29,8 +30,11 @@ err = Console(stderr=True)
 
 PromptsOption = Annotated[
     list[Path] | None,
-    typer.Option("--prompts", "-p", help="A folder of task files (repeatable). Default: built-ins "
-                 "plus PROMPTCAST_PROMPTS."),
+    typer.Option(
+        "--prompts",
+        "-p",
+        help="A folder of task files (repeatable). Default: built-ins plus PROMPTCAST_PROMPTS.",
+    ),
 ]
 DEMO_TASKS = ("extract_ticket", "answer_product_question", "translate")
 
@@ -78,14 +82,18 @@ def show(name: str, prompts: PromptsOption = None) -> None:
         "model": task.model,
         "template_hash": spec.template_hash,
         "inputs": {
-            n: {"type": i.type_text, "required": i.required,
+            n: {
+                "type": i.type_text,
+                "required": i.required,
                 **({"default": i.default} if not i.required else {}),
-                **({"description": i.description} if i.description else {})}
+                **({"description": i.description} if i.description else {}),
+            }
             for n, i in spec.inputs.items()
         },
         "output": spec.output_text,
-        "output_schema": spec.output_model.model_json_schema() if spec.output_model else
-        {"type": "string"},
+        "output_schema": spec.output_model.model_json_schema()
+        if spec.output_model
+        else {"type": "string"},
         "examples": [
             {"inputs": e.inputs, "expect": e.expect, "expect_contains": e.expect_contains}
             for e in spec.examples
@@ -95,11 +103,14 @@ def show(name: str, prompts: PromptsOption = None) -> None:
 
 
 @app.command()
-def check(dirs: Annotated[list[Path] | None, typer.Argument(help="Folders of task files. "
-                                                             "Default: the built-in tasks.")] = None
-          ) -> None:
+def check(
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders of task files. Default: the built-in tasks."),
+    ] = None,
+) -> None:
     """Load-time checks of every task file; exits 1 and prints file:line for each problem."""
-    folders = dirs or [pc.task.BUILTIN_PROMPTS]
+    folders = dirs or [BUILTIN_PROMPTS]
     problems: list[str] = []
     count = 0
     names: dict[str, str] = {}
@@ -115,7 +126,9 @@ def check(dirs: Annotated[list[Path] | None, typer.Argument(help="Folders of tas
                 problems.append(str(exc))
                 continue
             if task.name in names:
-                problems.append(f"{path}:1: task name {task.name!r} is already used by {names[task.name]}")
+                problems.append(
+                    f"{path}:1: task name {task.name!r} is already used by {names[task.name]}"
+                )
             names[task.name] = str(path)
     for problem in problems:
         out.print(problem, highlight=False, markup=False, soft_wrap=True)
@@ -131,7 +144,9 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
         try:
             loaded = json.loads(input_json.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise TaskInputError(task.name, None, f"cannot read --input-json {input_json}: {exc}") from None
+            raise TaskInputError(
+                task.name, None, f"cannot read --input-json {input_json}: {exc}"
+            ) from None
         if not isinstance(loaded, dict):
             raise TaskInputError(task.name, None, "--input-json must hold a JSON object")
         values.update(loaded)
@@ -150,14 +165,22 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
     return values
 
 
-InputOption = Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value (JSON for "
-                                                         "non-string inputs); repeatable.")]
-InputJsonOption = Annotated[Path | None, typer.Option("--input-json", help="A JSON file of inputs.")]
+InputOption = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="key=value (JSON for non-string inputs); repeatable."),
+]
+InputJsonOption = Annotated[
+    Path | None, typer.Option("--input-json", help="A JSON file of inputs.")
+]
 
 
 @app.command()
-def render(name: str, input: InputOption = None, input_json: InputJsonOption = None,
-           prompts: PromptsOption = None) -> None:
+def render(
+    name: str,
+    input: InputOption = None,
+    input_json: InputJsonOption = None,
+    prompts: PromptsOption = None,
+) -> None:
     """Print the messages a call would send, without sending anything."""
     try:
         task = _registry(prompts)[name]
@@ -168,9 +191,13 @@ def render(name: str, input: InputOption = None, input_json: InputJsonOption = N
 
 
 @app.command()
-def run(name: str, input: InputOption = None, input_json: InputJsonOption = None,
-        model: Annotated[str | None, typer.Option(help="Model string for this call.")] = None,
-        prompts: PromptsOption = None) -> None:
+def run(
+    name: str,
+    input: InputOption = None,
+    input_json: InputJsonOption = None,
+    model: Annotated[str | None, typer.Option(help="Model string for this call.")] = None,
+    prompts: PromptsOption = None,
+) -> None:
     """Call a task: the output as JSON on stdout, usage on stderr."""
     try:
         task = _registry(prompts)[name]
@@ -201,13 +228,21 @@ def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
 def demo_cassettes() -> Path:
     """Where the example recordings of the built-in tasks live (installed or source tree)."""
     installed = Path(__file__).parent / "_cassettes"
-    return installed if installed.is_dir() else Path(__file__).parent.parent / "cassettes" / "builtin"
+    return (
+        installed if installed.is_dir() else Path(__file__).parent.parent / "cassettes" / "builtin"
+    )
 
 
 @app.command()
-def demo(live: Annotated[bool, typer.Option("--live", help="Call the real Anthropic API "
-                                             "(needs ANTHROPIC_API_KEY) instead of replaying.")] = False
-         ) -> None:
+def demo(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Call the real Anthropic API (needs ANTHROPIC_API_KEY) instead of replaying.",
+        ),
+    ] = False,
+) -> None:
     """Run three built-in tasks: replayed from example recordings, or live with --live."""
     import contextlib
 
@@ -217,28 +252,36 @@ def demo(live: Annotated[bool, typer.Option("--live", help="Call the real Anthro
     if live:
         out.print("[bold]Live:[/] calling the Anthropic API; this costs tokens.\n")
     else:
-        out.print("[bold yellow]Replayed:[/] answers come from example recordings in "
-                  f"{demo_cassettes()}, not from a live model. Use --live to call the API.\n")
+        out.print(
+            "[bold yellow]Replayed:[/] answers come from example recordings in "
+            f"{demo_cassettes()}, not from a live model. Use --live to call the API.\n"
+        )
         pc.configure(api_key="sk-ant-replay-no-key-needed", base_url="https://api.anthropic.com")
     for name in DEMO_TASKS:
         task = tasks[name]
         example = task.spec.examples[0]
-        context = (contextlib.nullcontext() if live
-                   else replay(demo_cassettes() / f"{name}.yaml"))
+        context = contextlib.nullcontext() if live else replay(demo_cassettes() / f"{name}.yaml")
         try:
             with context:
                 result = task.run(**example.inputs)
         except PromptcastError as exc:
             raise _fail(exc) from None
         except Exception as exc:  # vcrpy's "no recording" error is not ours; say what to do
-            raise _fail(RuntimeError(
-                f"task {name!r}: no recording matches today's request ({type(exc).__name__}); the "
-                f"task file may have changed since {demo_cassettes() / (name + '.yaml')} was "
-                "recorded. Re-record with a key: pytest tests/test_builtin.py --record-mode=rewrite"
-            )) from None
+            raise _fail(
+                RuntimeError(
+                    f"task {name!r}: no recording matches today's request ({type(exc).__name__}); the "
+                    f"task file may have changed since {demo_cassettes() / (name + '.yaml')} was "
+                    "recorded. Re-record with a key: pytest tests/test_builtin.py --record-mode=rewrite"
+                )
+            ) from None
         out.rule(f"[bold]{name}[/]  {task.description}")
-        out.print("inputs: ", json.dumps(example.inputs, ensure_ascii=False), highlight=False,
-                  markup=False, soft_wrap=True)
+        out.print(
+            "inputs: ",
+            json.dumps(example.inputs, ensure_ascii=False),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         out.print(f"output ({type(result.output).__name__}):", highlight=False)
         out.print_json(result.output.model_dump_json())
         _print_usage(result, out)

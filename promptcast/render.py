@@ -60,7 +60,9 @@ def fence(value: Any, tag: str = "data", **attributes: Any) -> str:
         raise ValueError(f"fence tag {tag!r} and attribute names must be letters, digits, '_', '-'")
     text = str(value)
     closing = re.compile(r"<(\s*/\s*" + re.escape(tag) + r")(?=[\s/>]|$)", re.IGNORECASE)
-    attrs = "".join(f' {name}="{html.escape(str(val), quote=True)}"' for name, val in attributes.items())
+    attrs = "".join(
+        f' {name}="{html.escape(str(val), quote=True)}"' for name, val in attributes.items()
+    )
     body = closing.sub(r"&lt;\1", text)
     return f"<{tag}{attrs}>\n{body}\n</{tag}>"
 
@@ -114,7 +116,9 @@ def compile_template(
         tree = _ENV.parse(source)
     except TemplateSyntaxError as exc:
         line = first_line + (exc.lineno or 1) - 1
-        raise TaskDefinitionError(f"Jinja syntax error: {exc.message}", file=path, line=line) from None
+        raise TaskDefinitionError(
+            f"Jinja syntax error: {exc.message}", file=path, line=line
+        ) from None
     undeclared = sorted(meta.find_undeclared_variables(tree) - declared - set(_ENV.globals))
     if undeclared:
         name = undeclared[0]
@@ -167,4 +171,3 @@ def _assemble(text: str, nonce: str, blocks: list[tuple[Role, str]]) -> Prompt:
         else:
             messages.append({"role": role, "content": content})
     return Prompt(system="\n\n".join(system) or None, messages=messages)
-

@@ -120,7 +120,7 @@ class TaskSpec:
     examples: tuple[Example, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     source_hash: str = ""
-    input_model: type[BaseModel] = field(default=BaseModel, repr=False)
+    input_model: type[BaseModel] = field(default=BaseModel, repr=False, compare=False)
 
     @property
     def template_hash(self) -> str:
@@ -134,7 +134,9 @@ def parse_task_file(path: str | Path) -> TaskSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise TaskDefinitionError(f"cannot read task file ({exc.strerror})", file=str(path)) from exc
+        raise TaskDefinitionError(
+            f"cannot read task file ({exc.strerror})", file=str(path)
+        ) from exc
     return parse_task_text(text, path=str(path))
 
 
@@ -148,7 +150,9 @@ def parse_task_text(text: str, *, path: str = "<string>", name: str | None = Non
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
-        raise TaskDefinitionError(f"invalid YAML in frontmatter: {problem}", file=path, line=line)
+        raise TaskDefinitionError(
+            f"invalid YAML in frontmatter: {problem}", file=path, line=line
+        ) from None
     data = data or {}
     if not isinstance(data, dict):
         raise TaskDefinitionError("frontmatter must be a YAML mapping of keys", file=path, line=2)
@@ -257,13 +261,17 @@ def _line_of(node: yaml.Node | None, keys: tuple[str | int, ...]) -> int:
 
 def _input_spec(name: str, value: Any, path: str, line: int) -> InputSpec:
     if not _NAME.match(name):
-        raise TaskDefinitionError(f"input name {name!r} is not a Python identifier", file=path, line=line)
+        raise TaskDefinitionError(
+            f"input name {name!r} is not a Python identifier", file=path, line=line
+        )
     if not isinstance(value, dict):
         value = {"type": value}
     try:
         form = _InputForm.model_validate(value)
     except ValidationError as exc:
-        raise TaskDefinitionError(f"inputs.{name}: {_first_error(exc)}", file=path, line=line) from None
+        raise TaskDefinitionError(
+            f"inputs.{name}: {_first_error(exc)}", file=path, line=line
+        ) from None
     type_text = form.kind if form.kind is not None and "type" not in value else form.type
     try:
         parsed = parse_type(type_text)
@@ -319,4 +327,3 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     return f"{loc}: {err['msg']}" if loc else str(err["msg"])
-

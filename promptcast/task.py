@@ -195,7 +195,7 @@ class Task(Generic[T]):
             try:
                 output = self._validate(reply)
             except ValidationError as exc:
-                errors = exc.errors(include_url=False)
+                errors = [dict(e) for e in exc.errors(include_url=False)]
                 feedback = _feedback(errors)
                 log.append(Attempt(model, "invalid", spent, latency, feedback))
                 if attempt < max_attempts:
@@ -233,8 +233,14 @@ class Task(Generic[T]):
         if reply.data is None:
             raise ValidationError.from_exception_data(
                 model.__name__,
-                [{"type": "model_type", "loc": (), "input": reply.text,
-                  "ctx": {"class_name": model.__name__}}],
+                [
+                    {
+                        "type": "model_type",
+                        "loc": (),
+                        "input": reply.text,
+                        "ctx": {"class_name": model.__name__},
+                    }
+                ],
             )
         return typing.cast(T, model.model_validate(reply.data))
 
@@ -388,10 +394,11 @@ def _check_signature(loaded: Task[Any], func: Callable[..., Any]) -> None:
         if hints[name] != declared.type:
             fail(f"parameter {name!r} is {hints[name]!r} but the file says {declared.type_text}")
         has_default = param.default is not inspect.Parameter.empty
-        if has_default != (not declared.required) or (has_default and param.default != declared.default):
+        if has_default != (not declared.required) or (
+            has_default and param.default != declared.default
+        ):
             expected = "no default" if declared.required else f"default {declared.default!r}"
             fail(f"parameter {name!r} must have {expected}, as in the file")
     expected_return = spec.output_model or str
     if hints.get("return") is not expected_return:
         fail(f"return type is {hints.get('return')!r} but the file's output is {spec.output_text}")
-

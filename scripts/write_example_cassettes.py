@@ -25,35 +25,85 @@ OUT = Path(__file__).resolve().parent.parent / "cassettes" / "builtin"
 # (task, example index) -> (tool input, input tokens, output tokens): the hand-written answers.
 ANSWERS: dict[tuple[str, int], tuple[dict[str, Any], int, int]] = {
     ("extract_ticket", 0): (
-        {"issue": "The checkout page has been crashing since this morning, so sales are lost.",
-         "urgency": "high", "product": "Checkout page"}, 612, 71),
+        {
+            "issue": "The checkout page has been crashing since this morning, so sales are lost.",
+            "urgency": "high",
+            "product": "Checkout page",
+        },
+        612,
+        71,
+    ),
     ("extract_ticket", 1): (
-        {"issue": "The customer wants to change the email address shown on invoices.",
-         "urgency": "low", "product": "Invoices"}, 598, 64),
+        {
+            "issue": "The customer wants to change the email address shown on invoices.",
+            "urgency": "low",
+            "product": "Invoices",
+        },
+        598,
+        64,
+    ),
     ("answer_product_question", 0): (
-        {"answer": "Yes. Use the Pulse setting to crush ice, and do not run it for more than 30 "
-                   "seconds at a time.", "answered": True, "cited_document_ids": ["manual-3"]},
-        703, 88),
+        {
+            "answer": "Yes. Use the Pulse setting to crush ice, and do not run it for more than 30 "
+            "seconds at a time.",
+            "answered": True,
+            "cited_document_ids": ["manual-3"],
+        },
+        703,
+        88,
+    ),
     ("answer_product_question", 1): (
-        {"answer": "I don't know: the documents provided do not mention the Aero X2 warranty.",
-         "answered": False, "cited_document_ids": []}, 655, 69),
+        {
+            "answer": "I don't know: the documents provided do not mention the Aero X2 warranty.",
+            "answered": False,
+            "cited_document_ids": [],
+        },
+        655,
+        69,
+    ),
     ("translate", 0): (
-        {"translation": "The blender is loud, but it makes excellent smoothies.",
-         "source_language": "German"}, 521, 52),
+        {
+            "translation": "The blender is loud, but it makes excellent smoothies.",
+            "source_language": "German",
+        },
+        521,
+        52,
+    ),
     ("translate", 1): (
         {"translation": "Entrega rápida, producto conforme.", "source_language": "French"},
-        514, 47),
+        514,
+        47,
+    ),
     ("summarize", 0): (
-        {"summary": "The Q3 release adds offline mode, halves sync time and drops Android 9.",
-         "key_points": ["Offline mode is new.", "Sync takes half the time.",
-                        "Android 9 is no longer supported."]}, 540, 83),
+        {
+            "summary": "The Q3 release adds offline mode, halves sync time and drops Android 9.",
+            "key_points": [
+                "Offline mode is new.",
+                "Sync takes half the time.",
+                "Android 9 is no longer supported.",
+            ],
+        },
+        540,
+        83,
+    ),
     ("summarize", 1): (
-        {"summary": "The meeting moved to Thursday at 10:00 because the room was double-booked.",
-         "key_points": ["Now Thursday 10:00."]}, 533, 49),
+        {
+            "summary": "The meeting moved to Thursday at 10:00 because the room was double-booked.",
+            "key_points": ["Now Thursday 10:00."],
+        },
+        533,
+        49,
+    ),
     ("classify", 0): (
-        {"label": "billing", "reason": "The customer reports being charged twice."}, 560, 41),
+        {"label": "billing", "reason": "The customer reports being charged twice."},
+        560,
+        41,
+    ),
     ("classify", 1): (
-        {"label": "feature_request", "reason": "The customer asks for a dark mode."}, 561, 43),
+        {"label": "feature_request", "reason": "The customer asks for a dark mode."},
+        561,
+        43,
+    ),
 }
 
 HEADERS = {"anthropic-organization-id": "0f2c4e1a-example-org", "request-id": "req_example"}
@@ -82,14 +132,22 @@ def main() -> None:
             for i, _ in enumerate(task.spec.examples):
                 data, tokens_in, tokens_out = ANSWERS[(name, i)]
                 tool = task.output_model.__name__  # type: ignore[union-attr]
-                body = message([tool_use_block(tool, data)], input_tokens=tokens_in,
-                               output_tokens=tokens_out)
+                body = message(
+                    [tool_use_block(tool, data)], input_tokens=tokens_in, output_tokens=tokens_out
+                )
                 body["id"] = f"msg_example_{name}_{i}"
                 body["content"][0]["id"] = f"toolu_example_{name}_{i}"
                 fake.reply(FakeReply(body, headers=HEADERS))
-            recorder = register(vcr.VCR(**vcr_config(record_mode="all", ignore_localhost=False,
-                                                      before_record_request=to_api,
-                                                      before_record_response=keep_api_headers)))
+            recorder = register(
+                vcr.VCR(
+                    **vcr_config(
+                        record_mode="all",
+                        ignore_localhost=False,
+                        before_record_request=to_api,
+                        before_record_response=keep_api_headers,
+                    )
+                )
+            )
             with recorder.use_cassette(str(path)):
                 for example in task.spec.examples:
                     task.run(**example.inputs)

@@ -79,7 +79,7 @@ class AnthropicBackend(Backend):
                 "api_key=…)), or run offline with a test/… model or recorded cassettes.",
                 env_var="ANTHROPIC_API_KEY",
             )
-        return key, self._base_url or config.base_url
+        return key, self._base_url or config.base_url or os.environ.get("ANTHROPIC_BASE_URL")
 
     def client(self) -> anthropic.Anthropic:
         """The shared sync client, rebuilt only when the key or base URL changes."""
@@ -195,7 +195,7 @@ def _json_in_text(text: str) -> Any:
 def _mapped_errors(request: ModelRequest) -> Iterator[None]:
     """Turn SDK exceptions into `BackendError`; the provider's message stays out of prompts."""
     sdk = _sdk()
-    context = {"task": request.task, "model": f"anthropic/{request.model}"}
+    context: dict[str, Any] = {"task": request.task, "model": f"anthropic/{request.model}"}
     try:
         yield
     except sdk.APIStatusError as exc:
@@ -211,9 +211,11 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
             **context,
         ) from None
     except sdk.APIConnectionError as exc:
+        cause = exc.__cause__ or exc
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise BackendError(
-            f"cannot reach the Anthropic API ({type(exc).__name__}); check the network or "
-            "ANTHROPIC_BASE_URL",
+            f"cannot reach the Anthropic API ({type(cause).__name__}: {detail}); check the "
+            "network or ANTHROPIC_BASE_URL",
             provider="anthropic",
             retryable=True,
             **context,
@@ -223,6 +225,7 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
 def _error_type(body: object) -> str | None:
     if isinstance(body, dict):
         error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("type"), str):
-            return error["type"]
+        kind = error.get("type") if isinstance(error, dict) else None
+        if isinstance(kind, str):
+            return kind
     return None

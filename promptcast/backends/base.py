@@ -72,6 +72,9 @@ class Backend(abc.ABC):
         """
         history = (
             {"role": "assistant", "content": reply.text or "(no answer)"},
-            {"role": "user", "content": f"Your answer did not validate:\n{error}\nAnswer again, fixing the errors."},
+            {
+                "role": "user",
+                "content": f"Your answer did not validate:\n{error}\nAnswer again, fixing the errors.",
+            },
         )
         return replace(request, history=request.history + history)

@@ -40,7 +40,9 @@ class ScriptedBackend(Backend):
 
             def scripted(request: ModelRequest) -> Reply:
                 if not replies:
-                    raise AssertionError(f"ScriptedBackend ran out of replies at request {len(self.requests)}")
+                    raise AssertionError(
+                        f"ScriptedBackend ran out of replies at request {len(self.requests)}"
+                    )
                 return replies.pop(0)
 
             self._handler = scripted
@@ -51,7 +53,9 @@ class ScriptedBackend(Backend):
         self.requests.append(request)
         result = self._handler(request)
         if inspect.isawaitable(result):
-            raise TypeError("this ScriptedBackend has an async handler; call the task with acall/arun")
+            raise TypeError(
+                "this ScriptedBackend has an async handler; call the task with acall/arun"
+            )
         return self._to_reply(request, result)
 
     async def arequest(self, request: ModelRequest) -> ModelReply:

@@ -98,7 +98,9 @@ def placeholder(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> A
         props = schema.get("properties", {})
         return {name: placeholder(sub, defs) for name, sub in props.items()}
     if kind == "array":
-        return [placeholder(schema.get("items", {"type": "string"}), defs)] * schema.get("minItems", 1)
+        return [placeholder(schema.get("items", {"type": "string"}), defs)] * schema.get(
+            "minItems", 1
+        )
     return {"string": "example", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(
         kind, "example"
     )
@@ -142,7 +144,7 @@ class FakeAnthropic:
         if self._server is None:
             raise RuntimeError("FakeAnthropic is not started; use it as a context manager")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def reply(self, *items: FakeReply | dict[str, Any]) -> None:
         """Queue replies, answered in order before the handler is consulted."""
@@ -162,7 +164,7 @@ class FakeAnthropic:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 if self.path.split("?")[0] != "/v1/messages":
@@ -176,7 +178,9 @@ class FakeAnthropic:
                         reply = error_reply(400, "invalid_request_error", "body is not JSON")
                     else:
                         with fake._lock:
-                            fake.request_headers.append(dict(self.headers.items()))
+                            fake.request_headers.append(
+                                {k.lower(): v for k, v in self.headers.items()}
+                            )
                         reply = fake._next(body)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)

@@ -128,15 +128,17 @@ def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def vcr_config(**overrides: Any) -> dict[str, Any]:
-    """Keyword arguments for `vcr.VCR(...)` / pytest-recording's `vcr_config` fixture."""
+    """Keyword arguments for `vcr.VCR(...)` / pytest-recording's `vcr_config` fixture.
+
+    No `record_mode` here: pytest-recording takes it from `--record-mode` (default `none`).
+    """
     config: dict[str, Any] = {
         "filter_headers": [(name, REDACTED) for name in SECRET_REQUEST_HEADERS],
         "filter_query_parameters": [("key", REDACTED)],
         "before_record_response": scrub_response,
         "decode_compressed_response": True,
         "match_on": ["method", "host", "path", "json_body"],
-        "record_mode": "none",
-        "serializer": "promptcast",
+        "serializer": "yaml",
         "ignore_localhost": True,
     }
     config.update(overrides)
@@ -144,8 +146,8 @@ def vcr_config(**overrides: Any) -> dict[str, Any]:
 
 
 def register(vcr: Any) -> Any:
-    """Teach a `vcr.VCR` instance the promptcast serializer and JSON body matcher."""
-    vcr.register_serializer("promptcast", serializer)
+    """Teach a `vcr.VCR` instance the promptcast serializer (as "yaml") and JSON body matcher."""
+    vcr.register_serializer("yaml", serializer)
     vcr.register_matcher("json_body", json_body_matcher)
     return vcr
 
@@ -155,6 +157,6 @@ def replay(path: str | Path, **overrides: Any) -> Iterator[Any]:
     """Replay one cassette for the code inside the block; no request leaves the process."""
     import vcr
 
-    recorder = register(vcr.VCR(**vcr_config(**overrides)))
+    recorder = register(vcr.VCR(**vcr_config(**{"record_mode": "none", **overrides})))
     with recorder.use_cassette(str(path), allow_playback_repeats=True) as cassette:
         yield cassette

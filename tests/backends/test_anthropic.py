@@ -1,0 +1,215 @@
+"""The Anthropic backend end to end: real SDK, loopback fake Messages API, real reply shapes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import promptcast as pc
+from promptcast.testing import (
+    FakeAnthropic,
+    error_reply,
+    message,
+    text_block,
+    tool_use_block,
+)
+from tests.conftest import TEST_KEY
+
+INLINE = """
+---
+inputs:
+  text: str
+output:
+  summary: str
+  bullets: "list[str]"
+model: anthropic/claude-haiku-4-5
+max_tokens: 300
+---
+{% role "system" %}Summarize.{% endrole %}
+{{ text | fence("text") }}
+"""
+GOOD = {"summary": "Short.", "bullets": ["a", "b"]}
+
+
+@pytest.fixture
+def summarize(write_task: Callable[..., Path]) -> pc.Task[object]:
+    return pc.Task.from_file(write_task("summarize", INLINE))
+
+
+def thinking() -> dict[str, object]:
+    return {"type": "thinking", "thinking": "Let me look.", "signature": "c2lnbmF0dXJl"}
+
+
+def test_inline_schema_task_runs_through_the_sdk(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(
+        message([tool_use_block("SummarizeOutput", GOOD)], input_tokens=120, output_tokens=30)
+    )
+    run = summarize.run(text="A long text.")
+    assert run.output.model_dump() == GOOD  # type: ignore[attr-defined]
+    sent = fake_anthropic.requests[0]
+    assert sent["model"] == "claude-haiku-4-5" and sent["max_tokens"] == 300
+    assert sent["system"] == "Summarize."
+    assert sent["messages"] == [{"role": "user", "content": "<text>\nA long text.\n</text>"}]
+    [tool] = sent["tools"]
+    assert tool["input_schema"] == summarize.output_model.model_json_schema()  # type: ignore[union-attr]
+    assert sent["tool_choice"] == {
+        "type": "tool",
+        "name": tool["name"],
+        "disable_parallel_tool_use": True,
+    }
+    assert (run.usage.input_tokens, run.usage.output_tokens) == (120, 30)
+    assert run.usage.cost_usd is not None and run.usage.cost_usd > 0
+    headers = fake_anthropic.request_headers[0]
+    assert TEST_KEY in (headers.get("x-api-key", "") + headers.get("authorization", ""))
+
+
+def test_module_class_schema_task_runs_through_the_sdk(
+    write_task: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    (tmp_path / "shop_models.py").write_text(
+        "from pydantic import BaseModel\n"
+        "class Item(BaseModel):\n    name: str\n    qty: int\n"
+        "class Order(BaseModel):\n    '''An order.'''\n    items: list[Item]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = pc.Task.from_file(
+        write_task(
+            "order", "---\ninputs: {text: str}\noutput: shop_models:Order\n---\n{{ text }}\n"
+        )
+    )
+    run = task.run(text="two apples")  # the fake answers with a placeholder valid for the schema
+    sent = fake_anthropic.requests[0]
+    assert sent["model"] == "claude-sonnet-4-6"
+    assert sent["messages"][0]["content"] == "two apples"
+    assert sent["tools"][0]["name"] == "Order"
+    assert sent["tools"][0]["input_schema"]["$defs"]["Item"]["required"] == ["name", "qty"]
+    assert run.output.items[0].qty == 1  # type: ignore[attr-defined]
+
+
+def test_thinking_block_before_the_tool_call_is_skipped(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(message([thinking(), tool_use_block("SummarizeOutput", GOOD)]))
+    assert summarize.run(text="x").output.model_dump() == GOOD  # type: ignore[attr-defined]
+
+
+def test_output_tool_is_picked_by_name_among_two_tool_calls(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(
+        message(
+            [
+                tool_use_block("get_time", {}),
+                text_block("Here it is."),
+                tool_use_block("SummarizeOutput", GOOD),
+                tool_use_block("SummarizeOutput", {"summary": "second", "bullets": []}),
+            ]
+        )
+    )
+    run = summarize.run(text="x")
+    assert run.output.summary == "Short." and run.attempts == 1  # type: ignore[attr-defined]
+
+
+def test_fenced_json_text_instead_of_a_tool_call_is_accepted(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(message([text_block(f"Sure:\n```json\n{json.dumps(GOOD)}\n```\nDone.")]))
+    assert summarize.run(text="x").output.model_dump() == GOOD  # type: ignore[attr-defined]
+
+
+def test_prose_instead_of_a_tool_call_is_re_asked(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(
+        message([text_block("I would rather chat about it.")], input_tokens=50, output_tokens=8),
+        message([tool_use_block("SummarizeOutput", GOOD)], input_tokens=70, output_tokens=20),
+    )
+    run = summarize.run(text="x")
+    assert run.attempts == 2
+    assert (run.usage.input_tokens, run.usage.output_tokens) == (120, 28)
+    reask = fake_anthropic.requests[1]["messages"]
+    assert reask[-2]["role"] == "assistant"
+    assert reask[-1]["role"] == "user" and "no tool invocation" in json.dumps(reask[-1])
+
+
+def test_invalid_tool_input_is_answered_with_a_tool_result_error(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    bad = tool_use_block("SummarizeOutput", {"summary": "x", "bullets": "not a list"})
+    fake_anthropic.reply(
+        message([thinking(), bad]), message([tool_use_block("SummarizeOutput", GOOD)])
+    )
+    run = summarize.run(text="x")
+    assert run.attempts == 2
+    first_cost = pc.pricing.cost_usd("anthropic/claude-haiku-4-5", 100, 20)
+    assert first_cost is not None and run.usage.cost_usd == pytest.approx(2 * first_cost)
+    follow_up = fake_anthropic.requests[1]["messages"]
+    assert follow_up[-2]["content"][0]["type"] == "thinking"  # replayed with its signature
+    [result] = follow_up[-1]["content"]
+    assert result["type"] == "tool_result" and result["tool_use_id"] == bad["id"]
+    assert result["is_error"] is True and "bullets" in result["content"]
+
+
+def test_max_tokens_stop_is_a_clear_truncation_error(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    partial = tool_use_block("SummarizeOutput", {"summary": "cut"})
+    fake_anthropic.reply(message([partial], stop_reason="max_tokens", output_tokens=300))
+    with pytest.raises(pc.OutputTruncatedError, match="max_tokens=300") as info:
+        summarize.run(text="x")
+    assert info.value.usage is not None and info.value.usage.output_tokens == 300
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_401_is_a_final_backend_error_and_its_text_never_reaches_a_prompt(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(error_reply(401, "authentication_error", "invalid x-api-key SECRET-TEXT"))
+    with pytest.raises(pc.BackendError) as info:
+        summarize.run(text="x")
+    err = info.value
+    assert (err.status, err.retryable, err.provider) == (401, False, "anthropic")
+    assert err.task == "summarize" and err.attempts == 1
+    assert len(fake_anthropic.requests) == 1
+    summarize.run(text="again")
+    assert "SECRET-TEXT" not in json.dumps(fake_anthropic.requests[1])
+
+
+def test_billing_400_is_final(summarize: pc.Task[object], fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.reply(
+        error_reply(
+            400, "invalid_request_error", "Your credit balance is too low to access the API."
+        )
+    )
+    with pytest.raises(pc.BackendError) as info:
+        summarize.run(text="x")
+    assert info.value.retryable is False
+
+
+def test_missing_api_key_names_the_variable(
+    summarize: pc.Task[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    with pytest.raises(pc.ConfigurationError) as info:
+        summarize.run(text="x")
+    assert info.value.env_var == "ANTHROPIC_API_KEY"
+
+
+async def test_async_call_through_the_sdk(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(
+        message([tool_use_block("SummarizeOutput", {"summary": 1})]),
+        message([tool_use_block("SummarizeOutput", GOOD)]),
+    )
+    run = await summarize.arun(text="x")
+    assert run.attempts == 2 and run.output.model_dump() == GOOD  # type: ignore[attr-defined]
