@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import operator
 import importlib
+import operator
 from typing import Any, Literal
 
 __all__ = ["TypeExprError", "import_object", "parse_type"]

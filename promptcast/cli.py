@@ -222,6 +222,7 @@ def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
         f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens, {cost}, "
         f"{result.attempts} attempt(s), {result.latency_s * 1000:.0f} ms[/]",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -149,14 +149,12 @@ def compile_template(
 
 
 def _assemble(text: str, nonce: str, blocks: list[tuple[Role, str]]) -> Prompt:
-    pieces: list[tuple[Role, str]] = []
-    marker = re.compile(rf"\x00{nonce}:(\d+)\x00")
-    pos = 0
-    for match in marker.finditer(text):
-        pieces.append(("user", text[pos : match.start()]))
-        pieces.append(blocks[int(match.group(1))])
-        pos = match.end()
-    pieces.append(("user", text[pos:]))
+    parts = text.split(f"\x00{nonce}:")
+    pieces: list[tuple[Role, str]] = [("user", parts[0])]
+    for part in parts[1:]:
+        index, _, rest = part.partition("\x00")
+        pieces.append(blocks[int(index)])
+        pieces.append(("user", rest))
 
     system: list[str] = []
     messages: list[Message] = []
