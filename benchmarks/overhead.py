@@ -65,17 +65,22 @@ sys.stdin.read()
 """
 
 
-def cpu_per_call(call: Callable[[], Any], calls: int, rounds: int = 5) -> float:
-    """Median over rounds of CPU µs per call in this thread."""
-    for _ in range(max(10, calls // 10)):
-        call()
-    samples = []
-    for _ in range(rounds):
-        start = time.thread_time()
-        for _ in range(calls):
+def cpu_per_call(
+    contenders: dict[str, Callable[[], Any]], calls: int, rounds: int = 7
+) -> dict[str, float]:
+    """Median over rounds of CPU µs per call in this thread; rounds interleave the contenders
+    so that drift in machine speed hits them all alike."""
+    for call in contenders.values():
+        for _ in range(max(10, calls // 10)):
             call()
-        samples.append((time.thread_time() - start) / calls * 1e6)
-    return statistics.median(samples)
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, call in contenders.items():
+            start = time.thread_time()
+            for _ in range(calls):
+                call()
+            samples[name].append((time.thread_time() - start) / calls * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:
@@ -134,19 +139,24 @@ def main() -> None:
         def with_promptcast() -> Invoice:
             return task(invoice=invoice_text)  # type: ignore[no-any-return]
 
-        results = {
-            "raw anthropic SDK (tool call + validate)": cpu_per_call(raw, args.calls),
-            "instructor messages.create(response_model=)": cpu_per_call(
-                with_instructor, args.calls
-            ),
-            "promptcast task": cpu_per_call(with_promptcast, args.calls),
-        }
+        def with_promptcast_cost() -> float | None:
+            return task.run(invoice=invoice_text).usage.cost_usd
+
+        results = cpu_per_call(
+            {
+                "raw anthropic SDK (tool call + validate)": raw,
+                "instructor messages.create(response_model=)": with_instructor,
+                "promptcast task": with_promptcast,
+                "promptcast task.run + read usage.cost_usd": with_promptcast_cost,
+            },
+            args.calls,
+        )
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         server.wait(timeout=10)
 
     base = results["raw anthropic SDK (tool call + validate)"]
-    print(f"client CPU per call, {args.calls} sequential calls x 5 rounds (median), loopback fake")
+    print(f"client CPU per call, {args.calls} sequential calls x 7 rounds (median), loopback fake")
     for name, micros in results.items():
         print(f"  {name:<46} {micros:8.0f} µs   {micros / base:5.2f}x raw")
     ratio = results["promptcast task"] / base

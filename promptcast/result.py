@@ -10,27 +10,74 @@ __all__ = ["Attempt", "Run", "Usage"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens and cost. `cost_usd` is `None` when the model's price is unknown."""
+    """Tokens and cost. `cost_usd` is `None` when a model's price is unknown.
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = 0.0
+    The price lookup runs when `cost_usd` is first read, not on the call's hot path: a caller
+    that never reads the cost never pays for it.
+    """
 
-    def __add__(self, other: Usage) -> Usage:
-        cost = (
-            None
-            if self.cost_usd is None or other.cost_usd is None
-            else round(self.cost_usd + other.cost_usd, 10)
-        )
-        return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens, cost
-        )
+    __slots__ = ("_cost", "_unpriced", "input_tokens", "output_tokens")
+
+    def __init__(
+        self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float | None = 0.0
+    ) -> None:
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self._cost = cost_usd
+        self._unpriced: tuple[tuple[str, int, int], ...] = ()
+
+    @classmethod
+    def of(cls, model: str, input_tokens: int, output_tokens: int) -> Usage:
+        """The usage of one request to `model`, priced on first read."""
+        usage = cls(input_tokens, output_tokens)
+        usage._unpriced = ((model, input_tokens, output_tokens),)
+        return usage
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self._unpriced:
+            from promptcast.pricing import cost_usd
+
+            total = self._cost
+            for model, tokens_in, tokens_out in self._unpriced:
+                total = _add_cost(total, cost_usd(model, tokens_in, tokens_out))
+            self._cost, self._unpriced = total, ()
+        return self._cost
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        total = Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            _add_cost(self._cost, other._cost),
+        )
+        total._unpriced = self._unpriced + other._unpriced
+        return total
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return (self.input_tokens, self.output_tokens, self.cost_usd) == (
+            other.input_tokens,
+            other.output_tokens,
+            other.cost_usd,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Usage(input_tokens={self.input_tokens}, output_tokens={self.output_tokens}, "
+            f"cost_usd={self.cost_usd!r})"
+        )
+
+
+def _add_cost(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a + b, 10)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ from promptcast.errors import (
     TaskInputError,
     TaskNotFoundError,
 )
-from promptcast.pricing import cost_usd
 from promptcast.render import Prompt, compile_template
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec, parse_task_file
@@ -175,11 +174,7 @@ class Task(Generic[T]):
                 log.append(Attempt(model, "error", Usage(), time.perf_counter() - sent, str(exc)))
                 exc.usage, exc.attempts = usage, len(log)
                 raise
-            spent = Usage(
-                reply.input_tokens,
-                reply.output_tokens,
-                cost_usd(model, reply.input_tokens, reply.output_tokens),
-            )
+            spent = Usage.of(model, reply.input_tokens, reply.output_tokens)
             usage += spent
             latency = time.perf_counter() - sent
             if reply.truncated:
@@ -266,7 +261,7 @@ class TaskRegistry(Mapping[str, Task[Any]]):
             raise TaskNotFoundError(name, known=list(self._tasks)) from None
 
     def __getattr__(self, name: str) -> Task[Any]:
-        if name.startswith("__"):
+        if name.startswith("_"):  # private and dunder lookups (copy, pickle) stay ordinary
             raise AttributeError(name)
         return self[name]
 
