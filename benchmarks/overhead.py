@@ -109,7 +109,11 @@ def main() -> None:
             "system": SYSTEM,
             "messages": [{"role": "user", "content": USER}],
             "tools": [tool],
-            "tool_choice": {"type": "tool", "name": tool["name"], "disable_parallel_tool_use": True},
+            "tool_choice": {
+                "type": "tool",
+                "name": tool["name"],
+                "disable_parallel_tool_use": True,
+            },
         }
 
         def raw() -> Invoice:
@@ -161,9 +165,11 @@ def main() -> None:
         print(f"  {name:<46} {micros:8.0f} µs   {micros / base:5.2f}x raw")
     ratio = results["promptcast task"] / base
     print(f"promptcast/raw = {ratio:.2f}x (target <= 1.20x)")
-    print(textwrap.dedent(f"""\
+    print(
+        textwrap.dedent(f"""\
         python {sys.version.split()[0]}, anthropic {anthropic.__version__}, \
-instructor {instructor.__version__}, promptcast {pc.__version__}"""))
+instructor {instructor.__version__}, promptcast {pc.__version__}""")
+    )
 
 
 if __name__ == "__main__":

@@ -163,6 +163,7 @@ class FakeAnthropic:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
