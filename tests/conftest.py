@@ -6,13 +6,15 @@ Network access is blocked for every test (`--block-network` in pyproject.toml) e
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import promptcast as pc
+from promptcast.backends import resolve
+from promptcast.backends.anthropic import AnthropicBackend
 from promptcast.testing import FakeAnthropic
 from promptcast.testing.cassettes import register
 from promptcast.testing.cassettes import vcr_config as promptcast_vcr_config
@@ -44,6 +46,20 @@ def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
         yield fake
+        anthropic_backend().close()
+
+
+@pytest.fixture
+async def close_async_clients() -> AsyncIterator[None]:
+    """For async tests: close the loop's shared async client before pytest-asyncio closes the loop."""
+    yield
+    await anthropic_backend().aclose()
+
+
+def anthropic_backend() -> AnthropicBackend:
+    backend, _ = resolve("anthropic/any")
+    assert isinstance(backend, AnthropicBackend)
+    return backend
 
 
 @pytest.fixture

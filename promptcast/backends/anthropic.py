@@ -69,6 +69,7 @@ class AnthropicBackend(Backend):
             asyncio.AbstractEventLoop,
             tuple[tuple[str | None, str | None], anthropic.AsyncAnthropic],
         ] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _settings(self) -> tuple[str | None, str | None]:
         config = get_config()
@@ -85,6 +86,8 @@ class AnthropicBackend(Backend):
         """The shared sync client, rebuilt only when the key or base URL changes."""
         settings = self._settings()
         if self._sync is None or self._sync[0] != settings:
+            if self._sync is not None:
+                self._sync[1].close()
             self._sync = (settings, _sdk().Anthropic(api_key=settings[0], base_url=settings[1]))
         return self._sync[1]
 
@@ -94,9 +97,25 @@ class AnthropicBackend(Backend):
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
         if entry is None or entry[0] != settings:
+            if entry is not None:
+                closing = loop.create_task(entry[1].close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
             entry = (settings, _sdk().AsyncAnthropic(api_key=settings[0], base_url=settings[1]))
             self._async[loop] = entry
         return entry[1]
+
+    def close(self) -> None:
+        """Close the sync client and its connections (a later call opens a new one)."""
+        if self._sync is not None:
+            self._sync[1].close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        """Close the running event loop's async client and its connections."""
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].close()
 
     def request(self, request: ModelRequest) -> ModelReply:
         kwargs = _kwargs(request)

@@ -205,7 +205,7 @@ def test_missing_api_key_names_the_variable(
 
 
 async def test_async_call_through_the_sdk(
-    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic, close_async_clients: None
 ) -> None:
     fake_anthropic.reply(
         message([tool_use_block("SummarizeOutput", {"summary": 1})]),
