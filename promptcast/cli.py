@@ -230,7 +230,7 @@ def demo_cassettes() -> Path:
     """Where the example recordings of the built-in tasks live (installed or source tree)."""
     installed = Path(__file__).parent / "_cassettes"
     return (
-        installed if installed.is_dir() else Path(__file__).parent.parent / "cassettes" / "builtin"
+        installed if installed.is_dir() else Path(__file__).parent.parent / "cassettes" / "examples"
     )
 
 
@@ -261,20 +261,19 @@ def demo(
     for name in DEMO_TASKS:
         task = tasks[name]
         example = task.spec.examples[0]
-        context = contextlib.nullcontext() if live else replay(demo_cassettes() / f"{name}.yaml")
+        context = (
+            contextlib.nullcontext()
+            if live
+            else replay(
+                demo_cassettes() / name / "example-0.yaml",
+                record_command=f"promptcast record {name} --example 0",
+            )
+        )
         try:
             with context:
                 result = task.run(**example.inputs)
         except PromptcastError as exc:
             raise _fail(exc) from None
-        except Exception as exc:  # vcrpy's "no recording" error is not ours; say what to do
-            raise _fail(
-                RuntimeError(
-                    f"task {name!r}: no recording matches today's request ({type(exc).__name__}); the "
-                    f"task file may have changed since {demo_cassettes() / (name + '.yaml')} was "
-                    "recorded. Re-record with a key: pytest tests/test_builtin.py --record-mode=rewrite"
-                )
-            ) from None
         out.rule(f"[bold]{name}[/]  {task.description}")
         out.print(
             "inputs: ",
@@ -287,6 +286,78 @@ def demo(
         out.print_json(result.output.model_dump_json())
         _print_usage(result, out)
     out.print("\n[green]3 tasks ran; every output validated against its schema.[/]")
+
+
+@app.command()
+def record(
+    name: str,
+    example: Annotated[
+        int | None, typer.Option("--example", "-e", help="Record frontmatter example N (0-based).")
+    ] = None,
+    input: InputOption = None,
+    input_json: InputJsonOption = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Cassette to write. Default: cassettes/examples/"
+            "<task>/example-N.yaml, or cassettes/record/<task>.yaml for -i inputs.",
+        ),
+    ] = None,
+    prompts: PromptsOption = None,
+) -> None:
+    """Record one live call of a task into a cassette (needs the provider's API key)."""
+    from promptcast.testing.cassettes import find_secrets, recording
+
+    try:
+        task = _registry(prompts)[name]
+        if example is not None:
+            if not 0 <= example < len(task.spec.examples):
+                raise TaskInputError(
+                    name, None, f"--example must be 0..{len(task.spec.examples) - 1}"
+                )
+            inputs = dict(task.spec.examples[example].inputs)
+            default = Path("cassettes") / "examples" / name / f"example-{example}.yaml"
+        else:
+            inputs = _inputs(task, input, input_json)
+            default = Path("cassettes") / "record" / f"{name}.yaml"
+        path = out_path or default
+        with recording(path):
+            result = task.run(**inputs)
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    _print_output(result.output)
+    _print_usage(result)
+    err.print(f"recorded {path}")
+    leaks = find_secrets([path])
+    if leaks:
+        for leak in leaks:
+            err.print(str(leak), highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
+@app.command("scan-cassettes")
+def scan_cassettes(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Cassette files or folders. Default: cassettes/."),
+    ] = None,
+) -> None:
+    """Report secret-looking values in recordings; exits 1 when it finds any (for CI/pre-commit)."""
+    from promptcast.testing.cassettes import find_secrets
+
+    targets = paths or [Path("cassettes")]
+    missing = [p for p in targets if not p.exists()]
+    if missing:
+        raise _fail(FileNotFoundError(f"no such file or folder: {', '.join(map(str, missing))}"))
+    findings = find_secrets(targets)
+    for finding in findings:
+        out.print(str(finding), highlight=False, markup=False, soft_wrap=True)
+    if findings:
+        err.print(f"[red]{len(findings)} secret-looking value(s)[/]: scrub them before committing")
+        raise typer.Exit(1)
+    err.print("[green]ok[/]: no secret-looking values")
 
 
 def main() -> None:

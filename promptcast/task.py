@@ -159,6 +159,7 @@ class Task(Generic[T]):
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
             task=spec.name,
+            template_hash=spec.template_hash,
         )
         started = time.perf_counter()
         usage = Usage()

@@ -1,9 +1,9 @@
-"""Write the example recordings of the built-in tasks (cassettes/builtin/<task>.yaml).
+"""Write the example recordings of the built-in tasks (cassettes/examples/<task>/example-N.yaml).
 
 No real API is reachable where promptcast is developed, so these recordings are examples: each
 request is what promptcast really sends through the anthropic SDK (captured by vcrpy), and each
 reply below was written by hand in the Messages API wire format. Replace them with real recordings
-by running `pytest tests/test_builtin.py --record-mode=rewrite` with ANTHROPIC_API_KEY set.
+by running `pytest promptcast/prompts --record-mode=rewrite` with ANTHROPIC_API_KEY set.
 
 Run: python scripts/write_example_cassettes.py
 """
@@ -20,7 +20,7 @@ import promptcast as pc
 from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
 from promptcast.testing.cassettes import register, scrub_response, vcr_config
 
-OUT = Path(__file__).resolve().parent.parent / "cassettes" / "builtin"
+OUT = Path(__file__).resolve().parent.parent / "cassettes" / "examples"
 
 # (task, example index) -> (tool input, input tokens, output tokens): the hand-written answers.
 ANSWERS: dict[tuple[str, int], tuple[dict[str, Any], int, int]] = {
@@ -122,36 +122,34 @@ def keep_api_headers(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
     tasks = pc.builtin_tasks()
     for name, task in sorted(tasks.items()):
-        path = OUT / f"{name}.yaml"
-        path.unlink(missing_ok=True)
-        with FakeAnthropic() as fake:
-            pc.configure(api_key="sk-ant-example", base_url=fake.base_url)
-            for i, _ in enumerate(task.spec.examples):
-                data, tokens_in, tokens_out = ANSWERS[(name, i)]
-                tool = task.output_model.__name__  # type: ignore[union-attr]
-                body = message(
-                    [tool_use_block(tool, data)], input_tokens=tokens_in, output_tokens=tokens_out
-                )
-                body["id"] = f"msg_example_{name}_{i}"
-                body["content"][0]["id"] = f"toolu_example_{name}_{i}"
+        for i, example in enumerate(task.spec.examples):
+            path = OUT / name / f"example-{i}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            data, tokens_in, tokens_out = ANSWERS[(name, i)]
+            tool = task.output_model.__name__  # type: ignore[union-attr]
+            body = message(
+                [tool_use_block(tool, data)], input_tokens=tokens_in, output_tokens=tokens_out
+            )
+            body["id"] = f"msg_example_{name}_{i}"
+            body["content"][0]["id"] = f"toolu_example_{name}_{i}"
+            with FakeAnthropic() as fake:
+                pc.configure(api_key="sk-ant-example", base_url=fake.base_url)
                 fake.reply(FakeReply(body, headers=HEADERS))
-            recorder = register(
-                vcr.VCR(
-                    **vcr_config(
-                        record_mode="all",
-                        ignore_localhost=False,
-                        before_record_request=to_api,
-                        before_record_response=keep_api_headers,
+                recorder = register(
+                    vcr.VCR(
+                        **vcr_config(
+                            record_mode="all",
+                            before_record_request=to_api,
+                            before_record_response=keep_api_headers,
+                        )
                     )
                 )
-            )
-            with recorder.use_cassette(str(path)):
-                for example in task.spec.examples:
+                with recorder.use_cassette(str(path)):
                     task.run(**example.inputs)
-        print(f"wrote {path} ({len(task.spec.examples)} interactions)")
+            print(f"wrote {path}")
     pc.reset_defaults()
 
 

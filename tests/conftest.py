@@ -8,7 +8,6 @@ from __future__ import annotations
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,8 +15,6 @@ import promptcast as pc
 from promptcast.backends import resolve
 from promptcast.backends.anthropic import AnthropicBackend
 from promptcast.testing import FakeAnthropic
-from promptcast.testing.cassettes import register
-from promptcast.testing.cassettes import vcr_config as promptcast_vcr_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk-ant-test-key-0123456789abcdef"
@@ -72,12 +69,3 @@ def write_task(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
-
-
-@pytest.fixture(scope="module")
-def vcr_config() -> dict[str, Any]:
-    return promptcast_vcr_config()
-
-
-def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
-    register(vcr)

@@ -1,45 +1,22 @@
-"""The built-in tasks replay their frontmatter examples from cassettes/builtin, offline.
+"""The built-in tasks: each has examples and their recordings; the typed functions return models.
 
-With ANTHROPIC_API_KEY set, `pytest tests/test_builtin.py --record-mode=rewrite` replaces the
-example recordings with real ones.
+The examples themselves run as collected items (`promptcast/prompts/*.jinja`, named
+`task[example-N]`) through the promptcast pytest plugin. With ANTHROPIC_API_KEY set,
+`pytest promptcast/prompts --record-mode=rewrite` replaces the example recordings with real ones.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 import promptcast as pc
-from promptcast.spec import Example
+from promptcast.cli import demo_cassettes
 from tests.conftest import ROOT
 
 BUILTINS = sorted(pc.builtin_tasks())
 
 
-@pytest.fixture(scope="module")
-def vcr_cassette_dir() -> str:
-    return str(ROOT / "cassettes" / "builtin")
-
-
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not os.environ.get("ANTHROPIC_API_KEY"):
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-replay-placeholder")
-
-
-def check_example(output: Any, example: Example) -> None:
-    data = output.model_dump(mode="json")
-    for key, value in (example.expect or {}).items():
-        assert data[key] == value, f"{key}: expected {value!r}, got {data[key]!r}"
-    contains = example.expect_contains or {}
-    for key, part in contains.items() if isinstance(contains, dict) else []:
-        assert part.lower() in str(data[key]).lower(), f"{key} should contain {part!r}"
-
-
-def test_every_builtin_task_has_two_examples_and_a_recording() -> None:
+def test_every_builtin_task_has_two_examples_and_their_recordings() -> None:
     assert set(BUILTINS) == {
         "extract_ticket",
         "answer_product_question",
@@ -48,33 +25,18 @@ def test_every_builtin_task_has_two_examples_and_a_recording() -> None:
         "classify",
     }
     for name in BUILTINS:
-        assert len(pc.builtin_tasks()[name].spec.examples) >= 2, name
-        assert (ROOT / "cassettes" / "builtin" / f"{name}.yaml").is_file(), name
+        examples = pc.builtin_tasks()[name].spec.examples
+        assert len(examples) >= 2, name
+        for index in range(len(examples)):
+            path = ROOT / "cassettes" / "examples" / name / f"example-{index}.yaml"
+            assert path.is_file(), path
 
 
-@pytest.mark.vcr
-@pytest.mark.parametrize("name", BUILTINS)
-def test_builtin_examples_replay_and_meet_expectations(name: str) -> None:
-    task = pc.builtin_tasks()[name]
-    for example in task.spec.examples:
-        run = task.run(**example.inputs)
-        check_example(run.output, example)
-        assert run.usage.input_tokens > 0 and run.usage.cost_usd is not None
-
-
-@pytest.fixture
-def default_cassette_name(request: pytest.FixtureRequest) -> str:
-    """One cassette per task, holding one interaction per example."""
-    return str(request.node.callspec.params["name"])
-
-
-def test_typed_builtin_functions_return_their_models(vcr_cassette_dir: str) -> None:
+@pytest.mark.promptcast(path=str(demo_cassettes() / "extract_ticket" / "example-0.yaml"))
+def test_typed_builtin_function_returns_its_model() -> None:
     from promptcast.tasks import Ticket, extract_ticket
-    from promptcast.testing import replay
 
-    with replay(Path(vcr_cassette_dir) / "extract_ticket.yaml"):
-        ticket = extract_ticket(
-            message="Checkout page crashes since this morning, we lose sales!",
-            customer_tier="business",
-        )
+    ticket = extract_ticket(
+        message="Checkout page crashes since this morning, we lose sales!", customer_tier="business"
+    )
     assert isinstance(ticket, Ticket) and ticket.urgency == "high"

@@ -150,6 +150,9 @@ def _kwargs(request: ModelRequest) -> dict[str, Any]:
     }
     if prompt.system:
         kwargs["system"] = prompt.system
+    headers = request.tracing_headers()
+    if headers:
+        kwargs["extra_headers"] = headers
     if request.temperature is not None:
         # anthropic>=1.0 dropped `temperature` from the signature; the API still takes it on models
         # that support sampling options, so it travels in the body, and only when a task sets it.
@@ -231,6 +234,10 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         ) from None
     except sdk.APIConnectionError as exc:
         cause = exc.__cause__ or exc
+        if type(cause).__name__ == "CannotOverwriteExistingCassetteException":
+            from promptcast.testing.cassettes import explain_miss
+
+            raise explain_miss(cause) from None
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise BackendError(
             f"cannot reach the Anthropic API ({type(cause).__name__}: {detail}); check the "

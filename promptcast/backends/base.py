@@ -32,7 +32,18 @@ class ModelRequest:
     max_tokens: int = 1024
     temperature: float | None = None
     task: str | None = None
+    template_hash: str | None = None
     history: tuple[Any, ...] = ()
+
+    def tracing_headers(self) -> dict[str, str]:
+        """Headers naming the task and its template hash: they let a replayed test tell prompt
+        drift from a missing recording, and a proxy's logs tell tasks apart."""
+        headers = {}
+        if self.task:
+            headers["x-promptcast-task"] = self.task
+        if self.template_hash:
+            headers["x-promptcast-template-hash"] = self.template_hash
+        return headers
 
 
 @dataclass(frozen=True)

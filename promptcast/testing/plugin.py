@@ -1,0 +1,212 @@
+"""The promptcast pytest plugin (entry point `pytest11: promptcast`): record once, replay forever.
+
+- `@pytest.mark.promptcast` (or the `promptcast_cassette` fixture) puts the test's provider
+  requests in `cassettes/<test module>/<test name>.yaml` under the project root. The record mode
+  is pytest-recording's `--record-mode` (default `none`: replay only, non-loopback sockets blocked,
+  a placeholder API key supplied). Marker keyword arguments go to vcrpy (`path=` picks the file).
+- `pytest --promptcast-examples prompts/` (or `promptcast_examples = true` in the pytest ini
+  options) collects every frontmatter example of every `*.jinja` file as an item
+  `task[example-N]`, replayed from `cassettes/examples/<task>/example-N.yaml`.
+
+ini options: `promptcast_cassette_dir` (default `cassettes`), `promptcast_ignore_fields` (dotted
+JSON body fields left out of request matching, e.g. `metadata.user_id`), `promptcast_examples`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptcast.errors import PromptcastError
+from promptcast.spec import Example
+from promptcast.task import Task
+from promptcast.testing.cassettes import NoRecordingError, register, vcr_config
+
+__all__ = [
+    "ExampleItem",
+    "ExampleMismatch",
+    "NoRecordingError",
+    "TaskFile",
+    "check_example",
+    "use_cassette",
+]
+
+LOOPBACK = ["127.0.0.1", "localhost", "::1"]
+PLACEHOLDER_KEYS = {"ANTHROPIC_API_KEY": "sk-ant-replay-placeholder"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("promptcast", "promptcast task recordings")
+    group.addoption(
+        "--promptcast-examples",
+        action="store_true",
+        default=False,
+        help="collect the frontmatter examples of *.jinja task files as test items",
+    )
+    parser.addini(
+        "promptcast_examples", "collect *.jinja examples as items", type="bool", default=False
+    )
+    parser.addini(
+        "promptcast_cassette_dir",
+        "folder of cassettes, relative to the rootdir",
+        default="cassettes",
+    )
+    parser.addini(
+        "promptcast_ignore_fields",
+        "dotted JSON body fields ignored when matching",
+        type="args",
+        default=[],
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "promptcast(**vcr_options): record/replay this test's provider requests in "
+        "cassettes/<module>/<test>.yaml",
+    )
+
+
+def cassette_root(config: pytest.Config) -> Path:
+    return Path(config.rootpath) / str(config.getini("promptcast_cassette_dir"))
+
+
+@contextmanager
+def use_cassette(
+    config: pytest.Config, path: Path, *, nodeid: str, **overrides: Any
+) -> Iterator[Any]:
+    """Replay (or record, per `--record-mode`) every provider request inside the block."""
+    import vcr
+    from pytest_recording import network
+
+    record_mode = config.getoption("--record-mode", default=None) or "none"
+    if record_mode == "rewrite":  # vcrpy has no "rewrite": start the file afresh, then record
+        path.unlink(missing_ok=True)
+        record_mode = "new_episodes"
+    recorder = register(
+        vcr.VCR(**vcr_config(**overrides)), ignore_fields=config.getini("promptcast_ignore_fields")
+    )
+    replaying = record_mode == "none"
+    blocking = network.blocking_context(allowed_hosts=LOOPBACK) if replaying else nullcontext()
+    with (
+        _placeholder_keys(replaying),
+        blocking,
+        recorder.use_cassette(str(path), record_mode=record_mode) as cassette,
+    ):
+        cassette._promptcast_record_command = f"pytest '{nodeid}' --record-mode=once"
+        yield cassette
+
+
+@contextmanager
+def _placeholder_keys(active: bool) -> Iterator[None]:
+    """Replays need an API key to build a client, never a real one."""
+    added = [k for k in PLACEHOLDER_KEYS if active and not os.environ.get(k)]
+    for key in added:
+        os.environ[key] = PLACEHOLDER_KEYS[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _default_path(request: pytest.FixtureRequest) -> Path:
+    module = Path(str(request.node.path)).stem
+    name = re.sub(r"[^\w.\[\]-]+", "_", request.node.name)
+    return cassette_root(request.config) / module / f"{name}.yaml"
+
+
+@pytest.fixture
+def promptcast_cassette(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The vcrpy cassette of this test: `cassettes/<test module>/<test name>.yaml`."""
+    marker = request.node.get_closest_marker("promptcast")
+    options = dict(marker.kwargs) if marker else {}
+    path = Path(options.pop("path", None) or _default_path(request))
+    with use_cassette(request.config, path, nodeid=request.node.nodeid, **options) as cassette:
+        yield cassette
+
+
+@pytest.fixture(autouse=True)
+def _promptcast_marker(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("promptcast") is not None:
+        request.getfixturevalue("promptcast_cassette")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    wanted = config.getoption("--promptcast-examples") or config.getini("promptcast_examples")
+    if wanted and file_path.suffix == ".jinja":
+        return TaskFile.from_parent(parent, path=file_path)
+    return None
+
+
+class TaskFile(pytest.File):
+    """A task file: one item per frontmatter example."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        task = Task.from_file(self.path)
+        for index, example in enumerate(task.spec.examples):
+            yield ExampleItem.from_parent(
+                self,
+                name=f"{task.name}[example-{index}]",
+                task=task,
+                index=index,
+                example=example,
+            )
+
+
+class ExampleMismatch(AssertionError):
+    """An example's output does not meet its `expect` / `expect_contains`."""
+
+
+def check_example(output: Any, example: Example) -> None:
+    """Subset match on `expect`, case-insensitive substring match on `expect_contains`."""
+    data = output.model_dump(mode="json") if hasattr(output, "model_dump") else output
+    problems = []
+    for key, value in (example.expect or {}).items():
+        got = data.get(key) if isinstance(data, dict) else data
+        if got != value:
+            problems.append(f"{key}: expected {value!r}, got {got!r}")
+    contains = example.expect_contains or {}
+    pairs = contains.items() if isinstance(contains, dict) else [("output", contains)]
+    for key, part in pairs:
+        got = data.get(key) if isinstance(data, dict) else data
+        if str(part).lower() not in str(got).lower():
+            problems.append(f"{key}: expected to contain {part!r}, got {got!r}")
+    if problems:
+        raise ExampleMismatch("; ".join(problems))
+
+
+class ExampleItem(pytest.Item):
+    """One frontmatter example, run through its cassette and checked against `expect`."""
+
+    def __init__(self, *, task: Task[Any], index: int, example: Example, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.task = task
+        self.index = index
+        self.example = example
+
+    @property
+    def cassette_path(self) -> Path:
+        root = cassette_root(self.config)
+        return root / "examples" / self.task.name / f"example-{self.index}.yaml"
+
+    def runtest(self) -> None:
+        with use_cassette(self.config, self.cassette_path, nodeid=self.nodeid):
+            run = self.task.run(**self.example.inputs)
+        check_example(run.output, self.example)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, ExampleMismatch | PromptcastError):
+            return f"{self.name}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        line = (self.example.line or 1) - 1
+        return self.path, line, f"{self.task.name} example {self.index}"
