@@ -1,0 +1,230 @@
+"""The server's outer ASGI layer: request ids, bearer tokens, body size limit, the last-resort 500
+and one JSON log line per request.
+
+It is plain ASGI rather than a Starlette `BaseHTTPMiddleware` so it adds little per request, and
+it runs before routing, so an unauthenticated or oversized request never reaches body parsing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from promptcast._server_metrics import Metrics
+from promptcast._server_problem import PROBLEM_MEDIA_TYPE, problem, problem_bytes, scrub
+
+__all__ = ["INFO_KEY", "REQUEST_ID_KEY", "Gate", "logger"]
+
+logger = logging.getLogger("promptcast.server")
+
+INFO_KEY = "promptcast.log"  # scope key: dict the endpoint fills with task, model, tokens, …
+REQUEST_ID_KEY = "promptcast.request_id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+class Gate:
+    """Wraps the app: checks token and body size first, always answers, always logs one line."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tokens: Iterable[str],
+        max_body_bytes: int,
+        metrics: Metrics,
+        open_paths: frozenset[str],
+    ) -> None:
+        self.app = app
+        self.tokens = [t.encode() for t in tokens]
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = _headers(scope)
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        info: dict[str, Any] = {}
+        scope[INFO_KEY] = info
+        scope[REQUEST_ID_KEY] = request_id
+        status = 0
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            await send(message)
+
+        path: str = scope.get("path", "")
+        try:
+            rejected = self._check(scope, headers, request_id)
+            if rejected is not None:
+                await _answer(tagged_send, *rejected)
+                if rejected[0] == 413:
+                    await _drain(receive, limit=8 * self.max_body_bytes)
+                return
+            if b"content-length" not in headers and scope.get("method") not in ("GET", "HEAD"):
+                body = await _read_body(receive, self.max_body_bytes)
+                if body is None:
+                    await _answer(tagged_send, *self._too_large(path, request_id))
+                    await _drain(receive, limit=8 * self.max_body_bytes)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, tagged_send)
+        except Exception as exc:  # the last resort: one line, no stack trace, never the input
+            info["error"] = type(exc).__name__
+            info["error_detail"] = scrub(_one_line(exc))
+            if status == 0:
+                body500 = problem(
+                    500,
+                    "internal-error",
+                    "the server failed to answer; the request id is in its log",
+                    instance=path,
+                    request_id=request_id,
+                )
+                await _answer(tagged_send, 500, body500, {})
+        finally:
+            self.metrics.http.labels(str(status or 500)).inc()
+            if logger.isEnabledFor(logging.INFO):
+                line = {
+                    "event": "request",
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": status or 500,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    **info,
+                }
+                logger.info(json.dumps(line, ensure_ascii=False, default=str))
+
+    def _check(
+        self, scope: Scope, headers: dict[bytes, bytes], request_id: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        path: str = scope.get("path", "")
+        if self.tokens and path not in self.open_paths and not self._authorized(headers):
+            body = problem(
+                401,
+                "unauthorized",
+                "send 'Authorization: Bearer <token>' with a token from PROMPTCAST_API_TOKENS",
+                instance=path,
+                request_id=request_id,
+            )
+            return 401, body, {"www-authenticate": 'Bearer realm="promptcast"'}
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                size = -1
+            if size < 0:
+                body = problem(
+                    400,
+                    "bad-request",
+                    "invalid Content-Length",
+                    instance=path,
+                    request_id=request_id,
+                )
+                return 400, body, {"connection": "close"}
+            if size > self.max_body_bytes:
+                return self._too_large(path, request_id)
+        return None
+
+    def _too_large(self, path: str, request_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        body = problem(
+            413,
+            "body-too-large",
+            f"the request body is larger than this server's limit of {self.max_body_bytes} bytes",
+            instance=path,
+            request_id=request_id,
+            limit_bytes=self.max_body_bytes,
+        )
+        return 413, body, {"connection": "close"}
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        token = token.strip()
+        matched = False
+        for known in self.tokens:  # compare with every token: timing says nothing about which
+            matched |= hmac.compare_digest(token, known)
+        return matched
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {name.lower(): value for name, value in scope.get("headers", ())}
+
+
+async def _answer(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+    payload = problem_bytes(body)
+    raw = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: Receive, limit: int) -> list[Message] | None:
+    """A body sent without Content-Length (chunked), read up to `limit`; `None` when larger."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            return messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+async def _drain(receive: Receive, *, limit: int) -> None:
+    """Read and drop the rest of a refused body (up to `limit`), so the client can read the 413
+    instead of meeting a reset connection while it is still sending."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        seen += len(message.get("body", b""))
+
+
+def _one_line(exc: BaseException) -> str:
+    """`Type: message at file:line` of the innermost frame; never a whole stack trace."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}{where}"

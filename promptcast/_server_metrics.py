@@ -1,0 +1,77 @@
+"""Prometheus metrics of one server app, in a registry of its own.
+
+A registry per app (not the process-global default) lets several apps live in one process, as
+tests do, without "duplicated timeseries" errors, and keeps library users' own metrics apart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+
+
+class Metrics:
+    """Requests, latency, tokens, cost and errors by task and model, plus the call queue."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["task", "model"]
+        self.calls = Counter(
+            "promptcast_task_calls",
+            "Task calls answered, by task, model and HTTP status.",
+            [*labels, "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "promptcast_task_call_duration_seconds",
+            "Time from an accepted task request to its answer, queueing included.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "promptcast_tokens",
+            "Tokens spent, by task, model and kind (input or output).",
+            [*labels, "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "promptcast_cost_usd",
+            "Cost in US dollars of the calls made, by task and model (unpriced models add 0).",
+            labels,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "promptcast_task_errors",
+            "Failed task calls, by task, model and error class.",
+            [*labels, "error"],
+            registry=self.registry,
+        )
+        self.provider_requests = Counter(
+            "promptcast_provider_requests",
+            "Requests sent to providers (a call re-asks when an answer does not validate).",
+            labels,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "promptcast_calls_in_flight",
+            "Task calls talking to a provider now (at most PROMPTCAST_MAX_CONCURRENCY).",
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "promptcast_calls_waiting",
+            "Task calls queued for a free provider slot.",
+            registry=self.registry,
+        )
+        self.http = Counter(
+            "promptcast_http_responses",
+            "HTTP responses of every route, by status (401, 413 and 404 included).",
+            ["status"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
