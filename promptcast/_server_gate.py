@@ -61,6 +61,23 @@ class Gate:
         scope[INFO_KEY] = info
         scope[REQUEST_ID_KEY] = request_id
         status = 0
+        logged = False
+
+        def log() -> None:
+            nonlocal logged
+            logged = True
+            self.metrics.http.labels(str(status or 500)).inc()
+            if logger.isEnabledFor(logging.INFO):
+                line = {
+                    "event": "request",
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": scope.get("path", ""),
+                    "status": status or 500,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    **info,
+                }
+                logger.info(json.dumps(line, ensure_ascii=False, default=str))
 
         async def tagged_send(message: Message) -> None:
             nonlocal status
@@ -73,6 +90,8 @@ class Gate:
                         (b"x-request-id", request_id.encode()),
                     ],
                 }
+            elif not message.get("more_body", False) and not logged:
+                log()  # before the last byte goes out, so the line exists once the client has it
             await send(message)
 
         path: str = scope.get("path", "")
@@ -104,18 +123,8 @@ class Gate:
                 )
                 await _answer(tagged_send, 500, body500, {})
         finally:
-            self.metrics.http.labels(str(status or 500)).inc()
-            if logger.isEnabledFor(logging.INFO):
-                line = {
-                    "event": "request",
-                    "request_id": request_id,
-                    "method": scope.get("method"),
-                    "path": path,
-                    "status": status or 500,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                    **info,
-                }
-                logger.info(json.dumps(line, ensure_ascii=False, default=str))
+            if not logged:
+                log()
 
     def _check(
         self, scope: Scope, headers: dict[bytes, bytes], request_id: str

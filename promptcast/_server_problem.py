@@ -6,8 +6,8 @@ Status choices (documented in the README):
 | status | problem type | when |
 |---|---|---|
 | 401 | unauthorized | missing or wrong bearer token |
-| 402 | budget-exceeded | the call would spend more than the task's budget; retrying the same
-  request will not help, so it is not a 429 that clients' retry loops would repeat |
+| 402 | budget-exceeded | the call would cost more than its budget (`max_cost_usd`); retrying the
+  same request will not help, so it is not a 429 that clients' retry loops would repeat |
 | 404 | not-found | no such task or route |
 | 413 | body-too-large | body over the size limit |
 | 422 | invalid-input | a missing, undeclared or mistyped input, or malformed JSON; `field` names it |
@@ -15,7 +15,8 @@ Status choices (documented in the README):
   output |
 | 503 | provider-unavailable, not-configured, not-ready | the provider is rate limited or
   overloaded (with `Retry-After`), or this server cannot call it |
-| 504 | provider-timeout | the provider did not answer in time |
+| 504 | provider-timeout | the provider did not answer in time, or the call ran out of its time
+  budget (`timeout_s`) |
 """
 
 from __future__ import annotations
@@ -159,13 +160,18 @@ def problem_for_error(
     if isinstance(exc, TaskNotFoundError):
         return problem(404, "not-found", str(exc), matches=exc.matches, **common), {}
     if isinstance(exc, BudgetExceededError):
+        if getattr(exc, "limit", None) == "timeout_s":  # out of time: the gateway timed out
+            detail = "the call ran out of its time budget (timeout_s); retry later"
+            body = problem(504, "provider-timeout", detail, retryable=True, retry_after=2, **common)
+            return body, {"retry-after": "2"}
         return problem(402, "budget-exceeded", str(exc), retryable=False, **common), {}
     if isinstance(exc, OutputTruncatedError):
         detail = f"the model's reply was cut off at the task's max_tokens after {exc.attempts} attempt(s)"
         return problem(502, "output-truncated", detail, retryable=False, **common), {}
     if isinstance(exc, OutputValidationError):
         detail = f"the model gave no output matching the task's schema in {exc.attempts} attempt(s)"
-        return problem(502, "invalid-output", detail, retryable=True, **common), {}
+        body = problem(502, "invalid-output", detail, retryable=True, retry_after=1, **common)
+        return body, {"retry-after": "1"}
     if isinstance(exc, BackendError):
         return _backend_problem(exc, common)
     if isinstance(exc, ConfigurationError):
