@@ -27,16 +27,34 @@ class Settings:
     model: str = DEFAULT_MODEL
     fallbacks: tuple[str, ...] = ()
     max_attempts: int = 3
+    max_retries: int = 2
+    retry_max_wait_s: float = 30.0
+    timeout_s: float | None = None
+    max_cost_usd: float | None = None
     prompts: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     backends: dict[str, Backend] = field(default_factory=dict, repr=False)
+
+    def for_model(self, model: str) -> dict[str, Any]:
+        """Per-model settings (`base_url`, `api_key`) from `configure(models=…)`, falling back to
+        the process-wide `base_url` / `api_key`."""
+        own = self.models.get(model) or self.models.get(model.replace(":", "/", 1)) or {}
+        return {
+            "base_url": own.get("base_url", self.base_url),
+            "api_key": own.get("api_key", self.api_key),
+        }
 
 
 _ENV: dict[str, str] = {
     "model": "PROMPTCAST_MODEL",
     "fallbacks": "PROMPTCAST_FALLBACKS",
     "max_attempts": "PROMPTCAST_MAX_ATTEMPTS",
+    "max_retries": "PROMPTCAST_MAX_RETRIES",
+    "retry_max_wait_s": "PROMPTCAST_RETRY_MAX_WAIT_S",
+    "timeout_s": "PROMPTCAST_TIMEOUT_S",
+    "max_cost_usd": "PROMPTCAST_MAX_COST_USD",
     "prompts": "PROMPTCAST_PROMPTS",
     "base_url": "PROMPTCAST_BASE_URL",
 }
@@ -56,16 +74,29 @@ def _from_env() -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any, *, source: str) -> Any:
-    if name == "max_attempts":
+    env_var = _ENV.get(name)
+    if name in ("max_attempts", "max_retries"):
+        least = 1 if name == "max_attempts" else 0
         try:
             number = int(value)
         except (TypeError, ValueError):
-            number = 0
-        if number < 1:
+            number = -1
+        if number < least:
             raise ConfigurationError(
-                f"{source} must be a whole number of at least 1, got {value!r}.", env_var=source
+                f"{source} must be a whole number of at least {least}, got {value!r}.",
+                env_var=env_var,
             )
         return number
+    if name in ("retry_max_wait_s", "timeout_s", "max_cost_usd"):
+        try:
+            amount = float(value)
+        except (TypeError, ValueError):
+            amount = -1.0
+        if amount <= 0:
+            raise ConfigurationError(
+                f"{source} must be a number above 0, got {value!r}.", env_var=env_var
+            )
+        return amount
     if name == "fallbacks":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(item.strip() for item in items if item.strip())
@@ -80,8 +111,12 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
 
 
 def configure(**settings: Any) -> Settings:
-    """Set process-wide defaults (`model`, `fallbacks`, `max_attempts`, `prompts`, `api_key`,
-    `base_url`, `backends`). Unknown names raise `ConfigurationError`.
+    """Set process-wide defaults (`model`, `fallbacks`, `max_attempts`, `max_retries`,
+    `retry_max_wait_s`, `timeout_s`, `max_cost_usd`, `prompts`, `api_key`, `base_url`, `models`,
+    `backends`). Unknown names raise `ConfigurationError`.
+
+    `models` maps a model string to its own settings, e.g.
+    `{"hosted_vllm/llama-3.1-8b": {"base_url": "http://gpu-box:8000/v1"}}`.
 
     `backends` maps a model string (e.g. `"test/ticket"`) to a backend instance, which is how the
     scripted test double is wired in.

@@ -104,7 +104,8 @@ class _RunError(PromptcastError):
 
 
 class BackendError(_RunError):
-    """The provider failed. `retryable` says whether trying again may help."""
+    """The provider failed. `retryable` says whether trying again may help; `retry_after` is the
+    provider's requested wait in seconds, when it sent one."""
 
     def __init__(
         self,
@@ -113,16 +114,23 @@ class BackendError(_RunError):
         provider: str,
         status: int | None = None,
         retryable: bool = False,
+        retry_after: float | None = None,
         **context: Any,
     ) -> None:
         self.provider = provider
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(message, **context)
 
 
 class BudgetExceededError(_RunError):
-    """The call would spend more than its budget allows."""
+    """The call would spend more money (`limit="max_cost_usd"`) or time (`limit="timeout_s"`)
+    than its budget allows."""
+
+    def __init__(self, message: str, *, limit: str, **context: Any) -> None:
+        self.limit = limit
+        super().__init__(message, **context)
 
 
 class OutputValidationError(_RunError):

@@ -1,10 +1,12 @@
-"""Cost of a request in USD, from the `genai-prices` package (imported on first use).
+"""Cost of a request in USD, from the `genai-prices` package (imported on first use), else from
+litellm's bundled cost map when litellm is in use.
 
 An unknown model costs `None` and warns once per model: a missing price must never break a call.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from functools import lru_cache
 
@@ -26,6 +28,9 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
             provider_id=provider,
         )
     except LookupError:
+        cost = _litellm_cost(model, input_tokens, output_tokens)
+        if cost is not None:
+            return cost
         if model not in _warned:
             _warned.add(model)
             warnings.warn(
@@ -35,6 +40,21 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
             )
         return None
     return float(price.total_price)
+
+
+def _litellm_cost(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return None
+    try:
+        prompt, completion = litellm.cost_per_token(
+            model=model.removeprefix("litellm/"),
+            prompt_tokens=input_tokens,
+            completion_tokens=output_tokens,
+        )
+    except Exception:  # litellm raises several kinds for an unmapped model
+        return None
+    return float(prompt + completion)
 
 
 @lru_cache(maxsize=1)

@@ -7,27 +7,33 @@ by a sync and an async driver.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import json
 import time
 import typing
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
-from promptcast._config import get_config
+from promptcast._config import Settings, get_config
+from promptcast._retry import backoff
 from promptcast.backends import resolve
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
 from promptcast.errors import (
     BackendError,
+    BudgetExceededError,
     OutputTruncatedError,
     OutputValidationError,
     TaskDefinitionError,
     TaskInputError,
     TaskNotFoundError,
 )
+from promptcast.pricing import cost_usd
 from promptcast.render import Prompt, compile_template
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec, parse_task_file
@@ -38,7 +44,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-_Plan = Generator[tuple[Backend, ModelRequest], ModelReply, Run[T]]
+_Step = tuple[Backend, ModelRequest] | float
+_Plan = Generator[_Step, Any, Run[T]]
 BUILTIN_PROMPTS = Path(__file__).parent / "prompts"
 
 
@@ -102,14 +109,19 @@ class Task(Generic[T]):
         """Call the model and return the output with its usage, cost and attempts."""
         plan = self._plan(inputs)
         try:
-            backend, request = next(plan)
+            step = next(plan)
             while True:
+                if isinstance(step, float):
+                    time.sleep(step)
+                    step = plan.send(None)
+                    continue
+                backend, request = step
                 try:
                     reply = backend.request(request)
                 except BackendError as exc:
-                    backend, request = plan.throw(exc)
+                    step = plan.throw(exc)
                 else:
-                    backend, request = plan.send(reply)
+                    step = plan.send(reply)
         except StopIteration as done:
             return typing.cast(Run[T], done.value)
 
@@ -117,14 +129,19 @@ class Task(Generic[T]):
         """`run` without blocking the event loop."""
         plan = self._plan(inputs)
         try:
-            backend, request = next(plan)
+            step = next(plan)
             while True:
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                    step = plan.send(None)
+                    continue
+                backend, request = step
                 try:
                     reply = await backend.arequest(request)
                 except BackendError as exc:
-                    backend, request = plan.throw(exc)
+                    step = plan.throw(exc)
                 else:
-                    backend, request = plan.send(reply)
+                    step = plan.send(reply)
         except StopIteration as done:
             return typing.cast(Run[T], done.value)
 
@@ -147,75 +164,86 @@ class Task(Generic[T]):
         return {name: getattr(checked, name) for name in self.spec.inputs}
 
     def _plan(self, inputs: Mapping[str, Any]) -> _Plan[T]:
+        """The whole call as a generator: yields `(backend, request)` to send or a float of
+        seconds to sleep; receives replies or has `BackendError`s thrown in; returns the `Run`.
+
+        Models are tried in order (the task's model, then its fallbacks); each gets up to
+        `max_attempts` requests (re-asks after invalid output), and each request up to
+        `max_retries` transport retries. So one call makes at most
+        `(1 + len(fallbacks)) * max_attempts * (1 + max_retries)` provider requests.
+        """
         prompt = self._render(self._check(inputs))
-        model = self.model
-        backend, model_name = resolve(model)
+        config = get_config()
         spec = self.spec
-        max_attempts = spec.max_attempts or get_config().max_attempts
-        request = ModelRequest(
-            model=model_name,
-            prompt=prompt,
-            output_model=spec.output_model,
-            max_tokens=spec.max_tokens,
-            temperature=spec.temperature,
-            task=spec.name,
-            template_hash=spec.template_hash,
-        )
+        models = list(dict.fromkeys([self.model, *(spec.fallbacks or config.fallbacks)]))
+        max_attempts = spec.max_attempts or config.max_attempts
+        budget = spec.budget
+        max_cost = (budget.max_cost_usd if budget else None) or config.max_cost_usd
+        timeout = (budget.timeout_s if budget else None) or config.timeout_s
         started = time.perf_counter()
-        usage = Usage()
-        log: list[Attempt] = []
-        context: dict[str, Any] = {"task": spec.name, "model": model}
-        reply: ModelReply | None = None
-        errors: list[dict[str, Any]] = []
-        for attempt in range(1, max_attempts + 1):
-            sent = time.perf_counter()
-            try:
-                reply = yield backend, request
-            except BackendError as exc:
-                log.append(Attempt(model, "error", Usage(), time.perf_counter() - sent, str(exc)))
-                exc.usage, exc.attempts = usage, len(log)
-                raise
-            spent = Usage.of(model, reply.input_tokens, reply.output_tokens)
-            usage += spent
-            latency = time.perf_counter() - sent
-            if reply.truncated:
-                log.append(Attempt(model, "truncated", spent, latency, "max_tokens"))
-                raise OutputTruncatedError(
-                    f"the reply stopped at max_tokens={spec.max_tokens} before the output was "
-                    f"complete; raise max_tokens in {spec.path}",
-                    raw_output=reply.text,
-                    usage=usage,
-                    attempts=len(log),
-                    **context,
-                )
-            try:
-                output = self._validate(reply)
-            except ValidationError as exc:
-                errors = [dict(e) for e in exc.errors(include_url=False)]
-                feedback = _feedback(errors)
-                log.append(Attempt(model, "invalid", spent, latency, feedback))
-                if attempt < max_attempts:
-                    request = backend.reask(request, reply, feedback)
-                continue
-            log.append(Attempt(model, "ok", spent, latency))
-            return Run(
-                output=output,
-                usage=usage,
-                model=model,
+        call = _Call(self, started + timeout if timeout else None, timeout, max_cost, config)
+        failure: BackendError | OutputValidationError | None = None
+        for model in models:
+            backend, model_name = resolve(model)
+            request = ModelRequest(
+                model=model_name,
+                prompt=prompt,
+                output_model=spec.output_model,
+                max_tokens=spec.max_tokens,
+                temperature=spec.temperature,
                 task=spec.name,
-                task_version=spec.version,
                 template_hash=spec.template_hash,
-                latency_s=time.perf_counter() - started,
-                attempt_log=tuple(log),
             )
-        raise OutputValidationError(
-            f"no valid output after {max_attempts} attempt(s); last errors: {_feedback(errors)}",
-            raw_output=reply.text if reply else None,
-            errors=errors,
-            usage=usage,
-            attempts=len(log),
-            **context,
-        )
+            reply: ModelReply | None = None
+            errors: list[dict[str, Any]] = []
+            try:
+                for attempt in range(1, max_attempts + 1):
+                    call.check_budget(model, request)
+                    reply = yield from call.send(model, backend, request)
+                    spent = Usage.of(model, reply.input_tokens, reply.output_tokens)
+                    call.usage += spent
+                    if reply.truncated:
+                        call.log(model, "truncated", spent, "max_tokens")
+                        raise OutputTruncatedError(
+                            f"the reply stopped at max_tokens={spec.max_tokens} before the "
+                            f"output was complete; raise max_tokens in {spec.path}",
+                            raw_output=reply.text,
+                            **call.context(model),
+                        )
+                    try:
+                        output = self._validate(reply)
+                    except ValidationError as exc:
+                        errors = [dict(e) for e in exc.errors(include_url=False)]
+                        feedback = _feedback(errors)
+                        call.log(model, "invalid", spent, feedback)
+                        if attempt < max_attempts:
+                            request = backend.reask(request, reply, feedback)
+                        continue
+                    call.log(model, "ok", spent)
+                    return Run(
+                        output=output,
+                        usage=call.usage,
+                        model=model,
+                        task=spec.name,
+                        task_version=spec.version,
+                        template_hash=spec.template_hash,
+                        latency_s=time.perf_counter() - started,
+                        attempt_log=tuple(call.attempts),
+                    )
+                failure = OutputValidationError(
+                    f"no valid output after {max_attempts} attempt(s); last errors: "
+                    f"{_feedback(errors)}",
+                    raw_output=reply.text if reply else None,
+                    errors=errors,
+                    **call.context(model),
+                )
+            except (BackendError, OutputTruncatedError) as exc:
+                failure = exc
+        assert failure is not None
+        if len(models) > 1:
+            failure.args = (f"{failure.args[0]} (tried {', '.join(models)})",)
+        failure.usage, failure.attempts = call.usage, len(call.attempts)
+        raise failure
 
     def _validate(self, reply: ModelReply) -> T:
         model = self.spec.output_model
@@ -239,6 +267,103 @@ class Task(Generic[T]):
                 ],
             )
         return typing.cast(T, model.model_validate(reply.data))
+
+
+class _Call:
+    """The running totals of one call: usage, the attempt log, the deadline and the budget."""
+
+    def __init__(
+        self,
+        task: Task[Any],
+        deadline: float | None,
+        timeout: float | None,
+        max_cost: float | None,
+        config: Settings,
+    ) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.timeout = timeout
+        self.max_cost = max_cost
+        self.max_retries = config.max_retries
+        self.cap = config.retry_max_wait_s
+        self.usage = Usage()
+        self.attempts: list[Attempt] = []
+        self._sent = 0.0
+
+    def context(self, model: str) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "model": model,
+            "usage": self.usage,
+            "attempts": len(self.attempts),
+        }
+
+    def log(self, model: str, status: str, usage: Usage, error: str | None = None) -> None:
+        self.attempts.append(Attempt(model, status, usage, time.perf_counter() - self._sent, error))
+
+    def remaining(self, model: str) -> float | None:
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.perf_counter()
+        if left <= 0:
+            raise BudgetExceededError(
+                f"the call ran out of its timeout_s={self.timeout:g}",
+                limit="timeout_s",
+                **self.context(model),
+            )
+        return left
+
+    def check_budget(self, model: str, request: ModelRequest) -> None:
+        """Refuse to send a request whose estimated cost does not fit what is left."""
+        if self.max_cost is None:
+            return
+        estimate = cost_usd(model, _estimate_input_tokens(request), request.max_tokens)
+        spent = self.usage.cost_usd or 0.0
+        if estimate is not None and spent + estimate > self.max_cost:
+            raise BudgetExceededError(
+                f"the next request could cost ${estimate:.6f} (input estimate plus max_tokens="
+                f"{request.max_tokens}) with ${spent:.6f} spent, over max_cost_usd="
+                f"{self.max_cost:g}; raise the budget or lower max_tokens",
+                limit="max_cost_usd",
+                **self.context(model),
+            )
+
+    def send(
+        self, model: str, backend: Backend, request: ModelRequest
+    ) -> Generator[_Step, Any, ModelReply]:
+        """One request with transport retries; raises the last `BackendError` when they run out."""
+        for retry in range(self.max_retries + 1):
+            timeout = self.remaining(model)
+            self._sent = time.perf_counter()
+            try:
+                reply: ModelReply = yield (
+                    backend,
+                    (replace(request, timeout_s=timeout) if timeout is not None else request),
+                )
+                return reply
+            except BackendError as exc:
+                self.log(model, "error", Usage(), str(exc))
+                if not exc.retryable or retry == self.max_retries:
+                    raise
+                wait = backoff(retry, exc.retry_after, self.cap)
+                if self.deadline is not None and time.perf_counter() + wait >= self.deadline:
+                    raise BudgetExceededError(
+                        f"the call ran out of its timeout_s={self.timeout:g} ({exc})",
+                        limit="timeout_s",
+                        **self.context(model),
+                    ) from exc
+                yield wait
+        raise AssertionError("unreachable")
+
+
+def _estimate_input_tokens(request: ModelRequest) -> int:
+    """A cheap upper-side guess: about four characters per token of everything sent."""
+    prompt = request.prompt
+    size = len(prompt.system or "") + sum(len(m["content"]) for m in prompt.messages)
+    size += len(json.dumps(list(request.history), default=str))
+    if request.output_model is not None:
+        size += len(json.dumps(request.output_model.model_json_schema()))
+    return size // 4 + 8
 
 
 def _feedback(errors: list[dict[str, Any]]) -> str:

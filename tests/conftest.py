@@ -14,7 +14,7 @@ import pytest
 import promptcast as pc
 from promptcast.backends import resolve
 from promptcast.backends.anthropic import AnthropicBackend
-from promptcast.testing import FakeAnthropic
+from promptcast.testing import FakeAnthropic, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk-ant-test-key-0123456789abcdef"
@@ -26,6 +26,11 @@ def _clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "PROMPTCAST_MODEL",
         "PROMPTCAST_FALLBACKS",
         "PROMPTCAST_MAX_ATTEMPTS",
+        "PROMPTCAST_MAX_RETRIES",
+        "PROMPTCAST_RETRY_MAX_WAIT_S",
+        "PROMPTCAST_TIMEOUT_S",
+        "PROMPTCAST_MAX_COST_USD",
+        "OPENAI_BASE_URL",
         "PROMPTCAST_PROMPTS",
         "PROMPTCAST_BASE_URL",
         "ANTHROPIC_BASE_URL",
@@ -44,6 +49,18 @@ def fake_anthropic(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
         monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
         yield fake
         anthropic_backend().close()
+
+
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible API on 127.0.0.1, wired to the litellm-backed test models."""
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-0123456789")
+        pc.configure(models={model: {"base_url": fake.base_url} for model in LITELLM_MODELS})
+        yield fake
+
+
+LITELLM_MODELS = ("openai/gpt-4o-mini", "ollama/llama3.1", "hosted_vllm/meta-llama/Llama-3.1-8B")
 
 
 @pytest.fixture

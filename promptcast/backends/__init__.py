@@ -1,8 +1,8 @@
 """Backends and the model-string resolution that picks one.
 
 `anthropic/<model>` → `AnthropicBackend`; `test/<name>` → a `ScriptedBackend` registered with
-`configure(backends=…)`; any other `<provider>/<model>` → the litellm backend (a later extra).
-`provider:model` is accepted as well as `provider/model`.
+`configure(backends=…)`; any other `<provider>/<model>` → `LiteLLMBackend` (the `litellm` extra),
+and `litellm/<provider>/<model>` forces litellm. `provider:model` works as well as `provider/model`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def resolve(model: str) -> tuple[Backend, str]:
             f"no scripted backend is registered for {model!r}; register one with "
             f"promptcast.configure(backends={{{model!r}: ScriptedBackend([...])}})"
         )
-    raise ConfigurationError(
-        f"model {model!r} needs the litellm backend, which this version does not ship yet; "
-        "use an anthropic/… model or a test/… scripted backend",
-        extra="litellm",
-    )
+    if provider not in _shared:
+        from promptcast.backends.litellm import LiteLLMBackend, _litellm
+
+        _litellm()  # fail now, with the install hint, if the extra is missing
+        _shared[provider] = LiteLLMBackend(provider)
+    return _shared[provider], name

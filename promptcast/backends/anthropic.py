@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from promptcast._config import get_config
+from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
 from promptcast.errors import BackendError, ConfigurationError
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from anthropic.types import Message
 
 __all__ = ["AnthropicBackend"]
-
-_RETRYABLE = {408, 409, 429}
 
 
 def _sdk() -> Any:
@@ -88,7 +87,10 @@ class AnthropicBackend(Backend):
         if self._sync is None or self._sync[0] != settings:
             if self._sync is not None:
                 self._sync[1].close()
-            self._sync = (settings, _sdk().Anthropic(api_key=settings[0], base_url=settings[1]))
+            self._sync = (
+                settings,
+                _sdk().Anthropic(api_key=settings[0], base_url=settings[1], max_retries=0),
+            )
         return self._sync[1]
 
     def async_client(self) -> anthropic.AsyncAnthropic:
@@ -101,7 +103,10 @@ class AnthropicBackend(Backend):
                 closing = loop.create_task(entry[1].close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
-            entry = (settings, _sdk().AsyncAnthropic(api_key=settings[0], base_url=settings[1]))
+            entry = (
+                settings,
+                _sdk().AsyncAnthropic(api_key=settings[0], base_url=settings[1], max_retries=0),
+            )
             self._async[loop] = entry
         return entry[1]
 
@@ -150,6 +155,8 @@ def _kwargs(request: ModelRequest) -> dict[str, Any]:
     }
     if prompt.system:
         kwargs["system"] = prompt.system
+    if request.timeout_s is not None:
+        kwargs["timeout"] = request.timeout_s
     headers = request.tracing_headers()
     if headers:
         kwargs["extra_headers"] = headers
@@ -224,12 +231,19 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         status = exc.status_code
         kind = _error_type(exc.body)
         quota = kind == "billing_error" or "credit balance" in str(exc.message).lower()
-        retryable = (status in _RETRYABLE or status >= 500) and not quota
         raise BackendError(
             f"Anthropic returned HTTP {status} ({kind or 'error'}): {exc.message}",
             provider="anthropic",
             status=status,
-            retryable=retryable,
+            retryable=is_retryable_status(status) and not quota,
+            retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
+            **context,
+        ) from None
+    except ValueError as exc:  # a 2xx reply whose body is not the JSON it should be
+        raise BackendError(
+            f"Anthropic sent a malformed reply ({type(exc).__name__}: {exc})",
+            provider="anthropic",
+            retryable=True,
             **context,
         ) from None
     except sdk.APIConnectionError as exc:

@@ -33,6 +33,7 @@ class ModelRequest:
     temperature: float | None = None
     task: str | None = None
     template_hash: str | None = None
+    timeout_s: float | None = None
     history: tuple[Any, ...] = ()
 
     def tracing_headers(self) -> dict[str, str]:

@@ -7,24 +7,30 @@ from __future__ import annotations
 from promptcast.backends.scripted import ScriptedBackend
 from promptcast.testing._fake_anthropic import (
     FakeAnthropic,
-    FakeReply,
     error_reply,
     message,
     placeholder,
     text_block,
     tool_use_block,
 )
+from promptcast.testing._fake_openai import FakeOpenAI, chat_completion, openai_error, tool_call
+from promptcast.testing._fake_server import FakeReply, FakeServer
 from promptcast.testing.cassettes import replay, vcr_config
 
 __all__ = [
     "FakeAnthropic",
+    "FakeOpenAI",
     "FakeReply",
+    "FakeServer",
     "ScriptedBackend",
+    "chat_completion",
     "error_reply",
     "message",
+    "openai_error",
     "placeholder",
     "replay",
     "text_block",
+    "tool_call",
     "tool_use_block",
     "vcr_config",
 ]

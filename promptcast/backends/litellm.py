@@ -1,0 +1,214 @@
+"""The litellm backend: every other provider, and self-hosted open models, in OpenAI's format.
+
+Model strings: `openai/gpt-4o-mini`, `gemini/…`, `bedrock/…`, `mistral/…`, `openrouter/…` go to
+litellm as they are; `litellm/<anything>` forces litellm; `ollama/<model>` talks to Ollama's
+OpenAI-compatible endpoint (default `http://localhost:11434/v1`); `hosted_vllm/<model>` to a vLLM
+server (its base URL is required). Structured output follows instructor's modes: a forced tool
+call (`Mode.TOOLS`) for hosted providers, a `json_schema` response format (`Mode.JSON_SCHEMA`,
+guided decoding) for self-hosted servers, whose tool calling depends on how they were started.
+
+litellm is imported on first use, with its cost map read from the package rather than fetched,
+and its own retries off: promptcast's retry layer is the only one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from promptcast._config import get_config
+from promptcast._retry import is_retryable_status, parse_retry_after
+from promptcast.backends.anthropic import _json_in_text
+from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.errors import BackendError, ConfigurationError
+
+__all__ = ["LiteLLMBackend"]
+
+JSON_SCHEMA_PROVIDERS = frozenset({"ollama", "hosted_vllm"})
+OLLAMA_BASE_URL = "http://localhost:11434/v1"
+
+
+@lru_cache(maxsize=1)
+def _litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError as exc:
+        raise ConfigurationError(
+            'This model needs the litellm backend: pip install "promptcast[litellm]"',
+            extra="litellm",
+        ) from exc
+    litellm.suppress_debug_info = True
+    litellm.disable_aiohttp_transport = True  # httpx everywhere: one transport for vcrpy to record
+    return litellm
+
+
+@lru_cache(maxsize=512)
+def function_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAI function definition whose parameters are the output model's JSON schema."""
+    from instructor import generate_openai_schema
+
+    return dict(generate_openai_schema(model))
+
+
+class LiteLLMBackend(Backend):
+    """One backend instance per provider prefix (`openai`, `ollama`, …)."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        settings = get_config().for_model(f"{self.provider}/{request.model}")
+        base_url, api_key = settings["base_url"], settings["api_key"]
+        model = f"{self.provider}/{request.model}"
+        if self.provider == "litellm":
+            model = request.model
+        elif self.provider == "ollama":
+            model = f"openai/{request.model}"
+            base_url = base_url or OLLAMA_BASE_URL
+            api_key = api_key or "ollama"
+        elif self.provider == "hosted_vllm" and not base_url:
+            raise ConfigurationError(
+                f"hosted_vllm/{request.model} needs the server's base URL: set PROMPTCAST_BASE_URL "
+                f'or configure(models={{"hosted_vllm/{request.model}": {{"base_url": "http://…/v1"}}}})',
+                env_var="PROMPTCAST_BASE_URL",
+            )
+        prompt = request.prompt
+        messages: list[Any] = (
+            [{"role": "system", "content": prompt.system}] if prompt.system else []
+        )
+        messages += [*prompt.messages, *request.history]
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "num_retries": 0,
+            "max_retries": 0,
+            "_skip_mcp_handler": True,  # litellm 1.106 imports its MCP proxy for any tools
+        }
+        if base_url:
+            kwargs["api_base"] = base_url
+        if api_key:
+            kwargs["api_key"] = api_key
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.timeout_s is not None:
+            kwargs["timeout"] = request.timeout_s
+        headers = request.tracing_headers()
+        if headers:
+            kwargs["extra_headers"] = headers
+        if request.output_model is not None:
+            function = function_for(request.output_model)
+            if self.provider in JSON_SCHEMA_PROVIDERS:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": function["name"], "schema": function["parameters"]},
+                }
+            else:
+                kwargs["tools"] = [{"type": "function", "function": function}]
+                kwargs["tool_choice"] = {"type": "function", "function": {"name": function["name"]}}
+        return kwargs
+
+    def request(self, request: ModelRequest) -> ModelReply:
+        kwargs = self._kwargs(request)
+        with self._mapped_errors(request):
+            response = _litellm().completion(**kwargs)
+        return _reply(request, response)
+
+    async def arequest(self, request: ModelRequest) -> ModelReply:
+        kwargs = self._kwargs(request)
+        with self._mapped_errors(request):
+            response = await _litellm().acompletion(**kwargs)
+        return _reply(request, response)
+
+    def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
+        message = reply.raw.choices[0].message if reply.raw is not None else None
+        calls = getattr(message, "tool_calls", None) if message is not None else None
+        if not calls:
+            return super().reask(request, reply, error)
+        from instructor import Mode, Provider
+        from instructor.processing import handle_reask_kwargs
+
+        added = handle_reask_kwargs(
+            {"messages": []}, Mode.TOOLS, reply.raw, ValueError(error), provider=Provider.OPENAI
+        )["messages"]
+        return replace(request, history=request.history + tuple(_plain(m) for m in added))
+
+    @contextmanager
+    def _mapped_errors(self, request: ModelRequest) -> Iterator[None]:
+        """litellm exceptions → `BackendError`, with `retry-after` and quota errors understood."""
+        litellm = _litellm()
+        import openai  # litellm's own exceptions subclass the openai SDK's
+
+        context: dict[str, Any] = {
+            "task": request.task,
+            "model": f"{self.provider}/{request.model}",
+        }
+        try:
+            yield
+        except (litellm.Timeout, litellm.APIConnectionError) as exc:
+            raise BackendError(
+                f"cannot reach {self.provider} ({type(exc).__name__}); check the network or the "
+                "base URL",
+                provider=self.provider,
+                retryable=True,
+                **context,
+            ) from None
+        except (openai.APIError, ValueError) as exc:
+            status = int(getattr(exc, "status_code", 0) or 0)
+            text = str(getattr(exc, "message", exc))
+            quota = "insufficient_quota" in text or ("quota" in text.lower() and status == 429)
+            headers = getattr(exc, "litellm_response_headers", None) or {}
+            raise BackendError(
+                f"{self.provider} returned HTTP {status or '?'}: {text}",
+                provider=self.provider,
+                status=status or None,
+                retryable=(not status or is_retryable_status(status)) and not quota,
+                retry_after=parse_retry_after(headers.get("retry-after")),
+                **context,
+            ) from None
+
+
+def _plain(message: Any) -> Any:
+    return message.model_dump(exclude_none=True) if hasattr(message, "model_dump") else message
+
+
+def _reply(request: ModelRequest, response: Any) -> ModelReply:
+    choice = response.choices[0]
+    message = choice.message
+    text = (message.content or "").strip()
+    data: Any = text
+    raw_text = text
+    if request.output_model is not None:
+        calls = getattr(message, "tool_calls", None) or []
+        name = function_for(request.output_model)["name"]
+        chosen = next((c for c in calls if c.function.name == name), calls[0] if calls else None)
+        if chosen is not None:
+            raw_text = chosen.function.arguments or ""
+            try:
+                data = json.loads(raw_text)
+            except ValueError:
+                data = None
+        else:
+            data = _json_in_text(text)
+        if not isinstance(data, dict):
+            data = None
+        refusal = getattr(message, "refusal", None)
+        if refusal and data is None:
+            raw_text = str(refusal)
+    usage = getattr(response, "usage", None)
+    return ModelReply(
+        data=data,
+        text=raw_text,
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        truncated=choice.finish_reason == "length",
+        raw=response,
+    )

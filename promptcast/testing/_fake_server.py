@@ -1,0 +1,170 @@
+"""The loopback HTTP server behind the fake provider APIs, with scripted fault injection.
+
+Replies come from a queue, then a handler, then the provider's automatic answer. Each reply can
+be delayed, carry any status and headers (e.g. `retry-after`), a malformed body, or drop the
+connection without answering. The server counts requests in flight, so tests can check limits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeReply", "FakeServer"]
+
+
+@dataclass
+class FakeReply:
+    """One scripted HTTP reply.
+
+    `body` is sent as JSON; `raw` replaces it with exact bytes (a malformed or truncated body);
+    `drop=True` closes the connection without any response; `delay_s` waits first.
+    """
+
+    body: dict[str, Any] | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    raw: bytes | None = None
+    drop: bool = False
+
+
+Handler = Callable[[dict[str, Any]], "FakeReply | dict[str, Any]"]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout, dropped test) is expected here; anything else is not."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class FakeServer:
+    """Base of the fake provider APIs: an HTTP/1.1 server on 127.0.0.1 at a random port.
+
+    `requests` holds every JSON request body, `request_headers` their headers (lower-case
+    names), `peak_in_flight` the most requests handled at once.
+    """
+
+    __test__ = False
+    paths: tuple[str, ...] = ()
+    name = "fake"
+
+    def __init__(self, handler: Handler | None = None) -> None:
+        self.handler = handler
+        self.replies: list[FakeReply | dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # provider-specific parts
+
+    def auto(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer when nothing is scripted."""
+        raise NotImplementedError
+
+    def error(self, status: int, kind: str, text: str) -> FakeReply:
+        """An error reply in the provider's format."""
+        return FakeReply({"error": {"type": kind, "message": text}}, status)
+
+    # the server
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started; use it as a context manager")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def reply(self, *items: FakeReply | dict[str, Any]) -> None:
+        """Queue replies, answered in order before the handler is consulted."""
+        with self._lock:
+            self.replies.extend(items)
+
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> FakeReply:
+        with self._lock:
+            self.requests.append(body)
+            self.request_headers.append(headers)
+            queued = self.replies.pop(0) if self.replies else None
+        if queued is not None:
+            item = queued
+        else:
+            item = self.handler(body) if self.handler else self.auto(body)
+        return item if isinstance(item, FakeReply) else FakeReply(item)
+
+    def _answer(self, path: str, raw: bytes, headers: dict[str, str]) -> FakeReply:
+        if path.split("?")[0] not in self.paths:
+            return self.error(404, "not_found_error", f"Not found: {path}")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return self.error(400, "invalid_request_error", "the request body is not a JSON object")
+        return self._next(body, headers)
+
+    def start(self) -> FakeServer:
+        fake = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
+                try:
+                    reply = fake._answer(self.path, raw, headers)
+                    if reply.delay_s:
+                        time.sleep(reply.delay_s)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def version_string(self) -> str:
+                return f"promptcast-{fake.name}"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = _QuietServer(("127.0.0.1", 0), _Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,125 @@
+"""Switching models: the same built-in task on Anthropic and, through litellm, on OpenAI-compatible
+servers (OpenAI, Ollama, vLLM), changed by one environment variable."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+import promptcast as pc
+from promptcast.backends import _shared, resolve
+from promptcast.backends import litellm as litellm_backend
+from promptcast.tasks import Ticket
+from promptcast.testing import FakeAnthropic, FakeOpenAI, chat_completion, openai_error, tool_call
+
+MESSAGE = "Checkout page crashes since this morning, we lose sales!"
+
+
+@pytest.mark.parametrize(
+    ("model", "sent_model", "mode"),
+    [
+        ("openai/gpt-4o-mini", "gpt-4o-mini", "tools"),
+        ("ollama/llama3.1", "llama3.1", "json_schema"),
+        ("hosted_vllm/meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", "json_schema"),
+        ("anthropic/claude-sonnet-4-6", "claude-sonnet-4-6", "anthropic"),
+    ],
+)
+def test_the_same_builtin_task_runs_on_every_model_by_one_env_var(
+    model: str,
+    sent_model: str,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    monkeypatch.setenv("PROMPTCAST_MODEL", model)
+    pc.configure()  # re-read the environment; the models= settings of the fixture stay
+    from promptcast.tasks import extract_ticket
+
+    run = extract_ticket.run(message=MESSAGE)
+    assert isinstance(run.output, Ticket) and run.model == model
+    fake = fake_anthropic if mode == "anthropic" else fake_openai
+    [sent] = fake.requests
+    assert sent["model"] == sent_model
+    assert MESSAGE in json.dumps(sent)
+    schema = Ticket.model_json_schema()
+    if mode == "tools":
+        parameters = sent["tools"][0]["function"]["parameters"]
+        assert parameters["properties"] == schema["properties"]
+        assert parameters["required"] == schema["required"]
+        assert sent["tool_choice"] == {"type": "function", "function": {"name": "Ticket"}}
+    elif mode == "json_schema":
+        assert (
+            sent["response_format"]["json_schema"]["schema"]["properties"] == schema["properties"]
+        )
+        assert "tools" not in sent
+
+
+def test_invalid_tool_arguments_are_re_asked_with_a_tool_message(fake_openai: FakeOpenAI) -> None:
+    bad = tool_call("Ticket", '{"issue": "x", "urgency": "whenever"')
+    fake_openai.reply(
+        chat_completion(tool_calls=[bad]),
+        chat_completion(tool_calls=[tool_call("Ticket", {"issue": "x", "urgency": "low"})]),
+    )
+    task = pc.builtin_tasks()["extract_ticket"].with_model("openai/gpt-4o-mini")
+    run = task.run(message="hi")
+    assert run.attempts == 2 and run.output.urgency == "low"
+    follow_up = fake_openai.requests[1]["messages"]
+    assert (
+        follow_up[-2]["role"] == "assistant" and follow_up[-2]["tool_calls"][0]["id"] == bad["id"]
+    )
+    assert follow_up[-1]["role"] == "tool" and follow_up[-1]["tool_call_id"] == bad["id"]
+
+
+def test_finish_reason_length_is_a_truncation(fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply(chat_completion('{"issue": "cut', finish_reason="length"))
+    task = pc.builtin_tasks()["extract_ticket"].with_model("ollama/llama3.1")
+    with pytest.raises(pc.OutputTruncatedError):
+        task.run(message="hi")
+
+
+def test_quota_429_is_final(fake_openai: FakeOpenAI) -> None:
+    fake_openai.reply(
+        openai_error(
+            429,
+            "You exceeded your current quota.",
+            code="insufficient_quota",
+            kind="insufficient_quota",
+        )
+    )
+    task = pc.builtin_tasks()["extract_ticket"].with_model("openai/gpt-4o-mini")
+    with pytest.raises(pc.BackendError) as info:
+        task.run(message="hi")
+    assert (info.value.status, info.value.retryable) == (429, False)
+    assert len(fake_openai.requests) == 1
+
+
+def test_hosted_vllm_without_a_base_url_names_the_setting() -> None:
+    task = pc.builtin_tasks()["extract_ticket"].with_model("hosted_vllm/some-model")
+    with pytest.raises(pc.ConfigurationError) as info:
+        task.run(message="hi")
+    assert info.value.env_var == "PROMPTCAST_BASE_URL"
+
+
+def test_without_litellm_installed_the_error_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "litellm", None)
+    monkeypatch.delitem(_shared, "mistral", raising=False)
+    litellm_backend._litellm.cache_clear()
+    try:
+        with pytest.raises(pc.ConfigurationError) as info:
+            resolve("mistral/mistral-small")
+    finally:
+        litellm_backend._litellm.cache_clear()
+    assert info.value.extra == "litellm" and "promptcast[litellm]" in str(info.value)
+
+
+def test_self_hosted_cost_is_unknown_with_one_warning(fake_openai: FakeOpenAI) -> None:
+    task = pc.builtin_tasks()["extract_ticket"].with_model("hosted_vllm/meta-llama/Llama-3.1-8B")
+    run = task.run(message="hi")
+    with pytest.warns(RuntimeWarning, match="no price known"):
+        assert run.usage.cost_usd is None
+    assert task.run(message="again").usage.cost_usd is None  # no second warning
