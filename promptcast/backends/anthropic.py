@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -248,10 +249,7 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         ) from None
     except sdk.APIConnectionError as exc:
         cause = exc.__cause__ or exc
-        if type(cause).__name__ == "CannotOverwriteExistingCassetteException":
-            from promptcast.testing.cassettes import explain_miss
-
-            raise explain_miss(cause) from None
+        _raise_if_cassette_miss(exc)
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise BackendError(
             f"cannot reach the Anthropic API ({type(cause).__name__}: {detail}); check the "
@@ -260,6 +258,17 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
             retryable=True,
             **context,
         ) from None
+
+
+def _raise_if_cassette_miss(exc: BaseException) -> None:
+    """Under a replaying cassette, a request with no recording is a test problem, not a network
+    one: say which task and cassette, and how to record it."""
+    if "vcr" in sys.modules:
+        from promptcast.testing.cassettes import cassette_miss
+
+        miss = cassette_miss(exc)
+        if miss is not None:
+            raise miss from None
 
 
 def _error_type(body: object) -> str | None:

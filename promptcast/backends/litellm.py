@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from promptcast._config import get_config
 from promptcast._retry import is_retryable_status, parse_retry_after
-from promptcast.backends.anthropic import _json_in_text
+from promptcast.backends.anthropic import _json_in_text, _raise_if_cassette_miss
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
 from promptcast.errors import BackendError, ConfigurationError
 
@@ -154,6 +154,7 @@ class LiteLLMBackend(Backend):
         try:
             yield
         except (litellm.Timeout, litellm.APIConnectionError) as exc:
+            _raise_if_cassette_miss(exc)
             raise BackendError(
                 f"cannot reach {self.provider} ({type(exc).__name__}); check the network or the "
                 "base URL",
@@ -162,6 +163,7 @@ class LiteLLMBackend(Backend):
                 **context,
             ) from None
         except (openai.APIError, ValueError) as exc:
+            _raise_if_cassette_miss(exc)  # litellm reports a connection error as HTTP 500
             status = int(getattr(exc, "status_code", 0) or 0)
             text = str(getattr(exc, "message", exc))
             quota = "insufficient_quota" in text or ("quota" in text.lower() and status == 429)

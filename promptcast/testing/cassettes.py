@@ -27,6 +27,7 @@ __all__ = [
     "NoRecordingError",
     "PromptDriftError",
     "SecretFinding",
+    "cassette_miss",
     "explain_miss",
     "find_secrets",
     "json_body_matcher",
@@ -276,6 +277,21 @@ def _content_text(content: Any) -> str:
                 parts.append(json.dumps(block, sort_keys=True))
         return "\n".join(parts)
     return json.dumps(content, sort_keys=True)
+
+
+def cassette_miss(exc: BaseException) -> NoRecordingError | None:
+    """If `exc` (or what caused it) is vcrpy's "no recording", the explained error; else None.
+
+    Provider SDKs wrap transport exceptions, so the whole cause chain is searched.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "CannotOverwriteExistingCassetteException":
+            return explain_miss(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:

@@ -80,3 +80,25 @@ def test_record_writes_a_scrubbed_cassette_that_replays(
 def test_record_an_example_out_of_range_is_an_input_error() -> None:
     result = runner.invoke(app, ["record", "translate", "--example", "7"])
     assert result.exit_code == 1 and "--example must be 0..1" in result.output
+
+
+async def test_litellm_async_calls_record_and_replay(
+    tmp_path: Path, fake_openai: object, close_async_clients: None
+) -> None:
+    """litellm runs on httpx (not aiohttp) so vcrpy sees its async requests too."""
+    import promptcast as pc
+    from promptcast.testing import FakeOpenAI
+    from promptcast.testing.cassettes import NoRecordingError, recording
+
+    assert isinstance(fake_openai, FakeOpenAI)
+    task = pc.builtin_tasks()["translate"].with_model("openai/gpt-4o-mini")
+    path = tmp_path / "litellm.yaml"
+    with recording(path):
+        recorded = await task.arun(text="Hallo")
+    assert "sk-test-openai" not in path.read_text() and "REDACTED" in path.read_text()
+    sent = len(fake_openai.requests)
+    with replay(path):
+        replayed = await task.arun(text="Hallo")
+    assert replayed.output == recorded.output and len(fake_openai.requests) == sent
+    with replay(path), pytest.raises(NoRecordingError, match="No recording for task 'translate'"):
+        await task.arun(text="Servus")
