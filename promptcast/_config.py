@@ -14,6 +14,7 @@ from promptcast.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from promptcast.backends.base import Backend
+    from promptcast.cache import Cache
 
 __all__ = ["DEFAULT_MODEL", "Settings", "configure", "get_config", "reset_defaults"]
 
@@ -36,6 +37,8 @@ class Settings:
     base_url: str | None = None
     models: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     backends: dict[str, Backend] = field(default_factory=dict, repr=False)
+    cache: str | Cache = "off"
+    cache_ttl_s: float | None = None
 
     def for_model(self, model: str) -> dict[str, Any]:
         """Per-model settings (`base_url`, `api_key`) from `configure(models=…)`, falling back to
@@ -57,6 +60,8 @@ _ENV: dict[str, str] = {
     "max_cost_usd": "PROMPTCAST_MAX_COST_USD",
     "prompts": "PROMPTCAST_PROMPTS",
     "base_url": "PROMPTCAST_BASE_URL",
+    "cache": "PROMPTCAST_CACHE",
+    "cache_ttl_s": "PROMPTCAST_CACHE_TTL_S",
 }
 
 _overrides: dict[str, Any] = {}
@@ -87,7 +92,7 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
                 env_var=env_var,
             )
         return number
-    if name in ("retry_max_wait_s", "timeout_s", "max_cost_usd"):
+    if name in ("retry_max_wait_s", "timeout_s", "max_cost_usd", "cache_ttl_s"):
         try:
             amount = float(value)
         except (TypeError, ValueError):
@@ -97,6 +102,18 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
                 f"{source} must be a number above 0, got {value!r}.", env_var=env_var
             )
         return amount
+    if name == "cache":
+        from promptcast.cache import Cache, check_url
+
+        if isinstance(value, str):
+            return check_url(value, source=source)
+        if not isinstance(value, Cache):
+            raise ConfigurationError(
+                f"{source} must be a cache URL or an object with get, set and close, "
+                f"got {type(value).__name__}.",
+                env_var=env_var,
+            )
+        return value
     if name == "fallbacks":
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(item.strip() for item in items if item.strip())
@@ -113,7 +130,9 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
 def configure(**settings: Any) -> Settings:
     """Set process-wide defaults (`model`, `fallbacks`, `max_attempts`, `max_retries`,
     `retry_max_wait_s`, `timeout_s`, `max_cost_usd`, `prompts`, `api_key`, `base_url`, `models`,
-    `backends`). Unknown names raise `ConfigurationError`.
+    `backends`, `cache`, `cache_ttl_s`). Unknown names raise `ConfigurationError`.
+
+    `cache` is `"off"`, `"sqlite:///path"`, `"redis://…"` or a `promptcast.cache.Cache` object.
 
     `models` maps a model string to its own settings, e.g.
     `{"hosted_vllm/llama-3.1-8b": {"base_url": "http://gpu-box:8000/v1"}}`.

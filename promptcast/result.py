@@ -93,7 +93,10 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Run(Generic[T]):
-    """The result of one task call: the validated output and everything it took to get it."""
+    """The result of one task call: the validated output and everything it took to get it.
+
+    A cached run (`cached=True`) made no provider request: its usage is zero and `attempts` is 0.
+    """
 
     output: T
     usage: Usage
@@ -103,6 +106,7 @@ class Run(Generic[T]):
     template_hash: str
     latency_s: float
     attempt_log: tuple[Attempt, ...] = field(default=())
+    cached: bool = False  # answered from the response cache: no request, zero usage and cost
 
     @property
     def attempts(self) -> int:

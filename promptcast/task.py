@@ -24,6 +24,9 @@ from promptcast._config import Settings, get_config
 from promptcast._retry import backoff
 from promptcast.backends import resolve
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.cache import lookup as cache_lookup
+from promptcast.cache import shared_cache
+from promptcast.cache import store as cache_store
 from promptcast.errors import (
     BackendError,
     BudgetExceededError,
@@ -170,7 +173,8 @@ class Task(Generic[T]):
         Models are tried in order (the task's model, then its fallbacks); each gets up to
         `max_attempts` requests (re-asks after invalid output), and each request up to
         `max_retries` transport retries. So one call makes at most
-        `(1 + len(fallbacks)) * max_attempts * (1 + max_retries)` provider requests.
+        `(1 + len(fallbacks)) * max_attempts * (1 + max_retries)` provider requests. With a
+        response cache, an identical earlier success is returned first, with no request at all.
         """
         prompt = self._render(self._check(inputs))
         config = get_config()
@@ -182,6 +186,9 @@ class Task(Generic[T]):
         timeout = (budget.timeout_s if budget else None) or config.timeout_s
         started = time.perf_counter()
         call = _Call(self, started + timeout if timeout else None, timeout, max_cost, config)
+        cache = shared_cache(config)
+        if cache is not None and (hit := cache_lookup(cache, spec, models[0], prompt, started)):
+            return hit
         failure: BackendError | OutputValidationError | None = None
         for model in models:
             backend, model_name = resolve(model)
@@ -220,6 +227,8 @@ class Task(Generic[T]):
                             request = backend.reask(request, reply, feedback)
                         continue
                     call.log(model, "ok", spent)
+                    if cache is not None:
+                        cache_store(cache, spec, model, prompt, output, config.cache_ttl_s)
                     return Run(
                         output=output,
                         usage=call.usage,

@@ -1,0 +1,353 @@
+"""Response cache: an identical call (same model, template, rendered request, schema and sampling
+parameters) is answered from a cache instead of the provider.
+
+`configure(cache=…)` / `PROMPTCAST_CACHE` picks the store: `off` (the default), `sqlite:///path`
+(one file shared by the threads and processes of a machine) or `redis://…` (shared by many
+replicas; `pip install "promptcast[redis]"`). Only validated outputs are stored, so a cache never
+replays an answer that failed. A store that fails at run time is logged and skipped: a cache must
+never break a call that would have worked without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+
+from promptcast.errors import ConfigurationError
+from promptcast.result import Run, Usage
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from promptcast._config import Settings
+    from promptcast.render import Prompt
+    from promptcast.spec import TaskSpec
+
+__all__ = [
+    "Cache",
+    "RedisCache",
+    "SQLiteCache",
+    "cache_key",
+    "close_caches",
+    "open_cache",
+]
+
+ENV_VAR = "PROMPTCAST_CACHE"
+logger = logging.getLogger("promptcast.cache")
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """A key-value store of JSON text; `ttl_s` (seconds) makes an entry expire."""
+
+    def get(self, key: str) -> str | None:
+        """The value stored under `key`, or `None` when absent or expired."""
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        """Store `value` under `key`, replacing any earlier value."""
+
+    def close(self) -> None:
+        """Release connections; the cache may not be used afterwards."""
+
+
+class SQLiteCache:
+    """A cache in one SQLite file, safe for the threads of a process and for processes sharing it.
+
+    WAL journaling lets readers run while one process writes; each statement is its own
+    transaction, and a busy file is waited on (`timeout_s`) rather than failed. One connection per
+    process is shared by its threads under a lock (SQLite serialises writers anyway); a process
+    made by `fork` opens its own, since a connection must never cross a fork.
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._sets = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while True:  # switching to WAL needs a moment alone with the file: wait for it
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: no corruption on a crash
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS promptcast_cache "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT value, expires FROM promptcast_cache WHERE key = ?", (key,))
+                .fetchone()
+            )
+        if row is None or (row[1] is not None and row[1] <= time.time()):
+            return None
+        return str(row[0])
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        now = time.time()
+        expires = now + ttl_s if ttl_s else None
+        with self._lock:
+            conn = self._connection()
+            conn.execute(
+                "INSERT OR REPLACE INTO promptcast_cache (key, value, expires) VALUES (?, ?, ?)",
+                (key, value, expires),
+            )
+            self._sets += 1
+            if self._sets % 256 == 0:  # expired rows are only skipped on read: sweep now and then
+                conn.execute("DELETE FROM promptcast_cache WHERE expires <= ?", (now,))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteCache {self.path}>"
+
+
+class RedisCache:
+    """A cache in Redis, shared by every replica; entries expire in Redis itself."""
+
+    def __init__(self, url: str, *, prefix: str = "promptcast:cache:", timeout_s: float = 5.0):
+        try:
+            import redis
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"{ENV_VAR}={url!r} needs the redis client: pip install 'promptcast[redis]'",
+                env_var=ENV_VAR,
+                extra="redis",
+            ) from exc
+        self.url = url
+        self.prefix = prefix
+        # The URL's own options (e.g. ?socket_timeout=1) win over these defaults.
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    def get(self, key: str) -> str | None:
+        value = self._client.get(self.prefix + key)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        px = max(1, round(ttl_s * 1000)) if ttl_s else None
+        self._client.set(self.prefix + key, value, px=px)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisCache {_redact(self.url)}>"
+
+
+def check_url(value: str, *, source: str = ENV_VAR) -> str:
+    """`value` if it is `off`, `sqlite:///path` or `redis://…`; else a `ConfigurationError`."""
+    url = value.strip()
+    if url.lower() in ("off", "none", ""):
+        return "off"
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite" and parts.netloc == "" and parts.path.removeprefix("/"):
+        return url
+    if parts.scheme in ("redis", "rediss", "unix") and (parts.netloc or parts.path):
+        return url
+    raise ConfigurationError(
+        f"{source} must be 'off', 'sqlite:///path' (relative; 'sqlite:////abs/path' for an "
+        f"absolute path) or 'redis://host:port/db', got {_redact(value)!r}.",
+        env_var=ENV_VAR,
+    )
+
+
+def open_cache(url: str) -> Cache | None:
+    """A new cache for `url` (`off`, `sqlite:///path`, `redis://…`); `None` for `off`."""
+    url = check_url(url)
+    if url == "off":
+        return None
+    if url.startswith("sqlite:"):
+        # SQLAlchemy's spelling: sqlite:///relative/path, sqlite:////absolute/path
+        return SQLiteCache(urlsplit(url).path.removeprefix("/"))
+    return RedisCache(url)
+
+
+_shared: dict[str, Cache] = {}
+_shared_lock = threading.Lock()
+_failing: set[int] = set()
+
+
+def shared_cache(config: Settings) -> Cache | None:
+    """The process-wide cache the settings name, opened once per URL."""
+    setting = config.cache
+    if not isinstance(setting, str):
+        return setting
+    if setting == "off":
+        return None
+    cache = _shared.get(setting)
+    if cache is None:
+        with _shared_lock:
+            cache = _shared.get(setting)
+            if cache is None:
+                cache = open_cache(setting)
+                assert cache is not None
+                _shared[setting] = cache
+    return cache
+
+
+def close_caches() -> None:
+    """Close every cache opened from a URL setting (tests, shutdown)."""
+    with _shared_lock:
+        caches = list(_shared.values())
+        _shared.clear()
+    for cache in caches:
+        cache.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_json(output_model: type[BaseModel] | None) -> str:
+    """The output schema as canonical JSON, built once per class (it is part of every key)."""
+    if output_model is None:
+        return "null"
+    return json.dumps(output_model.model_json_schema(), sort_keys=True, separators=(",", ":"))
+
+
+def cache_key(
+    model: str,
+    template_hash: str,
+    prompt: Prompt,
+    output_model: type[BaseModel] | None,
+    max_tokens: int,
+    temperature: float | None,
+) -> str:
+    """sha256 of everything that shapes the answer: model, template, the rendered request (system
+    and messages), the output schema and the sampling parameters."""
+    request = json.dumps(
+        [model, template_hash, prompt.system, prompt.messages, max_tokens, temperature],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    digest = hashlib.sha256(request.encode())
+    digest.update(b"\0")
+    digest.update(_schema_json(output_model).encode())
+    return digest.hexdigest()
+
+
+def _key(spec: TaskSpec, model: str, prompt: Prompt) -> str:
+    return cache_key(
+        model, spec.template_hash, prompt, spec.output_model, spec.max_tokens, spec.temperature
+    )
+
+
+def lookup(
+    cache: Cache, spec: TaskSpec, model: str, prompt: Prompt, started: float
+) -> Run[Any] | None:
+    """The cached `Run` of this call (`cached=True`, no usage, no attempts), or `None`."""
+    try:
+        raw = cache.get(_key(spec, model, prompt))
+    except Exception as exc:
+        _failed(cache, "read", exc)
+        return None
+    _recovered(cache)
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+        data = entry["output"]
+        if spec.output_model is None:
+            if not isinstance(data, str):
+                return None
+            output: Any = data
+        else:
+            output = spec.output_model.model_validate(data)
+    except (ValueError, KeyError, TypeError):  # an entry that no longer validates is a miss
+        return None
+    return Run(
+        output=output,
+        usage=Usage(),
+        model=str(entry.get("model", model)),
+        task=spec.name,
+        task_version=spec.version,
+        template_hash=spec.template_hash,
+        latency_s=time.perf_counter() - started,
+        cached=True,
+    )
+
+
+def store(
+    cache: Cache, spec: TaskSpec, model: str, prompt: Prompt, output: Any, ttl_s: float | None
+) -> None:
+    """Keep a validated output under the key of the model that produced it."""
+    data = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+    try:
+        cache.set(
+            _key(spec, model, prompt),
+            json.dumps({"model": model, "output": data}, ensure_ascii=False),
+            ttl_s,
+        )
+    except Exception as exc:
+        _failed(cache, "write", exc)
+        return
+    _recovered(cache)
+
+
+def _failed(cache: Cache, what: str, exc: Exception) -> None:
+    """Log a failing store once until it works again, so an outage does not flood the logs."""
+    if id(cache) not in _failing:
+        _failing.add(id(cache))
+        logger.warning(
+            "response cache %r failed to %s (%s: %s); calling the model without it",
+            cache,
+            what,
+            type(exc).__name__,
+            _redact(str(exc)),
+        )
+
+
+def _recovered(cache: Cache) -> None:
+    if _failing and id(cache) in _failing:
+        _failing.discard(id(cache))
+        logger.warning("response cache %r works again", cache)
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for messages and reprs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
