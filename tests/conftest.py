@@ -34,6 +34,8 @@ def _clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "PROMPTCAST_PROMPTS",
         "PROMPTCAST_BASE_URL",
         "ANTHROPIC_BASE_URL",
+        "PROMPTCAST_CACHE",
+        "PROMPTCAST_CACHE_TTL_S",
     ):
         monkeypatch.delenv(var, raising=False)
     pc.reset_defaults()
