@@ -327,6 +327,20 @@ def test_redis_url_password_stays_out_of_messages(redis_server: int) -> None:
     cache.close()
 
 
+def test_redis_cache_reconnects_after_the_server_drops_it(redis_server: int) -> None:
+    cache = open_cache(f"redis://127.0.0.1:{redis_server}/0")
+    assert isinstance(cache, RedisCache)
+    cache.set("k", "v", ttl_s=60)
+    assert _redis_command(redis_server, b"CLIENT KILL TYPE normal\r\n").startswith(b":")
+    assert cache.get("k") == "v"
+    results: list[str | None] = []
+    worker = threading.Thread(target=lambda: results.append(cache.get("k")))
+    worker.start()
+    worker.join()
+    assert results == ["v"] and len(cache._conns) == 2  # one connection per thread
+    cache.close()
+
+
 def test_cache_key_covers_the_whole_request() -> None:
     class A(BaseModel):
         x: int
