@@ -24,7 +24,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,11 @@ from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from promptcast._config import get_config
 from promptcast._server_gate import INFO_KEY, REQUEST_ID_KEY, Gate, logger
@@ -232,20 +234,24 @@ def create_app(
         responses={**auth},
         openapi_extra=extra,
     )
-    app.add_api_route(
-        "/v1/tasks/{name}",
-        service.describe_task,
-        methods=["GET"],
-        response_model=TaskDetail,
-        summary="One task's spec and JSON schemas",
-        tags=["tasks"],
-        responses={**auth, 404: _problem_doc("No task of that name.")},
-        openapi_extra=extra,
-    )
     for task in registry.values():
+        # GET and POST on each task's own path: OpenAPI matches a concrete path before a template,
+        # so a template GET /v1/tasks/{name} beside concrete POSTs would leave GET undocumented.
         app.add_api_route(
             f"/v1/tasks/{task.name}",
-            service.endpoint(task),
+            service.describer(task),
+            methods=["GET"],
+            response_model=TaskDetail,
+            summary=f"The spec and JSON schemas of {task.name}",
+            operation_id=f"describe_{task.name}",
+            tags=["tasks"],
+            responses={**auth},
+            openapi_extra=extra,
+        )
+        app.router.add_api_route(
+            f"/v1/tasks/{task.name}",
+            service.documented_endpoint(task),
+            route_class_override=service.route_class(task),
             methods=["POST"],
             response_model=_result_model(task),
             summary=task.description or f"Run {task.name}",
@@ -256,9 +262,10 @@ def create_app(
             responses={**auth, **_CALL_ERRORS},
             openapi_extra=extra,
         )
-    app.add_api_route(
-        "/v1/tasks/{name}", service.unknown_task, methods=["POST"], include_in_schema=False
-    )
+    for method in ("GET", "POST"):  # any other name: 404 with the closest task names
+        app.add_api_route(
+            "/v1/tasks/{name}", service.unknown_task, methods=[method], include_in_schema=False
+        )
     app.add_api_route(
         "/healthz",
         _healthz,
@@ -351,6 +358,7 @@ def _problem_doc(description: str, *, retry: bool = False) -> dict[str, Any]:
 _CALL_ERRORS: dict[int | str, dict[str, Any]] = {
     402: _problem_doc("The call would exceed the task's budget."),
     413: _problem_doc("The body is larger than the server's limit."),
+    415: _problem_doc("The body is not sent as application/json."),
     422: _problem_doc(
         "An input is missing, undeclared or of the wrong type, or the body is not JSON."
     ),
@@ -410,8 +418,9 @@ class _Service:
 
     # running a task
 
-    def endpoint(self, task: Task[Any]) -> Callable[..., Awaitable[Response]]:
-        """The route function of one task, its signature typed with the task's input model."""
+    def documented_endpoint(self, task: Task[Any]) -> Callable[..., Awaitable[Response]]:
+        """What FastAPI documents for a task: a function whose body parameter is typed with the
+        task's input model, so the OpenAPI document shows that model. `route_class` serves it."""
 
         async def run_task(request: Request, inputs: BaseModel | None = None) -> Response:
             return await self.call(task, request, inputs)
@@ -431,6 +440,54 @@ class _Service:
         )
         run_task.__name__ = f"run_{task.name}"
         return run_task
+
+    def route_class(self, task: Task[Any]) -> type[APIRoute]:
+        """A route class whose handler validates the body itself, straight from the JSON bytes in
+        strict mode: JSON types must match the schema (`false` is not an int, `"3"` is not one
+        either), as the OpenAPI document promises. FastAPI's own handler would validate the parsed
+        body in Python's lax mode."""
+        handler = self.handler(task)
+
+        class TaskRoute(APIRoute):
+            def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+                return handler
+
+        return TaskRoute
+
+    def handler(self, task: Task[Any]) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        model = task.spec.input_model
+        required = any(spec.required for spec in task.spec.inputs.values())
+
+        async def handle(request: Request) -> Response:
+            raw = await request.body()
+            if not raw.strip():
+                if required:
+                    missing = [{"type": "missing", "loc": (), "msg": "body is empty"}]
+                    return self.invalid(request, task, missing)
+                return await self.call(task, request, model())
+            # JSON only: a browser page cannot send it cross-site without a CORS preflight
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != "application/json" and not (
+                media.startswith("application/") and media.endswith("+json")
+            ):
+                body = problem(
+                    415,
+                    "unsupported-media-type",
+                    "send the inputs as a JSON object with 'Content-Type: application/json'",
+                    instance=request.url.path,
+                    request_id=request.scope.get(REQUEST_ID_KEY),
+                    task=task.name,
+                )
+                return _problem_response(body)
+            try:
+                inputs = model.model_validate_json(raw, strict=True)
+            except ValidationError as exc:
+                return self.invalid(
+                    request, task, exc.errors(include_url=False, include_input=False)
+                )
+            return await self.call(task, request, inputs)
+
+        return handle
 
     async def call(self, task: Task[Any], request: Request, inputs: BaseModel | None) -> Response:
         spec = task.spec
@@ -532,41 +589,12 @@ class _Service:
             ]
         )
 
-    async def describe_task(self, request: Request, name: str) -> TaskDetail | Response:
-        try:
-            task = self.registry[name]
-        except TaskNotFoundError as exc:
-            body, _ = problem_for_error(
-                exc, instance=request.url.path, request_id=request.scope.get(REQUEST_ID_KEY)
-            )
-            return _problem_response(body)
-        spec = task.spec
-        return TaskDetail(
-            name=spec.name,
-            description=spec.description,
-            version=spec.version,
-            template_hash=spec.template_hash,
-            model=task.model,
-            output=spec.output_text,
-            url=f"/v1/tasks/{name}",
-            inputs={
-                n: InputInfo(
-                    type=i.type_text,
-                    required=i.required,
-                    default=None if i.required else i.default,
-                    description=i.description,
-                )
-                for n, i in spec.inputs.items()
-            },
-            input_schema=spec.input_model.model_json_schema(),
-            output_schema=spec.output_model.model_json_schema()
-            if spec.output_model
-            else {"type": "string"},
-            examples=[
-                ExampleInfo(inputs=e.inputs, expect=e.expect, expect_contains=e.expect_contains)
-                for e in spec.examples
-            ],
-        )
+    def describer(self, task: Task[Any]) -> Callable[[], Awaitable[TaskDetail]]:
+        async def describe_task() -> TaskDetail:
+            return _detail(task)  # per request: the model may change with the configuration
+
+        describe_task.__name__ = f"describe_{task.name}"
+        return describe_task
 
     # operations
 
@@ -591,10 +619,15 @@ class _Service:
 
     async def on_invalid_request(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        name = request.url.path.rsplit("/", 1)[-1]
-        task = self.registry.get(name) if request.url.path.startswith("/v1/tasks/") else None
+        errors = [
+            {**err, "loc": [p for p in err.get("loc", ()) if p != "body"]} for err in exc.errors()
+        ]
+        return self.invalid(request, None, errors)
+
+    def invalid(self, request: Request, task: Task[Any] | None, errors: Sequence[Any]) -> Response:
+        """A 422 naming the field at fault (`body` for malformed JSON), without the value sent."""
         declared = ", ".join(task.spec.inputs) if task and task.spec.inputs else "none"
-        items = [_validation_item(err, declared) for err in exc.errors()]
+        items = [_validation_item(err, declared) for err in errors]
         first = items[0] if items else {"field": "body", "message": "invalid request"}
         info: dict[str, Any] = request.scope.get(INFO_KEY, {})
         if task is not None:
@@ -619,6 +652,15 @@ class _Service:
         assert isinstance(exc, StarletteHTTPException)
         kinds = {404: "not-found", 405: "method-not-allowed"}
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        if exc.status_code == 405:  # every method of every route on this path, not just the first
+            allowed = {
+                method
+                for route in request.app.router.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+                for method in route.methods or ()
+            }
+            headers["allow"] = ", ".join(sorted(allowed))
         body = problem(
             exc.status_code,
             kinds.get(exc.status_code, "http-error"),
@@ -626,33 +668,63 @@ class _Service:
             instance=request.url.path,
             request_id=request.scope.get(REQUEST_ID_KEY),
         )
-        return _problem_response(body, dict(exc.headers or {}))
+        return _problem_response(body, headers)
+
+
+def _detail(task: Task[Any]) -> TaskDetail:
+    spec = task.spec
+    return TaskDetail(
+        name=spec.name,
+        description=spec.description,
+        version=spec.version,
+        template_hash=spec.template_hash,
+        model=task.model,
+        output=spec.output_text,
+        url=f"/v1/tasks/{spec.name}",
+        inputs={
+            n: InputInfo(
+                type=i.type_text,
+                required=i.required,
+                default=None if i.required else i.default,
+                description=i.description,
+            )
+            for n, i in spec.inputs.items()
+        },
+        input_schema=spec.input_model.model_json_schema(),
+        output_schema=spec.output_model.model_json_schema()
+        if spec.output_model
+        else {"type": "string"},
+        examples=[
+            ExampleInfo(inputs=e.inputs, expect=e.expect, expect_contains=e.expect_contains)
+            for e in spec.examples
+        ],
+    )
 
 
 def _validation_item(err: Any, declared: str) -> dict[str, str]:
-    """One pydantic/FastAPI error as {field, pointer, message, type}, without the input value."""
-    loc = [p for p in err.get("loc", ()) if p != "body"] if err.get("loc") else []
+    """One pydantic error as {field, pointer, message, type}, without the input value."""
+    loc = [str(p) for p in err.get("loc", ())]
     kind = str(err.get("type", "value_error"))
     if kind == "json_invalid":
-        position = loc[0] if loc else "?"
-        reason = (err.get("ctx") or {}).get("error", "not valid JSON")
+        reason = (err.get("ctx") or {}).get("error") or err.get("msg", "not valid JSON")
         return {
             "field": "body",
             "pointer": "",
-            "message": f"malformed JSON: {reason} at position {position}",
+            "message": f"malformed JSON: {reason}",
             "type": kind,
         }
-    path = [str(p) for p in loc]
-    field = path[0] if path else "body"
-    if kind == "missing" and not path:
+    field = loc[0] if loc else "body"
+    if kind == "missing" and not loc:
         message = f"a JSON object of the inputs is required (declared inputs: {declared})"
     elif kind == "missing":
         message = f"is required (declared inputs: {declared})"
     elif kind == "extra_forbidden":
         message = f"is not declared by the task (declared inputs: {declared})"
+    elif not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = "the body must be a JSON object of the inputs"
     else:
         message = str(err.get("msg", "invalid"))
-    return {"field": field, "pointer": "/" + "/".join(path), "message": message, "type": kind}
+    return {"field": field, "pointer": "/" + "/".join(loc), "message": message, "type": kind}
 
 
 def _not_ready(registry: TaskRegistry) -> str | None:

@@ -365,9 +365,11 @@ def test_malformed_json_gets_422_naming_the_body(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("payload", "field", "kind"),
     [
-        ({"text": "hi", "max_points": "many"}, "max_points", "int_parsing"),
+        ({"text": "hi", "max_points": "many"}, "max_points", "int_type"),
+        ({"text": "hi", "max_points": False}, "max_points", "int_type"),  # strict JSON types
+        ({"text": "hi", "max_points": "3"}, "max_points", "int_type"),
         ({"text": "hi", "tone": "dry"}, "tone", "extra_forbidden"),
-        (["text", "hi"], "body", "model_attributes_type"),
+        (["text", "hi"], "body", "model_type"),
         ({"text": 12}, "text", "string_type"),
     ],
 )
@@ -378,6 +380,21 @@ def test_wrong_inputs_get_422_naming_the_field(
     body = assert_problem(response, 422, "invalid-input")
     assert body["field"] == field and body["errors"][0]["type"] == kind
     assert "many" not in json.dumps(body["errors"])  # input values are not echoed back
+
+
+def test_a_body_not_sent_as_json_gets_415(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/tasks/summarize",
+        content=b'{"text": "hi"}',
+        headers={**AUTH, "content-type": "text/plain"},
+    )
+    assert assert_problem(response, 415, "unsupported-media-type")["task"] == "summarize"
+
+
+def test_a_wrong_method_gets_405_listing_every_allowed_one(client: httpx.Client) -> None:
+    response = client.delete("/v1/tasks/translate", headers=AUTH)
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "GET, POST"
 
 
 def test_an_empty_body_gets_422(client: httpx.Client) -> None:
