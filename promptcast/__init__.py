@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from promptcast._config import configure, get_config, reset_defaults
+from promptcast.batch import batch
 from promptcast.errors import (
     BackendError,
     BudgetExceededError,
@@ -54,6 +55,7 @@ __all__ = [
     "TaskSpec",
     "Usage",
     "__version__",
+    "batch",
     "builtin_tasks",
     "configure",
     "fence",

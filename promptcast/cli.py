@@ -360,6 +360,71 @@ def scan_cassettes(
     err.print("[green]ok[/]: no secret-looking values")
 
 
+@app.command("batch")
+def batch_command(
+    name: str,
+    source: Annotated[
+        Path,
+        typer.Argument(help='JSONL file: one object of inputs per line, optionally with an "id".'),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="JSONL results; a rerun with the same file resumes."),
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, help="Calls in flight at once.")] = 16,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="At most this many calls started per second.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model string for this run.")] = None,
+    prompts: PromptsOption = None,
+) -> None:
+    """Run a task over a JSONL file; resumable, constant memory, a progress bar with cost."""
+    import asyncio
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from promptcast.batch import BatchResult, BatchStats, done_ids, run_file
+
+    try:
+        task = _registry(prompts)[name]
+        if model:
+            task = task.with_model(model)
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    if not source.is_file():
+        raise _fail(FileNotFoundError(f"no such input file: {source}"))
+    with source.open(encoding="utf-8") as lines:
+        total = sum(1 for line in lines if line.strip())
+    remaining = max(0, total - len(done_ids(output)))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[spend]}"),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task(name, total=remaining, spend="")
+
+        def show(result: BatchResult, stats: BatchStats) -> None:
+            cost = "?" if stats.cost_usd is None else f"${stats.cost_usd:.4f}"
+            tokens = stats.input_tokens + stats.output_tokens
+            progress.update(bar, advance=1, spend=f"{tokens} tokens {cost} {stats.failed} failed")
+
+        try:
+            stats = asyncio.run(
+                run_file(task, source, output, concurrency=concurrency, rate=rate, on_result=show)
+            )
+        except KeyboardInterrupt:
+            err.print(
+                f"interrupted: finished lines are in {output}; run the same command again to resume"
+            )
+            raise typer.Exit(130) from None
+    err.print(f"{stats.done} done ({stats.failed} failed), {stats.skipped} already in {output}")
+    if stats.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -40,6 +40,7 @@ Handler = Callable[[dict[str, Any]], "FakeReply | dict[str, Any]"]
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # bursts of concurrent clients must queue, not be refused
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that gave up (timeout, dropped test) is expected here; anything else is not."""
