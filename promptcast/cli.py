@@ -425,6 +425,41 @@ def batch_command(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    prompts: PromptsOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind; anything but loopback needs PROMPTCAST_API_TOKENS or --insecure."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes; each has its own call limit.")
+    ] = 1,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Allow a non-loopback address without bearer tokens."),
+    ] = False,
+) -> None:
+    """Serve every task over HTTP: POST /v1/tasks/NAME, docs at /docs (needs the server extra)."""
+    try:
+        from promptcast.server import serve as serve_tasks  # imports fastapi and uvicorn
+    except ImportError as exc:
+        raise _fail(
+            pc.ConfigurationError(
+                f"promptcast serve needs the server extra ({exc.name} is missing): "
+                "pip install 'promptcast[server]'",
+                extra="server",
+            )
+        ) from None
+    try:
+        serve_tasks(prompts=prompts, host=host, port=port, workers=workers, insecure=insecure)
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -22,6 +22,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -842,14 +843,26 @@ def serve(
     _env_int("PROMPTCAST_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY)
     _env_int("PROMPTCAST_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
     logger.debug("serving %d task(s)", len(registry))
-    uvicorn.run(
-        "promptcast.server:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=log_config(level),
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-    )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make that a
+    # clean exit 0 rather than a KeyboardInterrupt traceback or a death by signal
+    stop = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run(
+            "promptcast.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=log_config(level),
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
