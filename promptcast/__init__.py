@@ -25,6 +25,7 @@ from promptcast.errors import (
     TaskInputError,
     TaskNotFoundError,
 )
+from promptcast.evals import EvalReport, aevaluate, evaluate
 from promptcast.render import Message, Prompt, fence
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec
@@ -41,6 +42,7 @@ __all__ = [
     "BoundTask",
     "BudgetExceededError",
     "ConfigurationError",
+    "EvalReport",
     "Message",
     "OutputTruncatedError",
     "OutputValidationError",
@@ -55,9 +57,11 @@ __all__ = [
     "TaskSpec",
     "Usage",
     "__version__",
+    "aevaluate",
     "batch",
     "builtin_tasks",
     "configure",
+    "evaluate",
     "fence",
     "get_config",
     "load_tasks",

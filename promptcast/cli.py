@@ -460,6 +460,81 @@ def serve(
         raise _fail(exc) from None
 
 
+@app.command("eval")
+def eval_command(
+    name: str,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model strings to compare.")
+    ] = None,
+    cases: Annotated[
+        Path | None,
+        typer.Option(
+            help='JSONL cases: {"inputs", "expect", '
+            '"expect_contains"} per line. Default: the '
+            "task's examples."
+        ),
+    ] = None,
+    scorer: Annotated[
+        str | None, typer.Option(help="module:function(output, case) -> 0..1.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
+    chart: Annotated[
+        Path | None, typer.Option(help="Write an HTML chart of cost vs score.")
+    ] = None,
+    schema: Annotated[
+        bool, typer.Option("--schema", help="Print the JSON schema of --json output and exit.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1)] = 8,
+    prompts: PromptsOption = None,
+) -> None:
+    """Compare models on a task's cases: pass counts, latency, tokens and cost."""
+    from promptcast._typeexpr import TypeExprError, import_object
+    from promptcast.evals import (
+        SUMMARY_COLUMNS,
+        EvalReport,
+        evaluate,
+        load_cases,
+        summary_rows,
+        to_html_chart,
+        to_markdown,
+    )
+
+    if schema:
+        sys.stdout.write(json.dumps(EvalReport.model_json_schema(), indent=2) + "\n")
+        return
+    try:
+        task = _registry(prompts)[name]
+        chosen = [m.strip() for m in (models or task.model).split(",") if m.strip()]
+        score_fn = None
+        if scorer:
+            try:
+                score_fn = import_object(scorer)
+            except TypeExprError as exc:
+                raise TaskInputError(name, None, f"--scorer: {exc}") from None
+        report = evaluate(
+            task,
+            chosen,
+            load_cases(cases) if cases else None,
+            scorer=score_fn,
+            concurrency=concurrency,
+        )
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    if chart is not None:
+        chart.write_text(to_html_chart(report), encoding="utf-8")
+        err.print(f"chart written to {chart}")
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    elif markdown:
+        sys.stdout.write(to_markdown(report))
+    else:
+        table = Table(*SUMMARY_COLUMNS, title=f"{task.name} v{task.spec.version}")
+        for row in summary_rows(report):
+            table.add_row(*row)
+        out.print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

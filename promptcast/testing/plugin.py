@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from promptcast.errors import PromptcastError
+from promptcast.evals import expectation_problems
 from promptcast.spec import Example
 from promptcast.task import Task
 from promptcast.testing.cassettes import NoRecordingError, register, vcr_config
@@ -167,18 +168,7 @@ class ExampleMismatch(AssertionError):
 
 def check_example(output: Any, example: Example) -> None:
     """Subset match on `expect`, case-insensitive substring match on `expect_contains`."""
-    data = output.model_dump(mode="json") if hasattr(output, "model_dump") else output
-    problems = []
-    for key, value in (example.expect or {}).items():
-        got = data.get(key) if isinstance(data, dict) else data
-        if got != value:
-            problems.append(f"{key}: expected {value!r}, got {got!r}")
-    contains = example.expect_contains or {}
-    pairs = contains.items() if isinstance(contains, dict) else [("output", contains)]
-    for key, part in pairs:
-        got = data.get(key) if isinstance(data, dict) else data
-        if str(part).lower() not in str(got).lower():
-            problems.append(f"{key}: expected to contain {part!r}, got {got!r}")
+    problems = expectation_problems(output, example)
     if problems:
         raise ExampleMismatch("; ".join(problems))
 

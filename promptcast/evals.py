@@ -1,0 +1,307 @@
+"""Evaluation: one task's cases on several models, compared on score, latency, tokens and cost.
+
+Cases default to the task file's `examples:`; a case passes when its output meets `expect`
+(subset match on fields) and `expect_contains` (case-insensitive substring), or when a custom
+scorer (`module:function(output, case) -> float in 0..1`) returns 1. Everything runs through the
+normal call path, so it works live, against fakes, or offline from cassettes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
+from promptcast.spec import Example
+from promptcast.task import Task
+
+__all__ = [
+    "CaseResult",
+    "EvalReport",
+    "ModelScore",
+    "Scorer",
+    "aevaluate",
+    "evaluate",
+    "expectation_problems",
+    "load_cases",
+    "summary_rows",
+    "to_html_chart",
+    "to_markdown",
+]
+
+Scorer = Callable[[Any, Example], float]
+
+
+class CaseResult(BaseModel):
+    """One case on one model."""
+
+    model: str
+    case: int
+    score: float = Field(ge=0, le=1)
+    passed: bool
+    latency_s: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    outcome: str = Field(
+        description="ok, failed (scored below 1), invalid (output never "
+        "validated) or error (provider or budget failure)"
+    )
+    detail: str | None = None
+
+
+class ModelScore(BaseModel):
+    """The summary row of one model."""
+
+    model: str
+    cases: int
+    passed: int
+    mean_score: float
+    validation_failures: int
+    errors: int
+    mean_latency_s: float
+    p95_latency_s: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = Field(description="total; null when a price is unknown")
+    cost_per_case_usd: float | None
+
+
+class EvalReport(BaseModel):
+    """What `promptcast eval --json` prints; `promptcast eval --schema` prints its JSON schema."""
+
+    task: str
+    task_version: int | str
+    template_hash: str
+    models: list[ModelScore]
+    results: list[CaseResult]
+
+
+def expectation_problems(output: Any, example: Example) -> list[str]:
+    """What in `output` misses the example's `expect` / `expect_contains` (empty: it passes)."""
+    data = output.model_dump(mode="json") if hasattr(output, "model_dump") else output
+    problems = []
+    for key, value in (example.expect or {}).items():
+        got = data.get(key) if isinstance(data, dict) else data
+        if got != value:
+            problems.append(f"{key}: expected {value!r}, got {got!r}")
+    contains = example.expect_contains or {}
+    pairs = contains.items() if isinstance(contains, dict) else [("output", contains)]
+    for key, part in pairs:
+        got = data.get(key) if isinstance(data, dict) else data
+        if str(part).lower() not in str(got).lower():
+            problems.append(f"{key}: expected to contain {part!r}, got {got!r}")
+    return problems
+
+
+def load_cases(path: str | Path) -> list[Example]:
+    """Cases from JSONL: `{"inputs": {…}, "expect": {…}, "expect_contains": {…}}` per line."""
+    cases = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            cases.append(
+                Example(
+                    dict(data["inputs"]),
+                    data.get("expect"),
+                    data.get("expect_contains"),
+                    data.get("name"),
+                    number,
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TaskInputError("eval", None, f"{path}:{number}: not a case ({exc})") from None
+    return cases
+
+
+async def _one(
+    task: Task[Any], model: str, index: int, case: Example, scorer: Scorer | None
+) -> CaseResult:
+    started = time.perf_counter()
+    try:
+        run = await task.with_model(model).arun(**case.inputs)
+    except PromptcastError as exc:
+        usage = getattr(exc, "usage", None)
+        outcome = "invalid" if isinstance(exc, OutputValidationError) else "error"
+        return CaseResult(
+            model=model,
+            case=index,
+            score=0.0,
+            passed=False,
+            latency_s=time.perf_counter() - started,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=usage.cost_usd if usage else None,
+            outcome=outcome,
+            detail=str(exc),
+        )
+    if scorer is not None:
+        score = min(1.0, max(0.0, float(scorer(run.output, case))))
+        detail = None
+    else:
+        problems = expectation_problems(run.output, case)
+        score, detail = (0.0, "; ".join(problems)) if problems else (1.0, None)
+    return CaseResult(
+        model=model,
+        case=index,
+        score=score,
+        passed=score >= 1.0,
+        latency_s=run.latency_s,
+        input_tokens=run.usage.input_tokens,
+        output_tokens=run.usage.output_tokens,
+        cost_usd=run.usage.cost_usd,
+        outcome="ok" if score >= 1.0 else "failed",
+        detail=detail,
+    )
+
+
+def _summary(model: str, results: list[CaseResult]) -> ModelScore:
+    latencies = sorted(r.latency_s for r in results) or [0.0]
+    costs = [r.cost_usd for r in results]
+    total = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 10)
+    p95 = latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
+    return ModelScore(
+        model=model,
+        cases=len(results),
+        passed=sum(r.passed for r in results),
+        mean_score=statistics.fmean(r.score for r in results) if results else 0.0,
+        validation_failures=sum(r.outcome == "invalid" for r in results),
+        errors=sum(r.outcome == "error" for r in results),
+        mean_latency_s=statistics.fmean(latencies),
+        p95_latency_s=p95,
+        input_tokens=sum(r.input_tokens for r in results),
+        output_tokens=sum(r.output_tokens for r in results),
+        cost_usd=total,
+        cost_per_case_usd=None if total is None or not results else total / len(results),
+    )
+
+
+async def aevaluate(
+    task: Task[Any],
+    models: Sequence[str],
+    cases: Iterable[Example] | None = None,
+    *,
+    scorer: Scorer | None = None,
+    concurrency: int = 8,
+) -> EvalReport:
+    """Run every case on every model (at most `concurrency` calls at once) and summarise."""
+    chosen = list(task.spec.examples if cases is None else cases)
+    if not chosen:
+        raise TaskInputError(
+            task.name, None, "no cases: add examples: to the task file or pass cases (--cases FILE)"
+        )
+    gate = asyncio.Semaphore(concurrency)
+
+    async def bounded(model: str, index: int, case: Example) -> CaseResult:
+        async with gate:
+            return await _one(task, model, index, case, scorer)
+
+    results = await asyncio.gather(
+        *(bounded(model, i, case) for model in models for i, case in enumerate(chosen))
+    )
+    return EvalReport(
+        task=task.name,
+        task_version=task.spec.version,
+        template_hash=task.spec.template_hash,
+        models=[_summary(m, [r for r in results if r.model == m]) for m in models],
+        results=list(results),
+    )
+
+
+def evaluate(
+    task: Task[Any],
+    models: Sequence[str],
+    cases: Iterable[Example] | None = None,
+    *,
+    scorer: Scorer | None = None,
+    concurrency: int = 8,
+) -> EvalReport:
+    """`aevaluate` for synchronous code."""
+    return asyncio.run(aevaluate(task, models, cases, scorer=scorer, concurrency=concurrency))
+
+
+SUMMARY_COLUMNS = (
+    "model",
+    "passed",
+    "score",
+    "invalid",
+    "errors",
+    "mean ms",
+    "p95 ms",
+    "tokens",
+    "cost",
+    "cost/case",
+)
+
+
+def summary_rows(report: EvalReport) -> list[list[str]]:
+    """The summary table's cells, one row per model (for the terminal and for Markdown)."""
+    return [
+        [
+            m.model,
+            f"{m.passed}/{m.cases}",
+            f"{m.mean_score:.2f}",
+            str(m.validation_failures),
+            str(m.errors),
+            f"{m.mean_latency_s * 1000:.0f}",
+            f"{m.p95_latency_s * 1000:.0f}",
+            str(m.input_tokens + m.output_tokens),
+            _money(m.cost_usd),
+            _money(m.cost_per_case_usd),
+        ]
+        for m in report.models
+    ]
+
+
+def to_markdown(report: EvalReport) -> str:
+    """The summary table as Markdown, for pull requests and reports."""
+    lines = [
+        f"### {report.task} v{report.task_version}",
+        "",
+        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "|" + "---|" * len(SUMMARY_COLUMNS),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
+    return "\n".join(lines) + "\n"
+
+
+def to_html_chart(report: EvalReport) -> str:
+    """A self-contained HTML page with an SVG chart of total cost against mean score."""
+    width, height, pad = 640, 400, 60
+    costs = [m.cost_usd or 0.0 for m in report.models]
+    top = max(costs) * 1.15 or 1.0
+    points = []
+    for m, cost in zip(report.models, costs, strict=True):
+        x = pad + (width - 2 * pad) * (cost / top)
+        y = height - pad - (height - 2 * pad) * m.mean_score
+        label = html.escape(f"{m.model} ({m.passed}/{m.cases}, {_money(m.cost_usd)})")
+        points.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="#3465a4"/>'
+            f'<text x="{x + 9:.1f}" y="{y + 4:.1f}" font-size="12">{label}</text>'
+        )
+    title = html.escape(f"{report.task} v{report.task_version}: cost vs score")
+    return (
+        f"<!doctype html><meta charset='utf-8'><title>{title}</title><h3>{title}</h3>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#000"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#000"/>'
+        f'<text x="{width / 2}" y="{height - 20}" font-size="12">total cost (USD, 0 to '
+        f'{top:.4g})</text><text x="10" y="{pad - 10}" font-size="12">mean score (0 to 1)</text>'
+        + "".join(points)
+        + "</svg>"
+    )
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.6f}"
