@@ -376,6 +376,16 @@ def batch_command(
         float | None, typer.Option(min=0.001, help="At most this many calls started per second.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model string for this run.")] = None,
+    provider_batch: Annotated[
+        bool,
+        typer.Option(
+            "--provider-batch",
+            help="Send through Anthropic Message Batches: half the price, results within 24 hours.",
+        ),
+    ] = False,
+    poll_seconds: Annotated[
+        float, typer.Option(min=0.0, help="How often to poll a provider batch.")
+    ] = 30.0,
     prompts: PromptsOption = None,
 ) -> None:
     """Run a task over a JSONL file; resumable, constant memory, a progress bar with cost."""
@@ -383,7 +393,13 @@ def batch_command(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from promptcast.batch import BatchResult, BatchStats, done_ids, run_file
+    from promptcast.batch import (
+        BatchResult,
+        BatchStats,
+        done_ids,
+        run_file,
+        run_file_provider_batch,
+    )
 
     try:
         task = _registry(prompts)[name]
@@ -412,9 +428,17 @@ def batch_command(
             progress.update(bar, advance=1, spend=f"{tokens} tokens {cost} {stats.failed} failed")
 
         try:
-            stats = asyncio.run(
-                run_file(task, source, output, concurrency=concurrency, rate=rate, on_result=show)
-            )
+            if provider_batch:
+                job = run_file_provider_batch(
+                    task, source, output, poll_s=poll_seconds, on_result=show
+                )
+            else:
+                job = run_file(
+                    task, source, output, concurrency=concurrency, rate=rate, on_result=show
+                )
+            stats = asyncio.run(job)
+        except PromptcastError as exc:
+            raise _fail(exc) from None
         except KeyboardInterrupt:
             err.print(
                 f"interrupted: finished lines are in {output}; run the same command again to resume"

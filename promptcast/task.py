@@ -102,6 +102,24 @@ class Task(Generic[T]):
         """The messages a call would send, without sending anything."""
         return self._render(self._check(inputs))
 
+    def request(self, /, **inputs: Any) -> ModelRequest:
+        """The first request a call would send to its model (for provider batch APIs)."""
+        spec = self.spec
+        _, model_name = resolve(self.model)
+        return ModelRequest(
+            model=model_name,
+            prompt=self.render(**inputs),
+            output_model=spec.output_model,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            task=spec.name,
+            template_hash=spec.template_hash,
+        )
+
+    def validate_reply(self, reply: ModelReply) -> T:
+        """The validated output of a reply; raises pydantic's `ValidationError` when invalid."""
+        return self._validate(reply)
+
     def __call__(self, /, **inputs: Any) -> T:
         return self.run(**inputs).output
 

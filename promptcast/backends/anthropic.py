@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
@@ -25,6 +25,7 @@ from promptcast._config import get_config
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
 from promptcast.errors import BackendError, ConfigurationError
+from promptcast.render import Prompt
 
 if TYPE_CHECKING:
     import anthropic
@@ -135,6 +136,40 @@ class AnthropicBackend(Backend):
             message = await self.async_client().messages.create(**kwargs)
         return _reply(request, message)
 
+    # Message Batches: the same requests at half the price, for work that can wait
+
+    async def submit_batch(self, requests: list[tuple[str, ModelRequest]]) -> str:
+        """Submit `(custom_id, request)` pairs as one Message Batch; returns its id."""
+        entries: list[Any] = [
+            {"custom_id": custom_id, "params": batch_params(request)}
+            for custom_id, request in requests
+        ]
+        with _mapped_errors(requests[0][1]):
+            batch = await self.async_client().messages.batches.create(requests=entries)
+        return str(batch.id)
+
+    async def batch_ended(self, batch_id: str) -> bool:
+        """Whether the batch has finished processing."""
+        with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
+            batch = await self.async_client().messages.batches.retrieve(batch_id)
+        return bool(batch.processing_status == "ended")
+
+    async def batch_results(
+        self, batch_id: str, requests: dict[str, ModelRequest]
+    ) -> AsyncIterator[tuple[str, ModelReply | str]]:
+        """Each request's reply, or why it has none ("expired", "errored: …", "canceled")."""
+        with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
+            results = await self.async_client().messages.batches.results(batch_id)
+        async for entry in results:
+            result = entry.result
+            if result.type == "succeeded":
+                yield entry.custom_id, _reply(requests[entry.custom_id], result.message)
+            elif result.type == "errored":
+                error = getattr(getattr(result.error, "error", None), "message", "") or ""
+                yield entry.custom_id, f"errored: {error}".strip()
+            else:
+                yield entry.custom_id, str(result.type)
+
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
         if request.output_model is None or reply.raw is None:
             return super().reask(request, reply, error)
@@ -145,6 +180,18 @@ class AnthropicBackend(Backend):
             {"messages": []}, Mode.TOOLS, reply.raw, ValueError(error), provider=Provider.ANTHROPIC
         )["messages"]
         return replace(request, history=request.history + tuple(added))
+
+
+def batch_params(request: ModelRequest) -> dict[str, Any]:
+    """The `messages.create` parameters of a request as a Message Batch entry carries them."""
+    kwargs = _kwargs(request)
+    kwargs.pop("timeout", None)
+    kwargs.pop("extra_headers", None)
+    kwargs.update(kwargs.pop("extra_body", {}))
+    return kwargs
+
+
+_EMPTY = Prompt(system=None)
 
 
 def _kwargs(request: ModelRequest) -> dict[str, Any]:

@@ -112,10 +112,96 @@ def _auto(request: dict[str, Any]) -> dict[str, Any]:
 
 class FakeAnthropic(FakeServer):
     """The Messages API on 127.0.0.1 (random port). Use as a context manager; point the SDK at
-    `base_url` with `ANTHROPIC_BASE_URL`."""
+    `base_url` with `ANTHROPIC_BASE_URL`.
 
-    paths = ("/v1/messages",)
+    Message Batches too: `POST /v1/messages/batches` stores the requests, a batch ends after
+    `batch_polls` retrievals, and its results answer each request as `/v1/messages` would, except
+    the custom ids listed in `batch_outcomes` (`{"id-7": "expired", "id-9": "errored"}`).
+    """
+
+    paths = ("/v1/messages", "/v1/messages/batches")
     name = "fake-anthropic"
+
+    def __init__(self, handler: Any = None) -> None:
+        super().__init__(handler)
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_polls = 2
+        self.batch_outcomes: dict[str, str] = {}
+
+    def _answer(self, path: str, raw: bytes, headers: dict[str, str]) -> FakeReply:
+        if path.split("?")[0] != "/v1/messages/batches":
+            return super()._answer(path, raw, headers)
+        body = json.loads(raw)
+        batch_id = f"msgbatch_fake{next(_ids):08d}"
+        self.batches[batch_id] = {"requests": body["requests"], "polls": 0}
+        return FakeReply(self._batch(batch_id))
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        state = self.batches[batch_id]
+        ended = state["polls"] >= self.batch_polls
+        count = len(state["requests"])
+        expired = sum(
+            self.batch_outcomes.get(r["custom_id"]) == "expired" for r in state["requests"]
+        )
+        errored = sum(
+            self.batch_outcomes.get(r["custom_id"]) == "errored" for r in state["requests"]
+        )
+        return {
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": {
+                "processing": 0 if ended else count,
+                "succeeded": count - expired - errored if ended else 0,
+                "errored": errored if ended else 0,
+                "canceled": 0,
+                "expired": expired if ended else 0,
+            },
+            "created_at": "2026-11-23T10:00:00Z",
+            "ended_at": "2026-11-23T10:05:00Z" if ended else None,
+            "expires_at": "2026-11-24T10:00:00Z",
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"{self.base_url}/v1/messages/batches/{batch_id}/results"
+            if ended
+            else None,
+        }
+
+    def get(self, path: str) -> FakeReply:
+        parts = path.split("?")[0].strip("/").split("/")
+        if (
+            len(parts) >= 4
+            and parts[:3] == ["v1", "messages", "batches"]
+            and parts[3] in self.batches
+        ):
+            batch_id = parts[3]
+            if len(parts) == 4:
+                self.batches[batch_id]["polls"] += 1
+                return FakeReply(self._batch(batch_id))
+            if parts[4:] == ["results"]:
+                lines = [json.dumps(self._result(r)) for r in self.batches[batch_id]["requests"]]
+                return FakeReply(
+                    raw=("\n".join(lines) + "\n").encode(),
+                    headers={"content-type": "application/binary"},
+                )
+        return super().get(path)
+
+    def _result(self, entry: dict[str, Any]) -> dict[str, Any]:
+        custom_id = entry["custom_id"]
+        outcome = self.batch_outcomes.get(custom_id)
+        if outcome == "expired":
+            return {"custom_id": custom_id, "result": {"type": "expired"}}
+        if outcome == "errored":
+            error = {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "max_tokens: too large"},
+            }
+            return {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
+        with self._lock:
+            self.requests.append(entry["params"])
+        reply = self.handler(entry["params"]) if self.handler else self.auto(entry["params"])
+        body = reply.body if isinstance(reply, FakeReply) else reply
+        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": body}}
 
     def auto(self, request: dict[str, Any]) -> dict[str, Any]:
         return _auto(request)

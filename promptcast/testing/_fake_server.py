@@ -80,6 +80,10 @@ class FakeServer:
         """An error reply in the provider's format."""
         return FakeReply({"error": {"type": kind, "message": text}}, status)
 
+    def get(self, path: str) -> FakeReply:
+        """Answer a GET; none by default."""
+        return self.error(404, "not_found_error", f"Not found: {path}")
+
     # the server
 
     @property
@@ -139,6 +143,12 @@ class FakeServer:
                 if reply.drop:
                     self.close_connection = True
                     return
+                self._send(reply)
+
+            def do_GET(self) -> None:
+                self._send(fake.get(self.path))
+
+            def _send(self, reply: FakeReply) -> None:
                 payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")

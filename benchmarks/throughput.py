@@ -1,0 +1,175 @@
+"""Async throughput: 256 calls in flight against a fake Messages API that takes 50 ms per reply.
+
+Prints tasks per second for the raw anthropic SDK (AsyncAnthropic tool call + validation) and for
+a promptcast task (`arun`) on identical requests, and their ratio (target >= 0.9); then the peak
+RSS of `promptcast batch` over 1k and 10k input lines (it should stay flat). A benchmark that
+prints, not a test. The fake server runs in another process so its CPU is not counted.
+
+Run: python benchmarks/throughput.py [--calls 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+SERVER = """
+import sys
+from promptcast.testing import FakeAnthropic, FakeReply
+from promptcast.testing._fake_anthropic import _auto
+fake = FakeAnthropic(handler=lambda request: FakeReply(_auto(request), delay_s=0.05)).start()
+print(fake.base_url, flush=True)
+sys.stdin.read()
+"""
+
+TASK = """\
+---
+inputs: {text: str}
+output: throughput:Label
+max_tokens: 64
+---
+{% role "system" %}Label the text.{% endrole %}
+{{ text | fence("text") }}
+"""
+
+
+class Label(BaseModel):
+    """A label."""
+
+    label: str
+    confidence: float
+
+
+async def timed(calls: int, in_flight: int, one: Any) -> float:
+    gate = asyncio.Semaphore(in_flight)
+
+    async def bounded(i: int) -> None:
+        async with gate:
+            await one(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(bounded(i) for i in range(calls)))
+    return calls / (time.perf_counter() - started)
+
+
+def batch_rss(lines: int, base_url: str) -> float:
+    """Peak RSS (MiB) of a `promptcast batch` child process over `lines` inputs."""
+    folder = Path(tempfile.mkdtemp())
+    (folder / "prompts").mkdir()
+    (folder / "prompts" / "label.jinja").write_text(
+        "---\ninputs: {text: str}\noutput: {label: str}\nmax_tokens: 64\n---\n{{ text }}\n"
+    )
+    source = folder / "in.jsonl"
+    with source.open("w") as handle:
+        for i in range(lines):
+            handle.write(json.dumps({"id": str(i), "text": f"item {i}"}) + "\n")
+    code = (
+        "import resource, sys; from promptcast.cli import main; sys.argv = sys.argv[1:]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    )
+    env = {**os.environ, "ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "sk-ant-bench"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "promptcast",
+            "batch",
+            "label",
+            str(source),
+            "-o",
+            str(folder / "out.jsonl"),
+            "-p",
+            str(folder / "prompts"),
+            "--concurrency",
+            "256",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+async def main_async(calls: int, in_flight: int) -> dict[str, float]:
+    import anthropic
+
+    import promptcast as pc
+
+    client = anthropic.AsyncAnthropic(max_retries=0)
+    from promptcast.backends.anthropic import tool_for
+
+    tool = tool_for(Label)
+
+    async def raw(i: int) -> Label:
+        reply = await client.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=64,
+            system="Label the text.",
+            messages=[{"role": "user", "content": f"<text>\nitem {i}\n</text>"}],
+            tools=[tool],
+            tool_choice={"type": "tool", "name": tool["name"], "disable_parallel_tool_use": True},
+        )
+        block = next(b for b in reply.content if b.type == "tool_use")
+        return Label.model_validate(block.input)
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "label.jinja").write_text(TASK)
+    sys.modules["throughput"] = sys.modules[__name__]
+    task = pc.Task.from_file(folder / "label.jinja")
+
+    async def ours(i: int) -> Any:
+        return await task.acall(text=f"item {i}")
+
+    await timed(in_flight, in_flight, raw)  # warm connections and imports
+    await timed(in_flight, in_flight, ours)
+    results = {"raw": [], "promptcast": []}  # type: dict[str, list[float]]
+    for _ in range(3):  # interleave rounds so machine drift hits both alike
+        results["raw"].append(await timed(calls, in_flight, raw))
+        results["promptcast"].append(await timed(calls, in_flight, ours))
+    await client.close()
+    return {name: sorted(values)[1] for name, values in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2048)
+    parser.add_argument("--in-flight", type=int, default=256)
+    args = parser.parse_args()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None and server.stdin is not None
+    base_url = server.stdout.readline().strip()
+    os.environ.update(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY="sk-ant-bench")
+    try:
+        rates = asyncio.run(main_async(args.calls, args.in_flight))
+        rss = {n: batch_rss(n, base_url) for n in (1_000, 10_000)}
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+    print(f"{args.calls} calls, {args.in_flight} in flight, 50 ms fake latency (median of 3)")
+    print(f"  raw anthropic SDK   {rates['raw']:8.0f} tasks/s")
+    print(f"  promptcast arun     {rates['promptcast']:8.0f} tasks/s")
+    print(f"  promptcast/raw = {rates['promptcast'] / rates['raw']:.2f} (target >= 0.90)")
+    print(
+        f"promptcast batch peak RSS: 1k lines {rss[1_000]:.0f} MiB, 10k lines "
+        f"{rss[10_000]:.0f} MiB (self: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
