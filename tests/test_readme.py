@@ -38,6 +38,7 @@ def test_readme_task_file_loads_renders_and_runs_on_a_scripted_backend(tmp_path:
 def test_readme_commands_are_the_ones_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     test_command = re.search(r"Run the tests.*?```bash\n(.*?)\n```", README, re.DOTALL)
-    assert test_command and test_command.group(1) in ci
+    assert test_command and test_command.group(1) == "bash .ci/run"
+    assert 'pip install -q -e ".[dev]"' in ci and ".venv/bin/pytest" in ci
     first = re.search(r"```bash\n(.*?)\n```", README, re.DOTALL)
     assert first and first.group(1).endswith("promptcast demo")
