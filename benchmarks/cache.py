@@ -13,7 +13,6 @@ Run: python benchmarks/cache.py [--calls 300] [--rounds 7]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
@@ -26,42 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from _common import INVOICE_TASK, fake_anthropic_process
 
-SERVER = """
-import sys
-from promptcast.testing import FakeAnthropic
-fake = FakeAnthropic().start()
-print(fake.base_url, flush=True)
-sys.stdin.read()
-"""
-
-TASK = """\
----
-inputs: {invoice: str}
-output: cache_bench:Invoice
-max_tokens: 1024
----
-{% role "system" %}You extract invoices.{% endrole %}
-{{ invoice | fence("invoice") }}
-"""
 INVOICE = "ACME Corp, 2 widgets at 3.50, 1 gadget at 10.00, due 2026-12-01"
-
-
-class LineItem(BaseModel):
-    description: str
-    quantity: int
-    unit_price: float
-
-
-class Invoice(BaseModel):
-    """An invoice with its line items."""
-
-    vendor: str
-    due_date: str
-    currency: str
-    items: list[LineItem]
-    total: float
 
 
 @contextmanager
@@ -119,44 +85,33 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert server.stdout is not None and server.stdin is not None
-    base_url = server.stdout.readline().strip()
-    os.environ.update(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY="sk-ant-bench")
-    try:
-        with redis_server() as redis_url:
-            import promptcast as pc
-            from promptcast.cache import close_caches
+    with fake_anthropic_process(), redis_server() as redis_url:
+        import promptcast as pc
+        from promptcast.cache import close_caches
 
-            folder = Path(tempfile.mkdtemp())
-            (folder / "invoice.jinja").write_text(TASK)
-            sys.modules["cache_bench"] = sys.modules[__name__]
-            task = pc.Task.from_file(folder / "invoice.jinja")
+        folder = Path(tempfile.mkdtemp())
+        (folder / "invoice.jinja").write_text(INVOICE_TASK)
+        task = pc.Task.from_file(folder / "invoice.jinja")
 
-            def using(cache: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
-                def call() -> Any:
-                    run = task.run(invoice=INVOICE)
-                    assert run.cached == (cache != "off")  # the first call fills the cache
-                    return run.output
+        def using(cache: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
+            def call() -> Any:
+                run = task.run(invoice=INVOICE)
+                assert run.cached == (cache != "off")  # the first call fills the cache
+                return run.output
 
-                def setup() -> None:
-                    pc.configure(cache=cache)
-                    if cache != "off":
-                        task.run(invoice=INVOICE)
+            def setup() -> None:
+                pc.configure(cache=cache)
+                if cache != "off":
+                    task.run(invoice=INVOICE)
 
-                return setup, call
+            return setup, call
 
-            contenders = {"call to the fake server (cache off)": using("off")}
-            contenders["sqlite cache hit"] = using(f"sqlite:///{folder / 'cache.db'}")
-            if redis_url:
-                contenders["redis cache hit (loopback)"] = using(redis_url)
-            results = wall_per_call(contenders, args.calls, args.rounds)
-            close_caches()
-    finally:
-        server.stdin.close()
-        server.wait(timeout=10)
+        contenders = {"call to the fake server (cache off)": using("off")}
+        contenders["sqlite cache hit"] = using(f"sqlite:///{folder / 'cache.db'}")
+        if redis_url:
+            contenders["redis cache hit (loopback)"] = using(redis_url)
+        results = wall_per_call(contenders, args.calls, args.rounds)
+        close_caches()
 
     base = results["call to the fake server (cache off)"]
     print(

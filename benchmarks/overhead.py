@@ -12,9 +12,7 @@ Run: python benchmarks/overhead.py [--calls 300]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -23,46 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from _common import INVOICE_TASK, Invoice, fake_anthropic_process
 
 SYSTEM = "You extract invoices."
 USER = "<invoice>\nACME Corp, 2 widgets at 3.50, 1 gadget at 10.00, due 2026-12-01\n</invoice>"
 MODEL = "claude-sonnet-4-6"
-
-
-class LineItem(BaseModel):
-    description: str
-    quantity: int
-    unit_price: float
-
-
-class Invoice(BaseModel):
-    """An invoice with its line items."""
-
-    vendor: str
-    due_date: str
-    currency: str
-    items: list[LineItem]
-    total: float
-
-
-TASK = """\
----
-inputs: {invoice: str}
-output: overhead:Invoice
-max_tokens: 1024
----
-{% role "system" %}You extract invoices.{% endrole %}
-{{ invoice | fence("invoice") }}
-"""
-
-SERVER = """
-import sys, time
-from promptcast.testing import FakeAnthropic
-fake = FakeAnthropic().start()
-print(fake.base_url, flush=True)
-sys.stdin.read()
-"""
 
 
 def cpu_per_call(
@@ -88,13 +51,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
 
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert server.stdout is not None
-    base_url = server.stdout.readline().strip()
-    os.environ.update(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY="sk-ant-bench")
-    try:
+    with fake_anthropic_process():
         import anthropic
         import instructor
 
@@ -134,8 +91,7 @@ def main() -> None:
             )
 
         folder = Path(tempfile.mkdtemp())
-        (folder / "invoice.jinja").write_text(TASK)
-        sys.modules["overhead"] = sys.modules[__name__]
+        (folder / "invoice.jinja").write_text(INVOICE_TASK)
         task = pc.Task.from_file(folder / "invoice.jinja")
         invoice_text = USER.removeprefix("<invoice>\n").removesuffix("\n</invoice>")
         assert task.render(invoice=invoice_text).messages[0]["content"] == USER
@@ -155,9 +111,6 @@ def main() -> None:
             },
             args.calls,
         )
-    finally:
-        server.stdin.close()  # type: ignore[union-attr]
-        server.wait(timeout=10)
 
     base = results["raw anthropic SDK (tool call + validate)"]
     print(f"client CPU per call, {args.calls} sequential calls x 7 rounds (median), loopback fake")

@@ -22,16 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import fake_anthropic_process
 from pydantic import BaseModel
-
-SERVER = """
-import sys
-from promptcast.testing import FakeAnthropic, FakeReply
-from promptcast.testing._fake_anthropic import _auto
-fake = FakeAnthropic(handler=lambda request: FakeReply(_auto(request), delay_s=0.05)).start()
-print(fake.base_url, flush=True)
-sys.stdin.read()
-"""
 
 TASK = """\
 ---
@@ -149,18 +141,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2048)
     parser.add_argument("--in-flight", type=int, default=256)
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert server.stdout is not None and server.stdin is not None
-    base_url = server.stdout.readline().strip()
-    os.environ.update(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY="sk-ant-bench")
-    try:
+    with fake_anthropic_process(delay_s=0.05) as base_url:
         rates = asyncio.run(main_async(args.calls, args.in_flight))
         rss = {n: batch_rss(n, base_url) for n in (1_000, 10_000)}
-    finally:
-        server.stdin.close()
-        server.wait(timeout=10)
     print(f"{args.calls} calls, {args.in_flight} in flight, 50 ms fake latency (median of 3)")
     print(f"  raw anthropic SDK   {rates['raw']:8.0f} tasks/s")
     print(f"  promptcast arun     {rates['promptcast']:8.0f} tasks/s")
