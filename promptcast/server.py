@@ -746,19 +746,24 @@ def _not_ready(registry: TaskRegistry) -> str | None:
 def _warm_up(registry: TaskRegistry) -> None:
     """Import the provider SDK, build tool schemas and load prices before the first request, so
     the first callers do not pay for it."""
-    try:
-        from promptcast.backends.anthropic import AnthropicBackend, tool_for
-        from promptcast.pricing import _calculator
+    from promptcast.backends.anthropic import AnthropicBackend, tool_for
+    from promptcast.pricing import _calculator
 
-        for task in registry.values():
+    for task in registry.values():
+        try:
             backend, _ = resolve(task.model)
             if isinstance(backend, AnthropicBackend):
                 importlib.import_module("anthropic")
                 if task.spec.output_model is not None:
                     tool_for(task.spec.output_model)
+        except Exception as exc:  # a failed warm-up only makes the first call slower
+            logger.warning(
+                "warm-up of %s skipped: %s", task.name, scrub(f"{type(exc).__name__}: {exc}")
+            )
+    try:
         _calculator()
-    except Exception as exc:  # a failed warm-up only makes the first call slower
-        logger.warning("warm-up skipped: %s", scrub(f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:
+        logger.warning("warm-up of prices skipped: %s", scrub(f"{type(exc).__name__}: {exc}"))
 
 
 async def _close_clients(registry: TaskRegistry) -> None:

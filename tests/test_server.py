@@ -7,7 +7,8 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -566,6 +567,26 @@ def test_budget_and_unexpected_errors(
     assert body["request_id"] == "boom"
     for record in caplog.records:
         assert "Traceback" not in record.getMessage() and record.exc_info is None
+
+
+def test_a_free_text_task_without_inputs(
+    fake: FakeAnthropic, write_task: Callable[..., Path]
+) -> None:
+    fake.handler = None  # the fake's default: text when the request has no tools
+    task = pc.Task.from_file(write_task("motto", "---\ndescription: A motto.\n---\nA motto.\n"))
+    app = create_app(pc.TaskRegistry({"motto": task}), tokens=[])
+    with running(app) as url, httpx.Client(base_url=url) as http:
+        ran = http.post("/v1/tasks/motto", headers={"content-type": "application/json"})
+        assert ran.status_code == 200, ran.text
+        assert ran.json()["output"] == "example"
+        assert http.post("/v1/tasks/motto", json={}).json()["output"] == "example"
+        schema = http.get("/openapi.json").json()
+    operation = schema["paths"]["/v1/tasks/motto"]["post"]
+    assert operation.get("requestBody", {}).get("required", False) is False
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert resolve_ref(schema, ok)["properties"]["output"]["type"] == "string"
+    assert "security" not in operation  # no tokens, no auth
+    assert "tools" not in fake.requests[-1]
 
 
 def test_problem_statuses_for_each_error() -> None:

@@ -57,6 +57,13 @@ def test_serve_binds_a_public_address_with_tokens_or_insecure(
     assert second["access_log"] is False  # the app logs each request itself, as JSON
 
 
+def test_serve_has_help() -> None:
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--prompts", "--host", "--port", "--workers", "--insecure"):
+        assert option in result.output
+
+
 def test_serve_loopback_needs_no_tokens(uvicorn_calls: list[dict[str, Any]]) -> None:
     assert runner.invoke(app, ["serve"]).exit_code == 0
     assert uvicorn_calls[0]["host"] == "127.0.0.1"
