@@ -254,7 +254,7 @@ def create_app(
             service.documented_endpoint(task),
             route_class_override=service.route_class(task),
             methods=["POST"],
-            response_model=_result_model(task),
+            response_model=service.results[task.name],
             summary=task.description or f"Run {task.name}",
             description=f"Run task `{task.name}` v{task.spec.version}: the inputs as a JSON "
             "object in, the validated output with its usage out.",
@@ -408,7 +408,7 @@ class _Service:
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        self._results = {name: _result_model(task) for name, task in registry.items()}
+        self.results = {name: _result_model(task) for name, task in registry.items()}
 
     def _limit(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -515,9 +515,14 @@ class _Service:
             )
             self._count_error(spec.name, getattr(exc, "model", None) or model, exc, body["status"])
             usage = getattr(exc, "usage", None)
-            if usage is not None:
-                self._count_usage(spec.name, model, usage.input_tokens, usage.output_tokens)
-                info.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+            if usage is not None:  # a failed call may still have spent tokens: count them
+                spent = usage.cost_usd
+                self._count_usage(spec.name, model, usage.input_tokens, usage.output_tokens, spent)
+                info.update(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=spent,
+                )
             info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
             return _problem_response(body, headers)
         except Exception as exc:
@@ -539,7 +544,7 @@ class _Service:
             cost_usd=cost,
             attempts=run.attempts,
         )
-        result = self._results[spec.name](
+        result = self.results[spec.name](
             output=run.output,
             usage=CallUsage(
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost
