@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import sys
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -23,7 +21,13 @@ from pydantic import BaseModel
 
 from promptcast._config import get_config
 from promptcast._retry import is_retryable_status, parse_retry_after
-from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.backends.base import (
+    Backend,
+    ModelReply,
+    ModelRequest,
+    json_in_text,
+    raise_if_cassette_miss,
+)
 from promptcast.errors import BackendError, ConfigurationError
 from promptcast.render import Prompt
 
@@ -235,7 +239,7 @@ def _reply(request: ModelRequest, message: Message) -> ModelReply:
             data = calls[0].input
             raw_text = json.dumps(data, ensure_ascii=False)
         else:
-            data = _json_in_text(text)
+            data = json_in_text(text)
     usage = message.usage
     return ModelReply(
         data=data,
@@ -247,25 +251,6 @@ def _reply(request: ModelRequest, message: Message) -> ModelReply:
         truncated=message.stop_reason == "max_tokens",
         raw=message,
     )
-
-
-_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
-
-
-def _json_in_text(text: str) -> Any:
-    """A JSON object the model wrote as text instead of calling the tool, or `None`."""
-    candidates = [m.group(1) for m in _FENCED.finditer(text)]
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            value = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
 
 
 @contextmanager
@@ -296,7 +281,7 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         ) from None
     except sdk.APIConnectionError as exc:
         cause = exc.__cause__ or exc
-        _raise_if_cassette_miss(exc)
+        raise_if_cassette_miss(exc)
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise BackendError(
             f"cannot reach the Anthropic API ({type(cause).__name__}: {detail}); check the "
@@ -305,17 +290,6 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
             retryable=True,
             **context,
         ) from None
-
-
-def _raise_if_cassette_miss(exc: BaseException) -> None:
-    """Under a replaying cassette, a request with no recording is a test problem, not a network
-    one: say which task and cassette, and how to record it."""
-    if "vcr" in sys.modules:
-        from promptcast.testing.cassettes import cassette_miss
-
-        miss = cassette_miss(exc)
-        if miss is not None:
-            raise miss from None
 
 
 def _error_type(body: object) -> str | None:

@@ -8,6 +8,9 @@ one file that implements `request` and `arequest`.
 from __future__ import annotations
 
 import abc
+import json
+import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,7 +18,7 @@ from pydantic import BaseModel
 
 from promptcast.render import Prompt
 
-__all__ = ["Backend", "ModelReply", "ModelRequest"]
+__all__ = ["Backend", "ModelReply", "ModelRequest", "json_in_text", "raise_if_cassette_miss"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,33 @@ class Backend(abc.ABC):
             },
         )
         return replace(request, history=request.history + history)
+
+
+_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+
+
+def json_in_text(text: str) -> Any:
+    """A JSON object the model wrote as text instead of calling the tool, or `None`."""
+    candidates = [m.group(1) for m in _FENCED.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def raise_if_cassette_miss(exc: BaseException) -> None:
+    """Under a replaying cassette, a request with no recording is a test problem, not a network
+    one: say which task and cassette, and how to record it."""
+    if "vcr" in sys.modules:
+        from promptcast.testing.cassettes import cassette_miss
+
+        miss = cassette_miss(exc)
+        if miss is not None:
+            raise miss from None

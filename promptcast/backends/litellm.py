@@ -25,8 +25,13 @@ from pydantic import BaseModel
 
 from promptcast._config import get_config
 from promptcast._retry import is_retryable_status, parse_retry_after
-from promptcast.backends.anthropic import _json_in_text, _raise_if_cassette_miss
-from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.backends.base import (
+    Backend,
+    ModelReply,
+    ModelRequest,
+    json_in_text,
+    raise_if_cassette_miss,
+)
 from promptcast.errors import BackendError, ConfigurationError
 
 __all__ = ["LiteLLMBackend"]
@@ -154,7 +159,7 @@ class LiteLLMBackend(Backend):
         try:
             yield
         except (litellm.Timeout, litellm.APIConnectionError) as exc:
-            _raise_if_cassette_miss(exc)
+            raise_if_cassette_miss(exc)
             raise BackendError(
                 f"cannot reach {self.provider} ({type(exc).__name__}); check the network or the "
                 "base URL",
@@ -163,7 +168,7 @@ class LiteLLMBackend(Backend):
                 **context,
             ) from None
         except (openai.APIError, ValueError) as exc:
-            _raise_if_cassette_miss(exc)  # litellm reports a connection error as HTTP 500
+            raise_if_cassette_miss(exc)  # litellm reports a connection error as HTTP 500
             status = int(getattr(exc, "status_code", 0) or 0)
             text = str(getattr(exc, "message", exc))
             quota = "insufficient_quota" in text or ("quota" in text.lower() and status == 429)
@@ -199,7 +204,7 @@ def _reply(request: ModelRequest, response: Any) -> ModelReply:
             except ValueError:
                 data = None
         else:
-            data = _json_in_text(text)
+            data = json_in_text(text)
         if not isinstance(data, dict):
             data = None
         refusal = getattr(message, "refusal", None)
