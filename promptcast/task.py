@@ -104,11 +104,14 @@ class Task(Generic[T]):
 
     def request(self, /, **inputs: Any) -> ModelRequest:
         """The first request a call would send to its model (for provider batch APIs)."""
-        spec = self.spec
         _, model_name = resolve(self.model)
+        return self._model_request(model_name, self.render(**inputs))
+
+    def _model_request(self, model_name: str, prompt: Prompt) -> ModelRequest:
+        spec = self.spec
         return ModelRequest(
             model=model_name,
-            prompt=self.render(**inputs),
+            prompt=prompt,
             output_model=spec.output_model,
             max_tokens=spec.max_tokens,
             temperature=spec.temperature,
@@ -210,15 +213,7 @@ class Task(Generic[T]):
         failure: BackendError | OutputValidationError | None = None
         for model in models:
             backend, model_name = resolve(model)
-            request = ModelRequest(
-                model=model_name,
-                prompt=prompt,
-                output_model=spec.output_model,
-                max_tokens=spec.max_tokens,
-                temperature=spec.temperature,
-                task=spec.name,
-                template_hash=spec.template_hash,
-            )
+            request = self._model_request(model_name, prompt)
             reply: ModelReply | None = None
             errors: list[dict[str, Any]] = []
             try:
