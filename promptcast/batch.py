@@ -110,13 +110,7 @@ def read_items(
             if not isinstance(data, dict):
                 item = BatchItem(f"line-{number}", {}, f"line {number} is not a JSON object")
             else:
-                item_id = str(data.pop("id", f"line-{number}"))
-                inputs = data.pop("inputs", data)
-                item = BatchItem(
-                    item_id,
-                    inputs if isinstance(inputs, dict) else {},
-                    None if isinstance(inputs, dict) else "inputs must be an object",
-                )
+                item = _item(data, f"line-{number}")
         if item.id not in skip:
             yield item
 
@@ -169,7 +163,7 @@ async def batch(
     """Run `task` over `items` with at most `concurrency` calls in flight (and at most `rate`
     starts per second); yields results as they finish, in completion order."""
     limiter = _RateLimiter(rate)
-    source = iter(items)
+    source = enumerate(items)
     pending: set[asyncio.Task[BatchResult]] = set()
 
     async def one(item: BatchItem) -> BatchResult:
@@ -192,8 +186,8 @@ async def batch(
         )
 
     def refill() -> None:
-        for raw in source:
-            item = raw if isinstance(raw, BatchItem) else _item(raw, len(pending))
+        for index, raw in source:
+            item = raw if isinstance(raw, BatchItem) else _item(raw, f"item-{index}")
             pending.add(asyncio.ensure_future(one(item)))
             if len(pending) >= concurrency:
                 return
@@ -213,9 +207,14 @@ async def batch(
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _item(data: dict[str, Any], index: int) -> BatchItem:
+def _item(data: dict[str, Any], default_id: str) -> BatchItem:
+    """An input object: its `"id"` (or `default_id`) and its inputs, flat or under `"inputs"`."""
     data = dict(data)
-    return BatchItem(str(data.pop("id", f"item-{index}")), data.pop("inputs", data))
+    item_id = str(data.pop("id", default_id))
+    inputs = data.pop("inputs", data)
+    if not isinstance(inputs, dict):
+        return BatchItem(item_id, {}, "inputs must be an object")
+    return BatchItem(item_id, inputs)
 
 
 async def run_file(

@@ -179,3 +179,10 @@ def test_ten_thousand_lines_killed_half_way_then_resumed(
         )
         assert all(asked[item[3:]] <= 1 for item in finished_first), "a finished id was re-run"
         assert len(fake.requests) <= total + 32  # only calls in flight at the kill are redone
+
+
+async def test_plain_dicts_without_ids_get_distinct_ids(labels: pc.Task[Any]) -> None:
+    """Items passed as dicts are numbered by position, not by how many calls are in flight."""
+    items = [{"text": str(i)} for i in range(10)]
+    results = [r async for r in batch(labels, items, concurrency=3)]
+    assert sorted(r.id for r in results) == sorted(f"item-{i}" for i in range(10))
