@@ -33,6 +33,7 @@ __all__ = [
     "read_items",
     "run_file",
     "run_file_provider_batch",
+    "run_item",
 ]
 
 
@@ -153,6 +154,24 @@ class _RateLimiter:
             await asyncio.sleep(delay)
 
 
+async def run_item(task: Task[Any], item: BatchItem) -> BatchResult:
+    """One item's output line; a bad item or a failed call becomes an error line."""
+    if item.problem is not None:
+        return BatchResult(item.id, error={"type": "TaskInputError", "message": item.problem})
+    try:
+        run = await task.arun(**item.inputs)
+    except PromptcastError as exc:
+        usage = getattr(exc, "usage", None) or Usage()
+        return BatchResult(
+            item.id,
+            error={"type": type(exc).__name__, "message": str(exc)},
+            usage=usage,
+            model=getattr(exc, "model", None),
+            attempts=getattr(exc, "attempts", 0),
+        )
+    return BatchResult(item.id, run.output, usage=run.usage, model=run.model, attempts=run.attempts)
+
+
 async def batch(
     task: Task[Any],
     items: Iterable[BatchItem | dict[str, Any]],
@@ -167,23 +186,9 @@ async def batch(
     pending: set[asyncio.Task[BatchResult]] = set()
 
     async def one(item: BatchItem) -> BatchResult:
-        if item.problem is not None:
-            return BatchResult(item.id, error={"type": "TaskInputError", "message": item.problem})
-        await limiter.wait()
-        try:
-            run = await task.arun(**item.inputs)
-        except PromptcastError as exc:
-            usage = getattr(exc, "usage", None) or Usage()
-            return BatchResult(
-                item.id,
-                error={"type": type(exc).__name__, "message": str(exc)},
-                usage=usage,
-                model=getattr(exc, "model", None),
-                attempts=getattr(exc, "attempts", 0),
-            )
-        return BatchResult(
-            item.id, run.output, usage=run.usage, model=run.model, attempts=run.attempts
-        )
+        if item.problem is None:
+            await limiter.wait()
+        return await run_item(task, item)
 
     def refill() -> None:
         for index, raw in source:
@@ -337,7 +342,7 @@ async def _one_batch(
                 raise ValueError("truncated")
             output = task.validate_reply(reply)
         except ValueError:  # invalid or truncated: run it live, re-asks included
-            live = await batch(task, [item], concurrency=1).__anext__()
+            live = await run_item(task, item)
             emit(replace(live, usage=usage + live.usage, attempts=live.attempts + 1))
             continue
         emit(BatchResult(item.id, output, usage=usage, model=model, attempts=1))
