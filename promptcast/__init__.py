@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from promptcast._config import configure, get_config, reset_defaults
+from promptcast import backends
+from promptcast._config import (
+    ProviderSettings,
+    Settings,
+    configure,
+    get_config,
+    override,
+    reset_defaults,
+)
 from promptcast.batch import batch
 from promptcast.errors import (
     BackendError,
@@ -48,7 +56,9 @@ __all__ = [
     "OutputValidationError",
     "Prompt",
     "PromptcastError",
+    "ProviderSettings",
     "Run",
+    "Settings",
     "Task",
     "TaskDefinitionError",
     "TaskInputError",
@@ -58,6 +68,7 @@ __all__ = [
     "Usage",
     "__version__",
     "aevaluate",
+    "backends",
     "batch",
     "builtin_tasks",
     "configure",
@@ -65,6 +76,7 @@ __all__ = [
     "fence",
     "get_config",
     "load_tasks",
+    "override",
     "reset_defaults",
     "task",
 ]

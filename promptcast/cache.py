@@ -4,12 +4,15 @@ parameters) is answered from a cache instead of the provider.
 `configure(cache=…)` / `PROMPTCAST_CACHE` picks the store: `off` (the default), `sqlite:///path`
 (one file shared by the threads and processes of a machine) or `redis://…` (shared by many
 replicas; `pip install "promptcast[redis]"`). Only validated outputs are stored, so a cache never
-replays an answer that failed. A store that fails at run time is logged and skipped: a cache must
-never break a call that would have worked without it.
+replays an answer that failed. A store that fails or stalls at run time is logged once and
+skipped: every operation has a short timeout (`cache_timeout_s`, default 0.25 s), and the async
+path awaits the store (redis.asyncio; SQLite in a worker thread), so a cache that never answers
+neither blocks the event loop nor slows a call by more than that timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -17,12 +20,16 @@ import logging
 import os
 import threading
 import time
+import typing
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from promptcast._config import check_cache_url, redact_url
 from promptcast.errors import ConfigurationError
 from promptcast.result import Run, Usage
 
@@ -37,9 +44,15 @@ __all__ = [
     "Cache",
     "RedisCache",
     "SQLiteCache",
+    "aread",
+    "awrite",
     "cache_key",
     "close_caches",
+    "decode",
+    "encode",
     "open_cache",
+    "read",
+    "write",
 ]
 
 ENV_VAR = "PROMPTCAST_CACHE"
@@ -60,6 +73,12 @@ class Cache(Protocol):
         """Release connections; the cache may not be used afterwards."""
 
 
+# A store may also have `async def aget(key)`, `async def aset(key, value, ttl_s)` and
+# `async def aclose()`; the async path uses them when present, else runs the sync methods here,
+# in threads of their own so that a stalled store cannot take the event loop's default executor.
+_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="promptcast-cache")
+
+
 class SQLiteCache:
     """A cache in one SQLite file, safe for the threads of a process and for processes sharing it.
 
@@ -69,7 +88,7 @@ class SQLiteCache:
     made by `fork` opens its own, since a connection must never cross a fork.
     """
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = 0.25) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -87,7 +106,7 @@ class SQLiteCache:
             self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            deadline = time.monotonic() + self.timeout_s
+            deadline = time.monotonic() + max(self.timeout_s, 5.0)
             while True:  # switching to WAL needs a moment alone with the file: wait for it
                 try:
                     conn.execute("PRAGMA journal_mode=WAL")
@@ -149,18 +168,22 @@ class RedisCache:
     as the loopback round trip itself. A broken connection is reopened once per command.
     """
 
-    def __init__(self, url: str, *, prefix: str = "promptcast:cache:", timeout_s: float = 5.0):
+    def __init__(self, url: str, *, prefix: str = "promptcast:cache:", timeout_s: float = 0.25):
         try:
             import redis
         except ImportError as exc:
             raise ConfigurationError(
-                f"{ENV_VAR}={_redact(url)!r} needs the redis client: "
+                f"{ENV_VAR}={redact_url(url)!r} needs the redis client: "
                 "pip install 'promptcast[redis]'",
                 env_var=ENV_VAR,
                 extra="redis",
             ) from exc
         self.url = url
         self.prefix = prefix
+        self.timeout_s = timeout_s
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         # The URL's own options (e.g. ?socket_timeout=1) win over these defaults.
         self._pool = redis.ConnectionPool.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
@@ -205,36 +228,55 @@ class RedisCache:
             conn.disconnect()
         self._local = threading.local()
 
+    def _client(self) -> Any:
+        """The running event loop's redis.asyncio client."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            client = self._async[loop] = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+            )
+        return client
+
+    async def aget(self, key: str) -> str | None:
+        value = await self._client().get(self.prefix + key)
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def aset(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        px = max(1, round(ttl_s * 1000)) if ttl_s else None
+        await self._client().set(self.prefix + key, value, px=px)
+
+    async def aclose(self) -> None:
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
     def __repr__(self) -> str:
-        return f"<RedisCache {_redact(self.url)}>"
+        return f"<RedisCache {redact_url(self.url)}>"
 
 
 def check_url(value: str, *, source: str = ENV_VAR) -> str:
     """`value` if it is `off`, `sqlite:///path` or `redis://…`; else a `ConfigurationError`."""
-    url = value.strip()
-    if url.lower() in ("off", "none", ""):
-        return "off"
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite" and parts.netloc == "" and parts.path.removeprefix("/"):
-        return url
-    if parts.scheme in ("redis", "rediss", "unix") and (parts.netloc or parts.path):
-        return url
-    raise ConfigurationError(
-        f"{source} must be 'off', 'sqlite:///path' (relative; 'sqlite:////abs/path' for an "
-        f"absolute path) or 'redis://host:port/db', got {_redact(value)!r}.",
-        env_var=ENV_VAR,
-    )
+    try:
+        return check_cache_url(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{source} {exc}.", env_var=ENV_VAR) from None
 
 
-def open_cache(url: str) -> Cache | None:
-    """A new cache for `url` (`off`, `sqlite:///path`, `redis://…`); `None` for `off`."""
+def open_cache(url: str, *, timeout_s: float = 0.25) -> Cache | None:
+    """A new cache for `url` (`off`, `sqlite:///path`, `redis://…`); `None` for `off`.
+    `timeout_s` bounds each operation (SQLite's busy wait, Redis's socket timeouts)."""
     url = check_url(url)
     if url == "off":
         return None
     if url.startswith("sqlite:"):
         # SQLAlchemy's spelling: sqlite:///relative/path, sqlite:////absolute/path
-        return SQLiteCache(urlsplit(url).path.removeprefix("/"))
-    return RedisCache(url)
+        return SQLiteCache(urlsplit(url).path.removeprefix("/"), timeout_s=timeout_s)
+    return RedisCache(url, timeout_s=timeout_s)
 
 
 _shared: dict[str, Cache] = {}
@@ -246,18 +288,18 @@ def shared_cache(config: Settings) -> Cache | None:
     """The process-wide cache the settings name, opened once per URL."""
     setting = config.cache
     if not isinstance(setting, str):
-        return setting
+        return typing.cast(Cache, setting)
     if setting == "off":
         return None
-    cache = _shared.get(setting)
-    if cache is None:
+    opened = _shared.get(setting)
+    if opened is None:
         with _shared_lock:
-            cache = _shared.get(setting)
-            if cache is None:
-                cache = open_cache(setting)
-                assert cache is not None
-                _shared[setting] = cache
-    return cache
+            opened = _shared.get(setting)
+            if opened is None:
+                opened = open_cache(setting, timeout_s=config.cache_timeout_s)
+                assert opened is not None
+                _shared[setting] = opened
+    return opened
 
 
 def close_caches() -> None:
@@ -284,11 +326,24 @@ def cache_key(
     output_model: type[BaseModel] | None,
     max_tokens: int,
     temperature: float | None,
+    *,
+    endpoint: str = "",
+    output_mode: str = "",
 ) -> str:
-    """sha256 of everything that shapes the answer: model, template, the rendered request (system
-    and messages), the output schema and the sampling parameters."""
+    """sha256 of everything that shapes the answer: model, the endpoint that serves it (a base
+    URL, never a credential), the output mode, template, the rendered request (system and
+    messages), the output schema and the sampling parameters."""
     request = json.dumps(
-        [model, template_hash, prompt.system, prompt.messages, max_tokens, temperature],
+        [
+            model,
+            endpoint,
+            output_mode,
+            template_hash,
+            prompt.system,
+            prompt.messages,
+            max_tokens,
+            temperature,
+        ],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -299,22 +354,8 @@ def cache_key(
     return digest.hexdigest()
 
 
-def _key(spec: TaskSpec, model: str, prompt: Prompt) -> str:
-    return cache_key(
-        model, spec.template_hash, prompt, spec.output_model, spec.max_tokens, spec.temperature
-    )
-
-
-def lookup(
-    cache: Cache, spec: TaskSpec, model: str, prompt: Prompt, started: float
-) -> Run[Any] | None:
-    """The cached `Run` of this call (`cached=True`, no usage, no attempts), or `None`."""
-    try:
-        raw = cache.get(_key(spec, model, prompt))
-    except Exception as exc:
-        _failed(cache, "read", exc)
-        return None
-    _recovered(cache)
+def decode(raw: str | None, spec: TaskSpec, model: str, started: float) -> Run[Any] | None:
+    """The cached `Run` stored as `raw` (`cached=True`, no usage, no attempts), or `None`."""
     if raw is None:
         return None
     try:
@@ -340,33 +381,72 @@ def lookup(
     )
 
 
-def store(
-    cache: Cache, spec: TaskSpec, model: str, prompt: Prompt, output: Any, ttl_s: float | None
-) -> None:
-    """Keep a validated output under the key of the model that produced it."""
+def encode(output: Any, model: str) -> str:
+    """A validated output as the JSON text a store keeps."""
     data = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+    return json.dumps({"model": model, "output": data}, ensure_ascii=False)
+
+
+def read(cache: Cache, key: str) -> str | None:
+    """`cache.get(key)`, or `None` (logged once) when the store fails."""
     try:
-        cache.set(
-            _key(spec, model, prompt),
-            json.dumps({"model": model, "output": data}, ensure_ascii=False),
-            ttl_s,
-        )
+        value = cache.get(key)
+    except Exception as exc:
+        _failed(cache, "read", exc)
+        return None
+    _recovered(cache)
+    return value
+
+
+def write(cache: Cache, key: str, value: str, ttl_s: float | None) -> None:
+    """`cache.set(...)`; a failing store is logged once and otherwise ignored."""
+    try:
+        cache.set(key, value, ttl_s)
     except Exception as exc:
         _failed(cache, "write", exc)
         return
     _recovered(cache)
 
 
-def _failed(cache: Cache, what: str, exc: Exception) -> None:
+async def _bounded(cache: Cache, what: str, timeout_s: float, method: str, *args: Any) -> Any:
+    """Run `cache.a<method>` (or `cache.<method>` in a cache thread) for at most `timeout_s`;
+    a failure or a timeout is logged once and read as a miss."""
+    native = getattr(cache, "a" + method, None)
+    try:
+        if native is not None:
+            value = await asyncio.wait_for(native(*args), timeout_s)
+        else:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(_EXECUTOR, getattr(cache, method), *args)
+            value = await asyncio.wait_for(future, timeout_s)
+    except Exception as exc:  # TimeoutError included: go on without the cache
+        _failed(cache, what, exc)
+        return None
+    _recovered(cache)
+    return value
+
+
+async def aread(cache: Cache, key: str, timeout_s: float) -> str | None:
+    """`read` without blocking the event loop, given up after `timeout_s`."""
+    value = await _bounded(cache, "read", timeout_s, "get", key)
+    return value if isinstance(value, str) else None
+
+
+async def awrite(cache: Cache, key: str, value: str, ttl_s: float | None, timeout_s: float) -> None:
+    """`write` without blocking the event loop, given up after `timeout_s`."""
+    await _bounded(cache, "write", timeout_s, "set", key, value, ttl_s)
+
+
+def _failed(cache: Cache, what: str, exc: BaseException) -> None:
     """Log a failing store once until it works again, so an outage does not flood the logs."""
     if id(cache) not in _failing:
         _failing.add(id(cache))
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         logger.warning(
-            "response cache %r failed to %s (%s: %s); calling the model without it",
+            "response cache %r failed to %s (%s); calling the model without it",
             cache,
             what,
-            type(exc).__name__,
-            _redact(str(exc)),
+            redact_url(reason),
         )
 
 
@@ -374,12 +454,3 @@ def _recovered(cache: Cache) -> None:
     if _failing and id(cache) in _failing:
         _failing.discard(id(cache))
         logger.warning("response cache %r works again", cache)
-
-
-def _redact(url: str) -> str:
-    """A URL without its password, for messages and reprs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url

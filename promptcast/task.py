@@ -1,8 +1,9 @@
 """Tasks: a checked task file made callable, the registry of a folder of them, and `@task`.
 
 A call is: validate inputs → render → one backend request → validate output, with re-asks when the
-output does not validate. That loop is written once, as a generator that yields requests, and driven
-by a sync and an async driver.
+output does not validate. That loop is written once, as a generator that yields typed steps (send a
+request, sleep, read or write the cache), and driven by a sync and an async driver; the async one
+awaits every step, so no call blocks the event loop.
 """
 
 from __future__ import annotations
@@ -14,19 +15,17 @@ import json
 import time
 import typing
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
-from promptcast._config import Settings, get_config
+from promptcast import cache as _cache
+from promptcast._config import Settings, get_config, overridden
 from promptcast._retry import backoff
 from promptcast.backends import resolve
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
-from promptcast.cache import lookup as cache_lookup
-from promptcast.cache import shared_cache
-from promptcast.cache import store as cache_store
 from promptcast.errors import (
     BackendError,
     BudgetExceededError,
@@ -47,9 +46,45 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-_Step = tuple[Backend, ModelRequest] | float
-_Plan = Generator[_Step, Any, Run[T]]
 BUILTIN_PROMPTS = Path(__file__).parent / "prompts"
+
+
+# The steps a call yields to its driver; the driver sends back the step's result.
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """Send `request` to `backend`; the driver returns its `ModelReply` or throws `BackendError`."""
+
+    backend: Backend
+    request: ModelRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _CacheGet:
+    """Read `key`; the driver returns the stored text or `None` (a miss, a failure, a timeout)."""
+
+    cache: _cache.Cache
+    key: str
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _CachePut:
+    cache: _cache.Cache
+    key: str
+    value: str
+    ttl_s: float | None
+    timeout_s: float
+
+
+_Step = _Send | _Sleep | _CacheGet | _CachePut
+_Plan = Generator[_Step, Any, Run[T]]
 
 
 class Task(Generic[T]):
@@ -86,8 +121,9 @@ class Task(Generic[T]):
 
     @property
     def model(self) -> str:
-        """The model string a call will use now: override, then the file's, then the default."""
-        return self._model or self.spec.model or get_config().model
+        """The model string a call will use now: `with_model()`, then `pc.override(model=…)`,
+        then the file's `model:`, then the configured default."""
+        return self._model or overridden("model") or self.spec.model or get_config().model
 
     def with_model(self, model: str) -> Task[T]:
         """The same task pinned to another model (`"provider/model"`)."""
@@ -119,9 +155,10 @@ class Task(Generic[T]):
             template_hash=spec.template_hash,
         )
 
-    def validate_reply(self, reply: ModelReply) -> T:
-        """The validated output of a reply; raises pydantic's `ValidationError` when invalid."""
-        return self._validate(reply)
+    def validate_reply(self, reply: ModelReply, inputs: Mapping[str, Any] | None = None) -> T:
+        """The validated output of a reply (to the call with `inputs`); raises pydantic's
+        `ValidationError` when invalid."""
+        return self._validate(reply, None if inputs is None else self._check(inputs))
 
     def __call__(self, /, **inputs: Any) -> T:
         return self.run(**inputs).output
@@ -132,40 +169,46 @@ class Task(Generic[T]):
     def run(self, /, **inputs: Any) -> Run[T]:
         """Call the model and return the output with its usage, cost and attempts."""
         plan = self._plan(inputs)
+        result: Any = None
         try:
-            step = next(plan)
             while True:
-                if isinstance(step, float):
-                    time.sleep(step)
-                    step = plan.send(None)
-                    continue
-                backend, request = step
-                try:
-                    reply = backend.request(request)
-                except BackendError as exc:
-                    step = plan.throw(exc)
+                step = plan.send(result)
+                result = None
+                if isinstance(step, _Send):
+                    try:
+                        result = step.backend.request(step.request)
+                    except BackendError as exc:
+                        result = _Thrown(exc)
+                elif isinstance(step, _Sleep):
+                    time.sleep(step.seconds)
+                elif isinstance(step, _CacheGet):
+                    result = _cache.read(step.cache, step.key)
                 else:
-                    step = plan.send(reply)
+                    _cache.write(step.cache, step.key, step.value, step.ttl_s)
         except StopIteration as done:
             return typing.cast(Run[T], done.value)
 
     async def arun(self, /, **inputs: Any) -> Run[T]:
-        """`run` without blocking the event loop."""
+        """`run` without blocking the event loop: requests, waits and cache I/O are awaited."""
         plan = self._plan(inputs)
+        result: Any = None
         try:
-            step = next(plan)
             while True:
-                if isinstance(step, float):
-                    await asyncio.sleep(step)
-                    step = plan.send(None)
-                    continue
-                backend, request = step
-                try:
-                    reply = await backend.arequest(request)
-                except BackendError as exc:
-                    step = plan.throw(exc)
+                step = plan.send(result)
+                result = None
+                if isinstance(step, _Send):
+                    try:
+                        result = await step.backend.arequest(step.request)
+                    except BackendError as exc:
+                        result = _Thrown(exc)
+                elif isinstance(step, _Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, _CacheGet):
+                    result = await _cache.aread(step.cache, step.key, step.timeout_s)
                 else:
-                    step = plan.send(reply)
+                    await _cache.awrite(
+                        step.cache, step.key, step.value, step.ttl_s, step.timeout_s
+                    )
         except StopIteration as done:
             return typing.cast(Run[T], done.value)
 
@@ -188,8 +231,8 @@ class Task(Generic[T]):
         return {name: getattr(checked, name) for name in self.spec.inputs}
 
     def _plan(self, inputs: Mapping[str, Any]) -> _Plan[T]:
-        """The whole call as a generator: yields `(backend, request)` to send or a float of
-        seconds to sleep; receives replies or has `BackendError`s thrown in; returns the `Run`.
+        """The whole call as a generator of steps (`_Send`, `_Sleep`, `_CacheGet`, `_CachePut`);
+        receives each step's result (a failed send comes back as `_Thrown`); returns the `Run`.
 
         Models are tried in order (the task's model, then its fallbacks); each gets up to
         `max_attempts` requests (re-asks after invalid output), and each request up to
@@ -197,22 +240,31 @@ class Task(Generic[T]):
         `(1 + len(fallbacks)) * max_attempts * (1 + max_retries)` provider requests. With a
         response cache, an identical earlier success is returned first, with no request at all.
         """
-        prompt = self._render(self._check(inputs))
+        checked = self._check(inputs)
+        prompt = self._render(checked)
         config = get_config()
         spec = self.spec
-        models = list(dict.fromkeys([self.model, *(spec.fallbacks or config.fallbacks)]))
+        fallbacks = overridden("fallbacks") or spec.fallbacks or config.fallbacks
+        models = list(dict.fromkeys([self.model, *fallbacks]))
+        routes = [(model, *resolve(model)) for model in models]
+        for _, backend, model_name in routes:  # a missing key or URL fails before any request
+            backend.check(model_name)
         max_attempts = spec.max_attempts or config.max_attempts
         budget = spec.budget
         max_cost = (budget.max_cost_usd if budget else None) or config.max_cost_usd
         timeout = (budget.timeout_s if budget else None) or config.timeout_s
         started = time.perf_counter()
         call = _Call(self, started + timeout if timeout else None, timeout, max_cost, config)
-        cache = shared_cache(config)
-        if cache is not None and (hit := cache_lookup(cache, spec, models[0], prompt, started)):
-            return hit
+        cache = _cache.shared_cache(config)
+        key: str | None = None
+        if cache is not None:
+            key = self._cache_key(*routes[0], prompt)
+            raw = yield _CacheGet(cache, key, config.cache_timeout_s)
+            hit = _cache.decode(raw, spec, models[0], started)
+            if hit is not None:
+                return hit
         failure: BackendError | OutputValidationError | None = None
-        for model in models:
-            backend, model_name = resolve(model)
+        for model, backend, model_name in routes:
             request = self._model_request(model_name, prompt)
             reply: ModelReply | None = None
             errors: list[dict[str, Any]] = []
@@ -231,7 +283,7 @@ class Task(Generic[T]):
                             **call.context(model),
                         )
                     try:
-                        output = self._validate(reply)
+                        output = self._validate(reply, checked)
                     except ValidationError as exc:
                         errors = [dict(e) for e in exc.errors(include_url=False)]
                         feedback = _feedback(errors)
@@ -241,7 +293,16 @@ class Task(Generic[T]):
                         continue
                     call.log(model, "ok", spent)
                     if cache is not None:
-                        cache_store(cache, spec, model, prompt, output, config.cache_ttl_s)
+                        if model != models[0]:  # keep it under the key of the model that answered
+                            key = self._cache_key(model, backend, model_name, prompt)
+                        assert key is not None
+                        yield _CachePut(
+                            cache,
+                            key,
+                            _cache.encode(output, model),
+                            config.cache_ttl_s,
+                            config.cache_timeout_s,
+                        )
                     return Run(
                         output=output,
                         usage=call.usage,
@@ -267,7 +328,22 @@ class Task(Generic[T]):
         failure.usage, failure.attempts = call.usage, len(call.attempts)
         raise failure
 
-    def _validate(self, reply: ModelReply) -> T:
+    def _cache_key(self, model: str, backend: Backend, model_name: str, prompt: Prompt) -> str:
+        spec = self.spec
+        return _cache.cache_key(
+            model,
+            spec.template_hash,
+            prompt,
+            spec.output_model,
+            spec.max_tokens,
+            spec.temperature,
+            endpoint=backend.endpoint(model_name),
+            output_mode=backend.output_mode(self._model_request(model_name, prompt)),
+        )
+
+    def _validate(self, reply: ModelReply, inputs: Mapping[str, Any] | None = None) -> T:
+        """The output of `reply`, validated with the call's inputs as validation context (so an
+        output model can check an answer against them, e.g. a label against the given labels)."""
         model = self.spec.output_model
         if model is None:
             text = reply.data if isinstance(reply.data, str) else reply.text
@@ -288,7 +364,16 @@ class Task(Generic[T]):
                     }
                 ],
             )
-        return typing.cast(T, model.model_validate(reply.data))
+        context = {"inputs": dict(inputs)} if inputs is not None else None
+        return typing.cast(T, model.model_validate(reply.data, context=context))
+
+
+@dataclass(frozen=True, slots=True)
+class _Thrown:
+    """A send that failed: the driver hands the error back as a value, and the plan raises it
+    where it decides (so the traceback stays the provider's, not the generator's)."""
+
+    error: BackendError
 
 
 class _Call:
@@ -357,24 +442,22 @@ class _Call:
         for retry in range(self.max_retries + 1):
             timeout = self.remaining(model)
             self._sent = time.perf_counter()
-            try:
-                reply: ModelReply = yield (
-                    backend,
-                    (replace(request, timeout_s=timeout) if timeout is not None else request),
-                )
-                return reply
-            except BackendError as exc:
-                self.log(model, "error", Usage(), str(exc))
-                if not exc.retryable or retry == self.max_retries:
-                    raise
-                wait = backoff(retry, exc.retry_after, self.cap)
-                if self.deadline is not None and time.perf_counter() + wait >= self.deadline:
-                    raise BudgetExceededError(
-                        f"the call ran out of its timeout_s={self.timeout:g} ({exc})",
-                        limit="timeout_s",
-                        **self.context(model),
-                    ) from exc
-                yield wait
+            sent = replace(request, timeout_s=timeout) if timeout is not None else request
+            result = yield _Send(backend, sent)
+            if not isinstance(result, _Thrown):
+                return typing.cast(ModelReply, result)
+            exc = result.error
+            self.log(model, "error", Usage(), str(exc))
+            if not exc.retryable or retry == self.max_retries:
+                raise exc
+            wait = backoff(retry, exc.retry_after, self.cap)
+            if self.deadline is not None and time.perf_counter() + wait >= self.deadline:
+                raise BudgetExceededError(
+                    f"the call ran out of its timeout_s={self.timeout:g} ({exc})",
+                    limit="timeout_s",
+                    **self.context(model),
+                ) from exc
+            yield _Sleep(wait)
         raise AssertionError("unreachable")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -19,14 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from promptcast._config import get_config
+from promptcast._config import endpoint_settings
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast.backends.base import (
     Backend,
+    Capabilities,
     ModelReply,
     ModelRequest,
+    is_transport_failure,
     json_in_text,
-    raise_if_cassette_miss,
+    malformed_reply,
 )
 from promptcast.errors import BackendError, ConfigurationError
 from promptcast.render import Prompt
@@ -57,87 +60,141 @@ def tool_for(model: type[BaseModel]) -> dict[str, Any]:
     return dict(generate_anthropic_schema(model))
 
 
-class AnthropicBackend(Backend):
-    """Claude through the Messages API. One sync and one async client per process (per loop).
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+_Endpoint = tuple[str | None, str | None]
 
-    The API key comes from `configure(api_key=…)` or `ANTHROPIC_API_KEY`; the base URL from
-    `configure(base_url=…)`, `PROMPTCAST_BASE_URL` or `ANTHROPIC_BASE_URL`.
+
+class AnthropicBackend(Backend):
+    """Claude through the Messages API.
+
+    Credentials and base URL come from the arguments, else per model from
+    `configure(models={"anthropic/…": {...}})`, else `configure(providers={"anthropic": {...}})`,
+    else `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`. One client per endpoint (and per event loop
+    for async), created on first use and closed by `close()` / `aclose()`.
+
+    Or hand in your own clients (`AnthropicBedrock`, `AnthropicVertex`, a proxy, a custom HTTP
+    transport): `client=` for sync calls, `async_client=` for async ones (given only `client`,
+    async calls run it in a worker thread). Those are used as they are, with their own
+    credentials, and never closed by promptcast; their SDK retries are switched off for our
+    calls, since promptcast's retry layer is the only one.
     """
 
     provider = "anthropic"
+    capabilities = Capabilities(batch=True)
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: anthropic.Anthropic | Any | None = None,
+        async_client: anthropic.AsyncAnthropic | Any | None = None,
+    ) -> None:
         self._api_key = api_key
         self._base_url = base_url
-        self._sync: tuple[tuple[str | None, str | None], anthropic.Anthropic] | None = None
+        self._given = client.with_options(max_retries=0) if client is not None else None
+        self._given_async = (
+            async_client.with_options(max_retries=0) if async_client is not None else None
+        )
+        self._sync: dict[_Endpoint, anthropic.Anthropic] = {}
         self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop,
-            tuple[tuple[str | None, str | None], anthropic.AsyncAnthropic],
+            asyncio.AbstractEventLoop, dict[_Endpoint, anthropic.AsyncAnthropic]
         ] = weakref.WeakKeyDictionary()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._lock = threading.Lock()
 
-    def _settings(self) -> tuple[str | None, str | None]:
-        config = get_config()
-        key = self._api_key or config.api_key or os.environ.get("ANTHROPIC_API_KEY")
+    def _endpoint(self, model: str | None) -> _Endpoint:
+        key, url = endpoint_settings("anthropic", model)
+        return self._api_key or key, self._base_url or url
+
+    def check(self, model: str) -> None:
+        if self._given is not None or self._given_async is not None:
+            return
+        key, _ = self._endpoint(model)
         if not key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
             raise ConfigurationError(
-                "No Anthropic API key: set ANTHROPIC_API_KEY (or call promptcast.configure("
-                "api_key=…)), or run offline with a test/… model or recorded cassettes.",
+                f"No Anthropic API key for anthropic/{model}: set ANTHROPIC_API_KEY (or "
+                "configure(providers={'anthropic': {'api_key': …}})), or run offline with a "
+                "test/… model or recorded cassettes.",
                 env_var="ANTHROPIC_API_KEY",
             )
-        return key, self._base_url or config.base_url or os.environ.get("ANTHROPIC_BASE_URL")
 
-    def client(self) -> anthropic.Anthropic:
-        """The shared sync client, rebuilt only when the key or base URL changes."""
-        settings = self._settings()
-        if self._sync is None or self._sync[0] != settings:
-            if self._sync is not None:
-                self._sync[1].close()
-            self._sync = (
-                settings,
-                _sdk().Anthropic(api_key=settings[0], base_url=settings[1], max_retries=0),
-            )
-        return self._sync[1]
+    def endpoint(self, model: str) -> str:
+        given = self._given or self._given_async
+        if given is not None:
+            return str(given.base_url)
+        _, url = self._endpoint(model)
+        return url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
 
-    def async_client(self) -> anthropic.AsyncAnthropic:
-        """The shared async client of the running event loop."""
-        settings = self._settings()
-        loop = asyncio.get_running_loop()
-        entry = self._async.get(loop)
-        if entry is None or entry[0] != settings:
-            if entry is not None:
-                closing = loop.create_task(entry[1].close())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
-            entry = (
-                settings,
-                _sdk().AsyncAnthropic(api_key=settings[0], base_url=settings[1], max_retries=0),
+    def warm_up(self, request: ModelRequest) -> None:
+        _sdk()
+        if request.output_model is not None:
+            tool_for(request.output_model)
+
+    def client(self, model: str | None = None) -> anthropic.Anthropic:
+        """The sync client for `model`'s endpoint."""
+        if self._given is not None:
+            return self._given
+        if self._given_async is not None:
+            raise ConfigurationError(
+                "this AnthropicBackend was given only an async client: call tasks with "
+                "acall/arun, or pass client= as well"
             )
-            self._async[loop] = entry
-        return entry[1]
+        if model is not None:
+            self.check(model)
+        endpoint = self._endpoint(model)
+        client = self._sync.get(endpoint)
+        if client is None:
+            with self._lock:
+                client = self._sync.get(endpoint)
+                if client is None:
+                    client = _sdk().Anthropic(
+                        api_key=endpoint[0], base_url=endpoint[1], max_retries=0
+                    )
+                    self._sync[endpoint] = client
+        return client
+
+    def async_client(self, model: str | None = None) -> anthropic.AsyncAnthropic:
+        """The running event loop's async client for `model`'s endpoint."""
+        if self._given_async is not None:
+            return self._given_async
+        if model is not None:
+            self.check(model)
+        endpoint = self._endpoint(model)
+        clients = self._async.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(endpoint)
+        if client is None:
+            client = clients[endpoint] = _sdk().AsyncAnthropic(
+                api_key=endpoint[0], base_url=endpoint[1], max_retries=0
+            )
+        return client
 
     def close(self) -> None:
-        """Close the sync client and its connections (a later call opens a new one)."""
-        if self._sync is not None:
-            self._sync[1].close()
-            self._sync = None
+        """Close the sync clients this backend created (a later call opens new ones)."""
+        with self._lock:
+            clients, self._sync = list(self._sync.values()), {}
+        for client in clients:
+            client.close()
 
     async def aclose(self) -> None:
-        """Close the running event loop's async client and its connections."""
-        entry = self._async.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[1].close()
+        """Close the running event loop's async clients that this backend created."""
+        clients = self._async.pop(asyncio.get_running_loop(), {})
+        for client in clients.values():
+            await client.close()
 
     def request(self, request: ModelRequest) -> ModelReply:
         kwargs = _kwargs(request)
+        client = self.client(request.model)
         with _mapped_errors(request):
-            message = self.client().messages.create(**kwargs)
+            message = client.messages.create(**kwargs)
         return _reply(request, message)
 
     async def arequest(self, request: ModelRequest) -> ModelReply:
         kwargs = _kwargs(request)
+        if self._given is not None and self._given_async is None:
+            return await asyncio.to_thread(self.request, request)
+        client = self.async_client(request.model)
         with _mapped_errors(request):
-            message = await self.async_client().messages.create(**kwargs)
+            message = await client.messages.create(**kwargs)
         return _reply(request, message)
 
     # Message Batches: the same requests at half the price, for work that can wait
@@ -149,21 +206,23 @@ class AnthropicBackend(Backend):
             for custom_id, request in requests
         ]
         with _mapped_errors(requests[0][1]):
-            batch = await self.async_client().messages.batches.create(requests=entries)
+            client = self.async_client(requests[0][1].model)
+            batch = await client.messages.batches.create(requests=entries)
         return str(batch.id)
 
-    async def batch_ended(self, batch_id: str) -> bool:
-        """Whether the batch has finished processing."""
+    async def batch_ended(self, batch_id: str, *, model: str | None = None) -> bool:
+        """Whether the batch (submitted for `model`'s endpoint) has finished processing."""
         with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
-            batch = await self.async_client().messages.batches.retrieve(batch_id)
+            batch = await self.async_client(model).messages.batches.retrieve(batch_id)
         return bool(batch.processing_status == "ended")
 
     async def batch_results(
         self, batch_id: str, requests: dict[str, ModelRequest]
     ) -> AsyncIterator[tuple[str, ModelReply | str]]:
         """Each request's reply, or why it has none ("expired", "errored: …", "canceled")."""
+        model = next(iter(requests.values())).model if requests else None
         with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
-            results = await self.async_client().messages.batches.results(batch_id)
+            results = await self.async_client(model).messages.batches.results(batch_id)
         async for entry in results:
             result = entry.result
             if result.type == "succeeded":
@@ -229,6 +288,13 @@ def _kwargs(request: ModelRequest) -> dict[str, Any]:
 
 def _reply(request: ModelRequest, message: Message) -> ModelReply:
     """Pick the answer out of a reply: the output tool's call, skipping thinking and other tools."""
+    try:
+        return _read_reply(request, message)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        raise malformed_reply("anthropic", request, exc) from exc
+
+
+def _read_reply(request: ModelRequest, message: Message) -> ModelReply:
     text = "".join(block.text for block in message.content if block.type == "text").strip()
     data: Any = text
     raw_text = text
@@ -271,25 +337,24 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
             retryable=is_retryable_status(status) and not quota,
             retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
             **context,
-        ) from None
+        ) from exc
     except ValueError as exc:  # a 2xx reply whose body is not the JSON it should be
         raise BackendError(
             f"Anthropic sent a malformed reply ({type(exc).__name__}: {exc})",
             provider="anthropic",
             retryable=True,
             **context,
-        ) from None
+        ) from exc
     except sdk.APIConnectionError as exc:
         cause = exc.__cause__ or exc
-        raise_if_cassette_miss(exc)
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise BackendError(
             f"cannot reach the Anthropic API ({type(cause).__name__}: {detail}); check the "
             "network or ANTHROPIC_BASE_URL",
             provider="anthropic",
-            retryable=True,
+            retryable=is_transport_failure(exc),
             **context,
-        ) from None
+        ) from exc
 
 
 def _error_type(body: object) -> str | None:

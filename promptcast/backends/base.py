@@ -10,15 +10,23 @@ from __future__ import annotations
 import abc
 import json
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
 
+from promptcast.errors import BackendError
 from promptcast.render import Prompt
 
-__all__ = ["Backend", "ModelReply", "ModelRequest", "json_in_text", "raise_if_cassette_miss"]
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "ModelReply",
+    "ModelRequest",
+    "is_transport_failure",
+    "json_in_text",
+    "malformed_reply",
+]
 
 
 @dataclass(frozen=True)
@@ -66,10 +74,25 @@ class ModelReply:
     raw: Any = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond one request: the task loop and the server ask, never guess."""
+
+    batch: bool = False
+    streaming: bool = False
+    output_modes: frozenset[str] = frozenset({"tool"})
+
+
 class Backend(abc.ABC):
-    """One provider. Subclasses implement `request` and `arequest`; `reask` has a default."""
+    """One provider. Subclasses implement `request` and `arequest`; the rest has defaults.
+
+    A backend owns its SDK clients and its provider's settings: it reads its own credentials
+    (`promptcast._config.endpoint_settings`), closes only the clients it created, and keeps
+    provider objects (SDK replies, re-ask history) to itself.
+    """
 
     provider: str = "unknown"
+    capabilities: Capabilities = Capabilities()
 
     @abc.abstractmethod
     def request(self, request: ModelRequest) -> ModelReply:
@@ -78,6 +101,33 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def arequest(self, request: ModelRequest) -> ModelReply:
         """Send one request without blocking the event loop."""
+
+    def check(self, model: str) -> None:  # noqa: B027 - a hook: nothing to check by default
+        """Raise `ConfigurationError` when `model` cannot be called as configured (no credential,
+        no base URL), before anything is sent. No I/O."""
+
+    async def acheck(self, model: str, *, reachable: bool = False) -> None:
+        """`check`, and with `reachable=True` also that the provider answers (a `BackendError`
+        when it does not). The default only checks the configuration."""
+        self.check(model)
+
+    def endpoint(self, model: str) -> str:
+        """Where requests for `model` go (a base URL): part of the response cache key, so an
+        answer from one server is never served for another. Never includes a credential."""
+        return f"{self.provider}:"
+
+    def output_mode(self, request: ModelRequest) -> str:
+        """How the answer's shape is asked for (`tool`, `json_schema`, `text`, …)."""
+        return "text" if request.output_model is None else "tool"
+
+    def warm_up(self, request: ModelRequest) -> None:  # noqa: B027 - a hook
+        """Do the one-time work of a first request now (SDK import, schema building)."""
+
+    def close(self) -> None:  # noqa: B027 - a hook: nothing to close by default
+        """Close the clients this backend created (never one it was given)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - a hook
+        """Close the running event loop's clients that this backend created."""
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
         """The next request after `reply` failed validation with `error`.
@@ -114,12 +164,35 @@ def json_in_text(text: str) -> Any:
     return None
 
 
-def raise_if_cassette_miss(exc: BaseException) -> None:
-    """Under a replaying cassette, a request with no recording is a test problem, not a network
-    one: say which task and cassette, and how to record it."""
-    if "vcr" in sys.modules:
-        from promptcast.testing.cassettes import cassette_miss
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether an SDK's connection error was the network failing (worth a retry), rather than
+    something else raised inside the HTTP transport (a test recorder's refusal, a bug)."""
+    cause: BaseException | None = exc.__cause__ or exc.__context__
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, (OSError, TimeoutError)) or any(
+            # httpx's and httpx2's (the anthropic SDK's fork) transport errors, matched by name so
+            # that neither is imported here
+            kind.__name__ in _TRANSPORT_ERRORS and kind.__module__.partition(".")[0] in _HTTP
+            for kind in type(cause).__mro__
+        ):
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
-        miss = cassette_miss(exc)
-        if miss is not None:
-            raise miss from None
+
+_TRANSPORT_ERRORS = frozenset({"TransportError", "TimeoutException", "ConnectError"})
+_HTTP = frozenset({"httpx", "httpx2", "httpcore", "httpcore2"})
+
+
+def malformed_reply(provider: str, request: ModelRequest, exc: BaseException) -> BackendError:
+    """A 2xx reply that is not the provider's shape (a proxy's error page, another API): retryable,
+    so fallbacks run and bulk runs record it and go on."""
+    return BackendError(
+        f"{provider} sent a reply that is not its API's shape ({type(exc).__name__}: {exc}); "
+        "check the base URL points at the provider's API",
+        provider=provider,
+        retryable=True,
+        task=request.task,
+        model=f"{provider}/{request.model}",
+    )

@@ -23,18 +23,19 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promptcast._config import get_config
+from promptcast._config import endpoint_settings, get_config
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast.backends.base import (
     Backend,
     ModelReply,
     ModelRequest,
+    is_transport_failure,
     json_in_text,
-    raise_if_cassette_miss,
+    malformed_reply,
 )
 from promptcast.errors import BackendError, ConfigurationError
 
-__all__ = ["LiteLLMBackend"]
+__all__ = ["LiteLLMBackend", "known_providers"]
 
 JSON_SCHEMA_PROVIDERS = frozenset({"ollama", "hosted_vllm"})
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
@@ -55,6 +56,12 @@ def _litellm() -> Any:
     return litellm
 
 
+def known_providers() -> frozenset[str]:
+    """Every provider prefix litellm routes (`openai`, `gemini`, `hosted_vllm`, …)."""
+    names = {str(getattr(p, "value", p)) for p in _litellm().provider_list}
+    return frozenset(names | {"litellm"})
+
+
 @lru_cache(maxsize=512)
 def function_for(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAI function definition whose parameters are the output model's JSON schema."""
@@ -64,27 +71,74 @@ def function_for(model: type[BaseModel]) -> dict[str, Any]:
 
 
 class LiteLLMBackend(Backend):
-    """One backend instance per provider prefix (`openai`, `ollama`, …)."""
+    """One backend instance per provider prefix (`openai`, `ollama`, …).
+
+    Credentials come from `configure(models=…)`, then `configure(providers=…)`, then the
+    provider's own variables (`OPENAI_API_KEY`/`OPENAI_BASE_URL`, `GEMINI_API_KEY`, …), and are
+    always passed to litellm explicitly for OpenAI-compatible routes, so litellm never falls back
+    to another provider's variable (an Ollama or vLLM box never sees `OPENAI_API_KEY`).
+    """
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
 
+    def _route(self, model: str) -> tuple[str, str]:
+        """The provider whose credentials `model` uses, and the model name within it."""
+        if self.provider == "litellm":
+            inner, _, name = model.partition("/")
+            return inner.lower(), name
+        return self.provider, model
+
+    def _endpoint(self, model: str) -> tuple[str | None, str | None]:
+        own = get_config().models.get(f"litellm/{model}") if self.provider == "litellm" else None
+        key, url = endpoint_settings(*self._route(model))
+        if own is not None:
+            key = own.api_key.get_secret_value() if own.api_key is not None else key
+            url = own.base_url or url
+        provider, _ = self._route(model)
+        if provider == "ollama":
+            return key or "ollama", url or OLLAMA_BASE_URL
+        if provider in JSON_SCHEMA_PROVIDERS or provider == "openai":
+            # OpenAI-compatible servers: without an explicit key the openai client under litellm
+            # would read OPENAI_API_KEY, and send it to this server
+            return key or ("EMPTY" if provider != "openai" else None), url
+        return key, url
+
+    def check(self, model: str) -> None:
+        provider, name = self._route(model)
+        key, url = self._endpoint(model)
+        if provider == "hosted_vllm" and not url:
+            raise ConfigurationError(
+                f"hosted_vllm/{name} needs the server's base URL: set HOSTED_VLLM_API_BASE or "
+                f'configure(models={{"hosted_vllm/{name}": {{"base_url": "http://…/v1"}}}})',
+                env_var="HOSTED_VLLM_API_BASE",
+            )
+        if key is None:
+            missing = _missing_keys(f"{provider}/{name}")
+            if missing:
+                raise ConfigurationError(
+                    f"{self.provider}/{model} needs {' or '.join(missing)}: set it, or "
+                    f"configure(providers={{{provider!r}: {{'api_key': …}}}})",
+                    env_var=missing[-1],
+                )
+
+    def endpoint(self, model: str) -> str:
+        _, url = self._endpoint(model)
+        return url or f"litellm:{self._route(model)[0]}"
+
+    def output_mode(self, request: ModelRequest) -> str:
+        if request.output_model is None:
+            return "text"
+        return "json_schema" if self._route(request.model)[0] in JSON_SCHEMA_PROVIDERS else "tool"
+
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
-        settings = get_config().for_model(f"{self.provider}/{request.model}")
-        base_url, api_key = settings["base_url"], settings["api_key"]
+        self.check(request.model)
+        api_key, base_url = self._endpoint(request.model)
         model = f"{self.provider}/{request.model}"
         if self.provider == "litellm":
             model = request.model
         elif self.provider == "ollama":
             model = f"openai/{request.model}"
-            base_url = base_url or OLLAMA_BASE_URL
-            api_key = api_key or "ollama"
-        elif self.provider == "hosted_vllm" and not base_url:
-            raise ConfigurationError(
-                f"hosted_vllm/{request.model} needs the server's base URL: set PROMPTCAST_BASE_URL "
-                f'or configure(models={{"hosted_vllm/{request.model}": {{"base_url": "http://…/v1"}}}})',
-                env_var="PROMPTCAST_BASE_URL",
-            )
         prompt = request.prompt
         messages: list[Any] = (
             [{"role": "system", "content": prompt.system}] if prompt.system else []
@@ -111,7 +165,7 @@ class LiteLLMBackend(Backend):
             kwargs["extra_headers"] = headers
         if request.output_model is not None:
             function = function_for(request.output_model)
-            if self.provider in JSON_SCHEMA_PROVIDERS:
+            if self.output_mode(request) == "json_schema":
                 kwargs["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": function["name"], "schema": function["parameters"]},
@@ -125,13 +179,19 @@ class LiteLLMBackend(Backend):
         kwargs = self._kwargs(request)
         with self._mapped_errors(request):
             response = _litellm().completion(**kwargs)
-        return _reply(request, response)
+        return self._reply(request, response)
 
     async def arequest(self, request: ModelRequest) -> ModelReply:
         kwargs = self._kwargs(request)
         with self._mapped_errors(request):
             response = await _litellm().acompletion(**kwargs)
-        return _reply(request, response)
+        return self._reply(request, response)
+
+    def _reply(self, request: ModelRequest, response: Any) -> ModelReply:
+        try:
+            return _reply(request, response)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            raise malformed_reply(self.provider, request, exc) from exc
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
         message = reply.raw.choices[0].message if reply.raw is not None else None
@@ -159,16 +219,14 @@ class LiteLLMBackend(Backend):
         try:
             yield
         except (litellm.Timeout, litellm.APIConnectionError) as exc:
-            raise_if_cassette_miss(exc)
             raise BackendError(
                 f"cannot reach {self.provider} ({type(exc).__name__}); check the network or the "
                 "base URL",
                 provider=self.provider,
-                retryable=True,
+                retryable=isinstance(exc, litellm.Timeout) or is_transport_failure(exc),
                 **context,
-            ) from None
+            ) from exc
         except (openai.APIError, ValueError) as exc:
-            raise_if_cassette_miss(exc)  # litellm reports a connection error as HTTP 500
             status = int(getattr(exc, "status_code", 0) or 0)
             text = str(getattr(exc, "message", exc))
             quota = "insufficient_quota" in text or ("quota" in text.lower() and status == 429)
@@ -180,7 +238,18 @@ class LiteLLMBackend(Backend):
                 retryable=(not status or is_retryable_status(status)) and not quota,
                 retry_after=parse_retry_after(headers.get("retry-after")),
                 **context,
-            ) from None
+            ) from exc
+
+
+@lru_cache(maxsize=256)
+def _missing_keys_cached(model: str, present: frozenset[str]) -> tuple[str, ...]:
+    return tuple(_litellm().validate_environment(model=model).get("missing_keys") or ())
+
+
+def _missing_keys(model: str) -> list[str]:
+    """The variables litellm needs for `model` and cannot find (none for self-hosted servers);
+    cached per set of variables present."""
+    return list(_missing_keys_cached(model, frozenset(k for k, v in os.environ.items() if v)))
 
 
 def _plain(message: Any) -> Any:

@@ -100,7 +100,7 @@ def test_hosted_vllm_without_a_base_url_names_the_setting() -> None:
     task = pc.builtin_tasks()["extract_ticket"].with_model("hosted_vllm/some-model")
     with pytest.raises(pc.ConfigurationError) as info:
         task.run(message="hi")
-    assert info.value.env_var == "PROMPTCAST_BASE_URL"
+    assert info.value.env_var == "HOSTED_VLLM_API_BASE"
 
 
 def test_without_litellm_installed_the_error_names_the_extra(
