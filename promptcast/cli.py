@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import promptcast as pc
+from promptcast._secrets import scrub
 from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
 from promptcast.task import BUILTIN_PROMPTS
 
+# rich_markup_mode=None: help text is printed literally (`promptcast[server]` keeps its brackets)
+# and flags are listed without a `<bool>` value placeholder.
 app = typer.Typer(
     help="Prompt files as typed functions: inspect, check, render and run tasks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
+# Print user, file and provider text as `Text(...)` or with `markup=False`: never inside markup.
 out = Console()
 err = Console(stderr=True)
 
@@ -33,6 +43,7 @@ PromptsOption = Annotated[
     typer.Option(
         "--prompts",
         "-p",
+        metavar="DIR",
         help="A folder of task files (repeatable). Default: built-ins plus PROMPTCAST_PROMPTS.",
     ),
 ]
@@ -48,8 +59,62 @@ def _registry(prompts: list[Path] | None) -> pc.TaskRegistry:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    """Print `exc` as one literal `error:` line on stderr, credentials scrubbed (provider errors
+    can echo a key or a header); raise the returned exit 1."""
+    message = Text.assemble(("error:", "bold red"), " ", scrub(str(exc)))
+    err.print(message, highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+def _print_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    title: str | None = None,
+    names: int = 1,
+) -> None:
+    """A table on stdout that never truncates a cell. The first `names` columns hold task or
+    model names, kept whole on one line. A terminal wide enough gets a boxed table (other
+    columns wrap); a pipe, a file or a narrow terminal gets plain aligned lines: no box drawing,
+    no colour, and nothing cut (a terminal wraps a long line, Rich would crop it)."""
+    cells = [[" ".join(str(cell).split()) for cell in row] for row in rows]
+    lines = [list(columns), *cells]
+    widths = [max(cell_len(line[i]) for line in lines) for i in range(len(columns))]
+    # a boxed table needs the names whole, room for the other columns (wrapped at 12) and borders
+    needed = sum(w if i < names else min(w, 12) for i, w in enumerate(widths)) + 3 * len(widths) + 1
+    if not out.is_terminal or needed > out.width:
+        if title:
+            sys.stdout.write(title + "\n")
+        for line in lines:
+            padded = (
+                cell + " " * (w - cell_len(cell)) for cell, w in zip(line, widths, strict=True)
+            )
+            sys.stdout.write("  ".join(padded).rstrip() + "\n")
+        return
+    table = Table(title=Text(title) if title else None)
+    for index, column in enumerate(columns):
+        table.add_column(Text(column), no_wrap=index < names, overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    out.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"promptcast {pc.__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Prompt files as typed functions: inspect, check, render and run tasks."""
 
 
 @app.command("list")
@@ -59,11 +124,11 @@ def list_tasks(prompts: PromptsOption = None) -> None:
         registry = _registry(prompts)
     except PromptcastError as exc:
         raise _fail(exc) from None
-    table = Table("task", "version", "output", "description", "file")
-    for name, task in sorted(registry.items()):
-        spec = task.spec
-        table.add_row(name, str(spec.version), spec.output_text, spec.description, spec.path)
-    out.print(table)
+    rows = [
+        (name, str(task.spec.version), task.spec.output_text, task.spec.description, task.spec.path)
+        for name, task in sorted(registry.items())
+    ]
+    _print_table(("task", "version", "output", "description", "file"), rows)
 
 
 @app.command()
@@ -139,6 +204,10 @@ def check(
 
 
 def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None) -> dict[str, Any]:
+    """The inputs of `--input-json` and `-i key=value`, checked as strictly as the HTTP server
+    checks a JSON body: JSON types must match the declared types (`true` is not an int, `"3"`
+    is not one either). A `-i` value is read as JSON when the input is not a `str` and, failing
+    that, as a string (so `-i label=billing` needs no quotes for a Literal or an enum)."""
     values: dict[str, Any] = {}
     if input_json is not None:
         try:
@@ -149,28 +218,52 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
             ) from None
         if not isinstance(loaded, dict):
             raise TaskInputError(task.name, None, "--input-json must hold a JSON object")
-        values.update(loaded)
+        for key, value in loaded.items():
+            values[key] = _strict_input(task, key, [json.dumps(value)], value)
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise TaskInputError(task.name, key, "-i takes key=value")
         declared = task.spec.inputs.get(key)
-        value: Any = raw
-        if declared is not None and declared.type is not str:
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = raw
-        values[key] = value
+        if declared is None or declared.type is str:
+            values[key] = raw
+        else:
+            values[key] = _strict_input(task, key, [raw, json.dumps(raw)], raw)
     return values
+
+
+def _strict_input(task: pc.Task[Any], key: str, documents: list[str], fallback: Any) -> Any:
+    """The first of `documents` (JSON texts) that is valid for input `key` in pydantic's strict
+    JSON mode, the server's rule. Undeclared keys pass through: the task itself refuses them."""
+    declared = task.spec.inputs.get(key)
+    if declared is None:
+        return fallback
+    adapter: TypeAdapter[Any] = TypeAdapter(declared.type)
+    errors = []
+    for document in documents:
+        try:
+            return adapter.validate_json(document, strict=True)
+        except ValidationError as exc:
+            errors.extend(exc.errors(include_url=False, include_input=False))
+    error = next((e for e in errors if e["type"] != "json_invalid"), errors[0])
+    where = ".".join(str(part) for part in error["loc"])
+    message = f"{f'at {where}: ' if where else ''}{error['msg']} (expected {declared.type_text})"
+    raise TaskInputError(task.name, key, message)
 
 
 InputOption = Annotated[
     list[str] | None,
-    typer.Option("--input", "-i", help="key=value (JSON for non-string inputs); repeatable."),
+    typer.Option(
+        "--input",
+        "-i",
+        metavar="KEY=VALUE",
+        help="An input (repeatable). VALUE is JSON for inputs that are not str, checked as "
+        'strictly as over HTTP: -i n=3, -i labels=\'["a","b"]\'.',
+    ),
 ]
 InputJsonOption = Annotated[
-    Path | None, typer.Option("--input-json", help="A JSON file of inputs.")
+    Path | None,
+    typer.Option("--input-json", metavar="FILE", help="A JSON object of inputs (before -i)."),
 ]
 
 
@@ -217,13 +310,12 @@ def _print_output(output: Any) -> None:
 
 def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
     cost = "unknown" if result.usage.cost_usd is None else f"${result.usage.cost_usd:.6f}"
-    console.print(
-        f"[dim]{result.task} v{result.task_version} on {result.model}: "
+    line = (
+        f"{result.task} v{result.task_version} on {result.model}: "
         f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens, {cost}, "
-        f"{result.attempts} attempt(s), {result.latency_s * 1000:.0f} ms[/]",
-        highlight=False,
-        soft_wrap=True,
+        f"{result.attempts} attempt(s), {result.latency_s * 1000:.0f} ms"
     )
+    console.print(Text(line, style="dim"), highlight=False, soft_wrap=True)
 
 
 def demo_cassettes() -> Path:
@@ -486,7 +578,9 @@ def serve(
 
 @app.command("eval")
 def eval_command(
-    name: str,
+    name: Annotated[
+        str | None, typer.Argument(help="The task to evaluate (not needed with --schema).")
+    ] = None,
     models: Annotated[
         str | None, typer.Option(help="Comma-separated model strings to compare.")
     ] = None,
@@ -509,10 +603,15 @@ def eval_command(
     schema: Annotated[
         bool, typer.Option("--schema", help="Print the JSON schema of --json output and exit.")
     ] = False,
-    concurrency: Annotated[int, typer.Option(min=1)] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, help="Calls in flight at once.")] = 8,
     prompts: PromptsOption = None,
 ) -> None:
-    """Compare models on a task's cases: pass counts, latency, tokens and cost."""
+    """Compare models on a task's cases: pass counts, latency, tokens and cost.
+
+    Exits 1 when any case errored (a provider, key or budget failure: the comparison is
+    incomplete), after printing the report. Failed expectations and invalid outputs are results
+    of the comparison: they are counted in the report and exit 0.
+    """
     from promptcast._typeexpr import TypeExprError, import_object
     from promptcast.evals import (
         SUMMARY_COLUMNS,
@@ -527,6 +626,8 @@ def eval_command(
     if schema:
         sys.stdout.write(json.dumps(EvalReport.model_json_schema(), indent=2) + "\n")
         return
+    if name is None:
+        raise typer.BadParameter("give the task to evaluate", param_hint="NAME")
     try:
         task = _registry(prompts)[name]
         chosen = [m.strip() for m in (models or task.model).split(",") if m.strip()]
@@ -547,16 +648,24 @@ def eval_command(
         raise _fail(exc) from None
     if chart is not None:
         chart.write_text(to_html_chart(report), encoding="utf-8")
-        err.print(f"chart written to {chart}")
+        err.print(f"chart written to {chart}", highlight=False, markup=False)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     elif markdown:
         sys.stdout.write(to_markdown(report))
     else:
-        table = Table(*SUMMARY_COLUMNS, title=f"{task.name} v{task.spec.version}")
-        for row in summary_rows(report):
-            table.add_row(*row)
-        out.print(table)
+        _print_table(
+            SUMMARY_COLUMNS, summary_rows(report), title=f"{task.name} v{task.spec.version}"
+        )
+    errored = [r for r in report.results if r.outcome == "error"]
+    if errored:
+        first = errored[0]
+        raise _fail(
+            PromptcastError(
+                f"{len(errored)} of {len(report.results)} case(s) errored, so the report is "
+                f"incomplete; first: {first.model} case {first.case}: {first.detail}"
+            )
+        )
 
 
 def main() -> None:
