@@ -280,7 +280,7 @@ def render(
         prompt = task.render(**_inputs(task, input, input_json))
     except PromptcastError as exc:
         raise _fail(exc) from None
-    out.print(prompt.as_text(), highlight=False, markup=False)
+    sys.stdout.write(prompt.as_text() + "\n")  # as sent: never re-wrapped to the terminal
 
 
 @app.command()
@@ -627,7 +627,7 @@ def eval_command(
         sys.stdout.write(json.dumps(EvalReport.model_json_schema(), indent=2) + "\n")
         return
     if name is None:
-        raise typer.BadParameter("give the task to evaluate", param_hint="NAME")
+        raise typer.BadParameter("missing; only --schema runs without a task", param_hint="NAME")
     try:
         task = _registry(prompts)[name]
         chosen = [m.strip() for m in (models or task.model).split(",") if m.strip()]

@@ -350,3 +350,10 @@ def test_provider_errors_on_stderr_are_scrubbed(
     assert result.exit_code == 1
     assert "HTTP 401" in result.stderr and "[REDACTED]" in result.stderr
     assert key[12:] not in result.stderr and token[8:] not in result.stderr
+
+
+def test_render_prints_long_lines_as_they_are_sent() -> None:
+    text = "word " * 40 + "[bold]end[/bold]"
+    result = runner.invoke(app, ["render", "translate", "-i", f"text={text}"])
+    assert result.exit_code == 0, result.output
+    assert f"\n{text}\n" in result.stdout
