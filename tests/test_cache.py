@@ -4,6 +4,7 @@ against a real `redis-server` started here on a loopback port."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import socket
@@ -21,12 +22,14 @@ import pytest
 from pydantic import BaseModel
 
 import promptcast as pc
+from promptcast.backends import resolve
 from promptcast.cache import (
     RedisCache,
     SQLiteCache,
     cache_key,
     close_caches,
     open_cache,
+    shared_cache,
 )
 from promptcast.render import Prompt
 from promptcast.testing import FakeAnthropic, ScriptedBackend, message, tool_use_block
@@ -485,3 +488,132 @@ def test_import_promptcast_does_not_import_redis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server on loopback that accepts every connection and never answers a byte."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def _slow_free_text(delay_s: float) -> tuple[str, ScriptedBackend]:
+    async def answer(request: Any) -> str:
+        await asyncio.sleep(delay_s)
+        return "a summary"
+
+    return "test/slow", ScriptedBackend(answer)
+
+
+async def _timed_calls(task: pc.Task[Any], count: int) -> float:
+    started = time.perf_counter()
+    runs = await asyncio.gather(*(task.arun(text=f"text {n}") for n in range(count)))
+    assert all(run.output == "a summary" and not run.cached for run in runs)
+    return time.perf_counter() - started
+
+
+async def test_a_cache_that_never_answers_does_not_serialise_async_calls(
+    silent_server: int,
+    write_task: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """16 concurrent calls against a hung Redis take less than twice as long as one."""
+    task = pc.Task.from_file(write_task("free", "---\ninputs: {text: str}\noutput: str\n---\n{{ text }}"))
+    model, backend = _slow_free_text(0.2)
+    url = f"redis://127.0.0.1:{silent_server}/0"
+    with caplog.at_level(logging.WARNING, "promptcast.cache"), pc.override(
+        model=model, backends={model: backend}, cache=url, cache_timeout_s=0.2
+    ):
+        one = await _timed_calls(task, 1)
+        sixteen = await _timed_calls(task, 16)
+        cache = shared_cache(pc.get_config())
+        assert cache is not None
+        await cache.aclose()  # type: ignore[attr-defined]
+    assert one < 1.5, one  # a get and a put, each given up after 0.2 s, around a 0.2 s call
+    assert sixteen < 2 * one, (one, sixteen)
+    warnings = [r for r in caplog.records if "failed to" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not once per call
+
+
+async def test_a_locked_sqlite_file_does_not_freeze_async_calls(
+    tmp_path: Path, write_task: Callable[..., Path]
+) -> None:
+    """Another process holding SQLite's write lock costs each call at most the cache timeout."""
+    path = tmp_path / "cache.db"
+    task = pc.Task.from_file(write_task("free", "---\ninputs: {text: str}\noutput: str\n---\n{{ text }}"))
+    model, backend = _slow_free_text(0.0)
+    with pc.override(model=model, backends={model: backend}, cache=f"sqlite:///{path}"):
+        await task.arun(text="warm")  # creates the file and its table
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+                "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)",
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            took = await _timed_calls(task, 8)
+        finally:
+            holder.kill()
+            holder.wait()
+            assert holder.stdout is not None
+            holder.stdout.close()
+    assert took < 2.0, took
+
+
+def test_the_same_request_to_two_base_urls_misses_twice(
+    tmp_path: Path, make_task: Callable[..., pc.Task[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-0123456789abcdef")
+    task = make_task()
+    with FakeAnthropic() as first, FakeAnthropic() as second:
+        pc.configure(cache=f"sqlite:///{tmp_path / 'cache.db'}")
+        try:
+            for fake in (first, second, first):
+                with pc.override(providers={"anthropic": {"base_url": fake.base_url}}):
+                    task.run(text="The blender is loud.")
+        finally:
+            resolve("anthropic/any")[0].close()
+        assert (len(first.requests), len(second.requests)) == (1, 1)
+
+
+def test_the_cache_key_never_holds_the_api_key(
+    tmp_path: Path, make_task: Callable[..., pc.Task[Any]], fake_anthropic: FakeAnthropic
+) -> None:
+    """A key rotation keeps the cache warm: the key is no part of it."""
+    pc.configure(cache=f"sqlite:///{tmp_path / 'cache.db'}")
+    task = make_task()
+    with pc.override(providers={"anthropic": {"api_key": "sk-ant-first-key-000000"}}):
+        task.run(text="The blender is loud.")
+    with pc.override(providers={"anthropic": {"api_key": "sk-ant-second-key-11111"}}):
+        assert task.run(text="The blender is loud.").cached
+    assert len(fake_anthropic.requests) == 1

@@ -107,14 +107,38 @@ def test_final_errors_are_not_retried(
 
 
 def test_openai_compatible_429_honours_retry_after(fake_openai: FakeOpenAI) -> None:
-    from promptcast.testing import openai_error
+    from promptcast.testing import chat_completion, openai_error, tool_call
 
     fake_openai.reply(
-        openai_error(429, "slow down", kind="rate_limit_exceeded", retry_after="0.01")
+        openai_error(429, "slow down", kind="rate_limit_exceeded", retry_after="0.01"),
+        chat_completion(
+            tool_calls=[tool_call("Classification", {"label": "billing", "reason": "a charge"})]
+        ),
     )
     task = pc.builtin_tasks()["classify"].with_model("openai/gpt-4o-mini")
     run = task.run(text="charged twice", labels=["billing", "bug"])
     assert len(fake_openai.requests) == 2 and run.attempts == 2
+    assert run.output.label == "billing"
+
+
+def test_classify_re_asks_until_the_label_is_one_it_was_given(fake_openai: FakeOpenAI) -> None:
+    """The built-in classify validates the answer against the call's own labels."""
+    from promptcast.testing import chat_completion, tool_call
+
+    fake_openai.reply(
+        chat_completion(
+            tool_calls=[tool_call("Classification", {"label": "refund", "reason": "money"})]
+        ),
+        chat_completion(
+            tool_calls=[tool_call("Classification", {"label": " Billing ", "reason": "money"})]
+        ),
+    )
+    task = pc.builtin_tasks()["classify"].with_model("openai/gpt-4o-mini")
+    run = task.run(text="charged twice", labels=["billing", "bug"])
+    assert run.output.label == "billing" and run.attempts == 2
+    assert "must be exactly one of the given labels: billing, bug" in str(
+        fake_openai.requests[1]["messages"]
+    )
 
 
 def test_exhausted_re_asks_fall_back_to_the_next_model(
