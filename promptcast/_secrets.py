@@ -18,6 +18,7 @@ __all__ = [
     "PLACEHOLDERS",
     "SECRET_FIELDS",
     "SECRET_HEADERS",
+    "SECRET_QUERY_PARAMS",
     "SecretMatch",
     "find",
     "is_placeholder",
@@ -81,7 +82,7 @@ SECRET_FIELDS = frozenset(
 )
 """Field, keyword and query-parameter names whose values are secret (lower case)."""
 
-_SECRET_QUERY = frozenset({"key", "token", "sig", "signature", "auth", *SECRET_FIELDS})
+SECRET_QUERY_PARAMS = frozenset({"key", "token", "sig", "signature", "auth", *SECRET_FIELDS})
 """Query-string parameters that carry credentials (`?key=` is Google's)."""
 
 # Token bodies: characters of URL-safe keys; `_B` stops a match from starting or ending inside a
@@ -166,8 +167,8 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(
         "private key",
         re.compile(
-            r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----(?P<secret>.*?)-----END (?:[A-Z]+ )*PRIVATE KEY"
-            r"-----",
+            r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----(?:\\+[nr]|\s)*(?P<secret>[^-]+?)"
+            r"(?:\\+[nr]|\s)*-----END (?:[A-Z]+ )*PRIVATE KEY-----",
             re.DOTALL,
         ),
     ),
@@ -185,7 +186,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(
         "secret query parameter",
         re.compile(
-            r"[?&;](?i:" + _alternation(_SECRET_QUERY) + r")=(?P<secret>[^&\s\"'#\\<>]{4,})"
+            r"[?&;](?i:" + _alternation(SECRET_QUERY_PARAMS) + r")=(?P<secret>[^&\s\"'#\\<>]{4,})"
         ),
     ),
     _Pattern(
@@ -194,6 +195,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?<![A-Za-z0-9_\-])[\"']?(?i:" + _alternation(SECRET_FIELDS) + r")[\"']?[ \t]*[:=]"
             r"[ \t]*" + _TOKEN_VALUE
         ),
+        random_only=True,
     ),
     _Pattern(
         "secret environment variable",
@@ -201,6 +203,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"\b[A-Z][A-Z0-9_]*(?:API_KEYS?|SECRET(?:_ACCESS)?_KEY|SECRET|SESSION_TOKEN|AUTH_TOKEN"
             r"|ACCESS_TOKEN|API_TOKENS?|PASSWORD)[ \t]*=[ \t]*" + _TOKEN_VALUE
         ),
+        random_only=True,
     ),
     _Pattern(
         "URL password",
@@ -249,17 +252,21 @@ _PATTERNS: tuple[_Pattern, ...] = (
 
 @dataclass(frozen=True)
 class SecretMatch:
-    """One credential found in a text: what kind, and where (`start`/`end` of the secret part)."""
+    """One credential found in a text: what kind, and where (`start`/`end` of the secret part;
+    `prefix` is a provider's key prefix, kept by `scrub`)."""
 
     kind: str
     start: int
     end: int
     value: str
+    prefix: str = ""
 
     @property
     def masked(self) -> str:
-        """The first characters only, enough to recognise which key it was."""
-        return self.value[:4] + "…" if len(self.value) > 4 else "…"
+        """Enough to recognise which key it was, never the key: its prefix, or 4 characters."""
+        if self.prefix:
+            return self.prefix + "…"
+        return self.value[:4] + "…" if len(self.value) > 8 else "…"
 
 
 def is_placeholder(value: str) -> bool:
@@ -272,7 +279,11 @@ def is_placeholder(value: str) -> bool:
 
 
 def _looks_random(value: str) -> bool:
-    return len(value) >= 24 or not value.isalpha()
+    """A token, not a word: a digit, mixed case inside, or long (`bearer authentication` and
+    `password: resetting` are prose)."""
+    if len(value) >= 24 or any(c.isdigit() for c in value):
+        return True
+    return any(c.isupper() for c in value[1:]) and any(c.islower() for c in value)
 
 
 def _secret_span(match: re.Match[str]) -> tuple[int, int] | None:
@@ -283,24 +294,31 @@ def _secret_span(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 def find(text: str) -> list[SecretMatch]:
-    """Every credential in `text`, in order, without overlaps (the earliest, widest match wins)."""
-    candidates: list[tuple[int, int, str]] = []
-    for pattern in _PATTERNS:
+    """Every credential in `text`, in order, without overlaps (the earliest, widest match wins;
+    on a tie, the more specific pattern)."""
+    candidates: list[tuple[int, int, int, SecretMatch]] = []
+    for order, pattern in enumerate(_PATTERNS):
         for match in pattern.regex.finditer(text):
             span = _secret_span(match)
             if span is None or span[0] == span[1]:
                 continue
             value = text[span[0] : span[1]].rstrip()
+            span = (span[0] + len(value) - len(value.lstrip()), span[1])
+            value = value.lstrip()
             if is_placeholder(value) or (pattern.random_only and not _looks_random(value)):
                 continue
-            candidates.append((span[0], span[0] + len(value), pattern.kind))
-    candidates.sort(key=lambda c: (c[0], -c[1]))
-    found: list[SecretMatch] = []
-    for start, end, kind in candidates:
-        if found and start < found[-1].end:
+            prefix = match.group("prefix") if pattern.keep_prefix else ""
+            found = SecretMatch(pattern.kind, span[0], span[0] + len(value), value, prefix)
+            candidates.append((match.start(), -match.end(), order, found))
+    candidates.sort(key=lambda c: c[:3])
+    kept: list[SecretMatch] = []
+    reach = 0
+    for start, negative_end, _, found in candidates:
+        if start < reach:
             continue
-        found.append(SecretMatch(kind, start, end, text[start:end]))
-    return found
+        kept.append(found)
+        reach = -negative_end
+    return kept
 
 
 def scrub(text: str) -> str:

@@ -1,5 +1,6 @@
-"""Test helpers for promptcast users: a loopback fake Anthropic API, the scripted backend and the
-cassette settings promptcast's own tests use.
+"""Test helpers for promptcast users: loopback fake provider APIs, the scripted backend, and
+cassettes: `recording(path)` records a block's provider calls (scrubbed, replacing the file only
+on success), `replay(path)` replays them with no API key and whatever base URL is configured.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from promptcast.testing._fake_anthropic import (
 )
 from promptcast.testing._fake_openai import FakeOpenAI, chat_completion, openai_error, tool_call
 from promptcast.testing._fake_server import FakeReply, FakeServer
-from promptcast.testing.cassettes import replay, vcr_config
+from promptcast.testing.cassettes import recording, replay, vcr_config
 
 __all__ = [
     "FakeAnthropic",
@@ -28,6 +29,7 @@ __all__ = [
     "message",
     "openai_error",
     "placeholder",
+    "recording",
     "replay",
     "text_block",
     "tool_call",

@@ -1,23 +1,36 @@
 """Cassettes: vcrpy settings shared by the test suite, the pytest plugin and `promptcast demo`.
 
-Bodies are stored as parsed JSON so recordings read well in review; requests match on method,
-host, path and the JSON-normalised body, so a changed prompt fails to match (drift) instead of
-replaying a stale answer; secrets are replaced by a visible placeholder before anything is written.
+Bodies are stored as parsed JSON so recordings read well in review. Requests match on method,
+the endpoint path and the JSON-normalised body, not on scheme, host or port: a cassette recorded
+against a proxy or a fake replays against the real API's URL and back, while a changed prompt
+fails to match (drift) instead of replaying a stale answer. Secrets (headers, bodies, URLs) are
+replaced by a visible placeholder before anything is written, with the patterns of
+`promptcast._secrets`, the same ones `promptcast scan-cassettes` looks for. Replays need no API
+key: placeholders stand in for unset provider keys while a replay runs.
 """
 
 from __future__ import annotations
 
+import bisect
+import configparser
 import difflib
 import json
+import os
 import re
+import shlex
+import shutil
+import tempfile
+import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 
+from promptcast import _secrets
 from promptcast.errors import PromptcastError
 
 __all__ = [
@@ -28,28 +41,49 @@ __all__ = [
     "PromptDriftError",
     "SecretFinding",
     "cassette_miss",
+    "endpoint_matcher",
     "explain_miss",
+    "explaining_misses",
     "find_secrets",
     "json_body_matcher",
+    "placeholder_keys",
+    "project_cassette_dir",
     "recording",
     "replay",
+    "scrub_request",
     "scrub_response",
     "serializer",
+    "staged",
     "vcr_config",
 ]
 
 REDACTED = "REDACTED"
-SECRET_REQUEST_HEADERS = (
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "openai-organization",
-    "openai-project",
-    "anthropic-organization-id",
-    "cookie",
-)
-SECRET_RESPONSE_HEADERS = ("set-cookie", "openai-organization", "anthropic-organization-id")
+"""What a secret header or query parameter holds in a cassette (no brackets: it sits in URLs)."""
+SECRET_REQUEST_HEADERS = tuple(sorted(_secrets.SECRET_HEADERS))
+SECRET_RESPONSE_HEADERS = SECRET_REQUEST_HEADERS
+
+# The provider keys a replay fills in when unset: SDK clients refuse to start without one, and a
+# replay never sends it anywhere.
+PLACEHOLDER_KEYS: dict[str, str] = {
+    var: "promptcast-replay-placeholder"
+    for var in (
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "AZURE_API_KEY",
+        "GEMINI_API_KEY",
+        "MISTRAL_API_KEY",
+        "GROQ_API_KEY",
+        "OPENROUTER_API_KEY",
+        "DEEPSEEK_API_KEY",
+        "TOGETHERAI_API_KEY",
+        "FIREWORKS_AI_API_KEY",
+        "PERPLEXITYAI_API_KEY",
+        "XAI_API_KEY",
+        "CEREBRAS_API_KEY",
+        "COHERE_API_KEY",
+        "HOSTED_VLLM_API_KEY",
+    )
+}
 
 
 def _parse(body: Any) -> Any:
@@ -83,7 +117,7 @@ class _JsonBodySerializer:
 
     @staticmethod
     def serialize(cassette: dict[str, Any]) -> str:
-        data = json.loads(json.dumps(cassette, default=_bytes_to_str))
+        data = json.loads(json.dumps(_scrub_cassette(cassette), default=_bytes_to_str))
         for interaction in data["interactions"]:
             request, response = interaction["request"], interaction["response"]
             parsed = _parse(request.get("body"))
@@ -112,6 +146,22 @@ class _JsonBodySerializer:
         return data
 
 
+class _ScrubbedJsonSerializer:
+    """vcrpy's JSON cassettes, scrubbed like the YAML ones."""
+
+    @staticmethod
+    def serialize(cassette: dict[str, Any]) -> str:
+        from vcr.serializers import jsonserializer
+
+        return str(jsonserializer.serialize(_scrub_cassette(cassette)))
+
+    @staticmethod
+    def deserialize(text: str) -> dict[str, Any]:
+        from vcr.serializers import jsonserializer
+
+        return dict(jsonserializer.deserialize(text))
+
+
 def _bytes_to_str(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -119,6 +169,127 @@ def _bytes_to_str(value: Any) -> Any:
 
 
 serializer = _JsonBodySerializer()
+
+
+# --- scrubbing: the last step before a cassette is written --------------------------------------
+
+
+def _scrub_header_values(name: str, values: Any) -> Any:
+    if name.lower() in _secrets.SECRET_HEADERS:
+        return [REDACTED] if isinstance(values, list) else REDACTED
+    if isinstance(values, list):
+        return [_secrets.scrub(v) if isinstance(v, str) else v for v in values]
+    return _secrets.scrub(values) if isinstance(values, str) else values
+
+
+def _scrub_url(url: str) -> str:
+    """`url` with credentials in its query string and userinfo replaced; else unchanged."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = f"{parts.username or ''}:{REDACTED}@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        scrubbed = [(k, REDACTED if _secret_param(k, v) else v) for k, v in pairs]
+        if scrubbed != pairs:
+            query = urlencode(scrubbed, safe="/:,")
+    path = _secrets.scrub(parts.path)
+    if (netloc, query, path) == (parts.netloc, parts.query, parts.path):
+        return url
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def _secret_param(name: str, value: str) -> bool:
+    if not value or _secrets.is_placeholder(value):
+        return False
+    return name.lower() in _secrets.SECRET_QUERY_PARAMS or bool(_secrets.find(value))
+
+
+def _scrub_body(body: Any) -> Any:
+    """A request or response body with credentials replaced, as the same type (str or bytes).
+
+    JSON is scrubbed as parsed data, so it stays valid JSON; other text as text.
+    """
+    if not body:
+        return body
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body
+    elif isinstance(body, str):
+        text = body
+    else:
+        return body
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        cleaned = _secrets.scrub(text)
+    else:
+        scrubbed = _secrets.scrub_data(parsed)
+        cleaned = text if scrubbed == parsed else json.dumps(scrubbed, ensure_ascii=False)
+    if cleaned == text:
+        return body
+    return cleaned.encode("utf-8") if isinstance(body, bytes) else cleaned
+
+
+def scrub_request(request: Any) -> Any:
+    """vcrpy `before_record_request`: secret headers, query parameters and body values replaced.
+
+    vcrpy applies it to a copy of each live request before matching, too, so both sides of a
+    match are scrubbed alike.
+    """
+    for name in list(request.headers):
+        value = request.headers[name]
+        cleaned = _scrub_header_values(name, value)
+        if cleaned != value:
+            request.headers[name] = cleaned
+    uri = _scrub_url(request.uri)
+    if uri != request.uri:
+        request.uri = uri
+    body = _scrub_body(request.body)
+    if body is not request.body:
+        request.body = body
+    return request
+
+
+def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    """vcrpy `before_record_response`: secret headers (every `set-cookie`) and body values
+    replaced."""
+    headers = response.get("headers", {})
+    for name in list(headers):
+        headers[name] = _scrub_header_values(name, headers[name])
+    body = response.get("body")
+    if isinstance(body, dict) and "string" in body:
+        body["string"] = _scrub_body(body["string"])
+    return response
+
+
+def _scrub_cassette(cassette: dict[str, Any]) -> dict[str, Any]:
+    """The cassette as vcrpy hands it to a serializer, scrubbed again: a `before_record_*`
+    override must not be able to write a key."""
+    interactions = []
+    for interaction in cassette.get("interactions", []):
+        request = dict(interaction["request"])
+        request["headers"] = {
+            k: _scrub_header_values(k, v) for k, v in dict(request.get("headers") or {}).items()
+        }
+        if isinstance(request.get("uri"), str):
+            request["uri"] = _scrub_url(request["uri"])
+        request["body"] = _scrub_body(request.get("body"))
+        response = scrub_response(json.loads(json.dumps(interaction["response"], default=_raw)))
+        interactions.append({**interaction, "request": request, "response": response})
+    return {**cassette, "interactions": interactions}
+
+
+def _raw(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="surrogateescape")
+    raise TypeError(f"cannot store {type(value).__name__} in a cassette")
+
+
+# --- matching -----------------------------------------------------------------------------------
 
 
 def json_body_matcher(r1: Any, r2: Any, ignore_fields: Iterable[str] = ()) -> None:
@@ -136,6 +307,20 @@ def json_body_matcher(r1: Any, r2: Any, ignore_fields: Iterable[str] = ()) -> No
     assert a == b, "request JSON bodies differ"
 
 
+def endpoint_matcher(r1: Any, r2: Any) -> None:
+    """Same endpoint whatever the base URL: the shorter path is the tail of the longer one.
+
+    `/v1/messages` matches `/proxy/v1/messages` on another host, port or scheme, so a cassette
+    recorded against a proxy or a fake replays against the provider's own URL, and back.
+    """
+    a = [s for s in urlsplit(r1.uri).path.split("/") if s]
+    b = [s for s in urlsplit(r2.uri).path.split("/") if s]
+    short, long = sorted((a, b), key=len)
+    assert short and long[len(long) - len(short) :] == short, (
+        f"endpoints differ: {'/'.join(a)} vs {'/'.join(b)}"
+    )
+
+
 def _without(data: Any, path: list[str]) -> Any:
     if not isinstance(data, dict) or not path:
         return data
@@ -150,26 +335,16 @@ def _without(data: Any, path: list[str]) -> Any:
     return copy
 
 
-def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
-    """Replace secret response headers with the placeholder."""
-    headers = response.get("headers", {})
-    for name in list(headers):
-        if name.lower() in SECRET_RESPONSE_HEADERS:
-            headers[name] = [REDACTED]
-    return response
-
-
 def vcr_config(**overrides: Any) -> dict[str, Any]:
     """Keyword arguments for `vcr.VCR(...)` / pytest-recording's `vcr_config` fixture.
 
     No `record_mode` here: pytest-recording takes it from `--record-mode` (default `none`).
     """
     config: dict[str, Any] = {
-        "filter_headers": [(name, REDACTED) for name in SECRET_REQUEST_HEADERS],
-        "filter_query_parameters": [("key", REDACTED)],
+        "before_record_request": scrub_request,
         "before_record_response": scrub_response,
         "decode_compressed_response": True,
-        "match_on": ["method", "host", "path", "json_body"],
+        "match_on": ["method", "endpoint", "json_body"],
         "serializer": "yaml",
     }
     config.update(overrides)
@@ -177,28 +352,96 @@ def vcr_config(**overrides: Any) -> dict[str, Any]:
 
 
 def register(vcr: Any, *, ignore_fields: Iterable[str] = ()) -> Any:
-    """Teach a `vcr.VCR` instance the promptcast serializer (as "yaml") and JSON body matcher."""
+    """Teach a `vcr.VCR` instance the promptcast serializers ("yaml", and a scrubbing "json"),
+    the endpoint matcher and the JSON body matcher."""
     fields = tuple(ignore_fields)
 
     def json_body(r1: Any, r2: Any) -> None:
         json_body_matcher(r1, r2, fields)
 
     vcr.register_serializer("yaml", serializer)
+    vcr.register_serializer("json", _ScrubbedJsonSerializer())
+    vcr.register_matcher("endpoint", endpoint_matcher)
     vcr.register_matcher("json_body", json_body)
     return vcr
 
 
+# --- recording and replaying --------------------------------------------------------------------
+
+
 @contextmanager
 def recording(path: str | Path, **overrides: Any) -> Iterator[Any]:
-    """Record every provider request inside the block into `path`, replacing what it held."""
+    """Record every provider request inside the block into `path`, replacing what it held.
+
+    The recording goes to a temporary file first; `path` is replaced only when the block ends
+    without an exception and recorded something, so a failed run (no key, a provider error)
+    leaves a good recording as it was.
+    """
+    path = Path(path)
+    with staged(path) as temporary:
+        recorder = register(_vcr().VCR(**vcr_config(**{"record_mode": "all", **overrides})))
+        with recorder.use_cassette(str(temporary)) as cassette:
+            yield cassette
+
+
+@contextmanager
+def staged(path: Path, *, copy: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` (a copy of it with `copy=True`) that replaces `path` when
+    the block succeeds and was written; on an exception it is removed and `path` is untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    if copy and path.is_file():
+        shutil.copyfile(path, temporary)
+    else:
+        temporary.unlink()  # vcrpy must start from no file, not an empty one
+    try:
+        yield temporary
+        if temporary.exists() and not (
+            path.is_file() and path.read_bytes() == temporary.read_bytes()
+        ):
+            os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def explaining_misses() -> Iterator[None]:
+    """Inside, an error caused by vcrpy's "no recording" leaves as the `NoRecordingError` that
+    names the task, the cassette and the command that records it."""
+    try:
+        yield
+    except NoRecordingError:
+        raise
+    except Exception as exc:
+        miss = cassette_miss(exc)
+        if miss is None:
+            raise
+        raise miss from None
+
+
+def _vcr() -> Any:
     import vcr
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    recorder = register(vcr.VCR(**vcr_config(**{"record_mode": "all", **overrides})))
-    with recorder.use_cassette(str(path)) as cassette:
-        yield cassette
+    return vcr
+
+
+@contextmanager
+def placeholder_keys() -> Iterator[None]:
+    """Fill unset provider API key variables with a placeholder for the block, then remove them.
+
+    A replay sends nothing, but SDK clients refuse to start without a key.
+    """
+    added = [var for var in PLACEHOLDER_KEYS if not os.environ.get(var)]
+    for var in added:
+        os.environ[var] = PLACEHOLDER_KEYS[var]
+    try:
+        yield
+    finally:
+        for var in added:
+            if os.environ.get(var) == PLACEHOLDER_KEYS[var]:
+                del os.environ[var]
 
 
 @contextmanager
@@ -207,14 +450,64 @@ def replay(
 ) -> Iterator[Any]:
     """Replay one cassette for the code inside the block; no request leaves the process.
 
+    Works without an API key and whatever base URL the providers are configured with.
     `record_command` is what a "no recording" error tells the user to run.
     """
-    import vcr
-
-    recorder = register(vcr.VCR(**vcr_config(**{"record_mode": "none", **overrides})))
-    with recorder.use_cassette(str(path), allow_playback_repeats=True) as cassette:
+    recorder = register(_vcr().VCR(**vcr_config(**{"record_mode": "none", **overrides})))
+    with (
+        placeholder_keys(),
+        recorder.use_cassette(str(path), allow_playback_repeats=True) as cassette,
+        explaining_misses(),
+    ):
         cassette._promptcast_record_command = record_command
         yield cassette
+
+
+# --- the project's cassette folder (as the pytest plugin sees it) ------------------------------
+
+
+def project_cassette_dir(start: Path | None = None) -> Path:
+    """`promptcast_cassette_dir` (default `cassettes`) under the pytest rootdir of `start`.
+
+    Found as pytest finds its configuration: the first `pytest.ini`, `.pytest.ini`,
+    `pyproject.toml` with `[tool.pytest.ini_options]`, `tox.ini` with `[pytest]` or `setup.cfg`
+    with `[tool:pytest]` in `start` or a parent; then the first `pyproject.toml`; else `start`.
+    """
+    start = (start or Path.cwd()).resolve()
+    fallback: Path | None = None
+    for folder in (start, *start.parents):
+        for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+            found = _ini_value(folder / name)
+            if found is not None:
+                return folder / (found or "cassettes")
+        if fallback is None and (folder / "pyproject.toml").is_file():
+            fallback = folder
+    return (fallback or start) / "cassettes"
+
+
+def _ini_value(file: Path) -> str | None:
+    """The file's `promptcast_cassette_dir` ("" when it configures pytest without one), or None
+    when the file is not a pytest configuration."""
+    if not file.is_file():
+        return None
+    try:
+        if file.name == "pyproject.toml":
+            tool = tomllib.loads(file.read_text(encoding="utf-8")).get("tool", {})
+            table = tool.get("pytest")
+            if not isinstance(table, dict):
+                return None
+            options = table.get("ini_options", table)
+            return str(
+                options.get("promptcast_cassette_dir", "") if isinstance(options, dict) else ""
+            )
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(file, encoding="utf-8")
+    except (OSError, ValueError, configparser.Error):
+        return None
+    section = {"setup.cfg": "tool:pytest"}.get(file.name, "pytest")
+    if not parser.has_section(section):
+        return "" if file.name in ("pytest.ini", ".pytest.ini") else None
+    return parser.get(section, "promptcast_cassette_dir", fallback="").strip()
 
 
 class NoRecordingError(PromptcastError):
@@ -305,8 +598,8 @@ def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:
     task = _header(failed, TASK_HEADER) if failed is not None else None
     new_hash = _header(failed, HASH_HEADER) if failed is not None else None
     if command is None:
-        command = f"promptcast record {task or 'TASK'}"
-    how = f"Record it with a key set: {command}"
+        command = _default_record_command(task, path)
+    how = f"Record it with the provider's key set: {command}"
     label = f"task {task!r}" if task else "this request"
 
     recorded = [
@@ -352,6 +645,19 @@ def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:
     )
 
 
+def _default_record_command(task: str | None, path: str | None) -> str:
+    """The hint for a `replay()` given no `record_command`: re-run the code under `recording()`."""
+    where = repr(path) if path else "'cassette.yaml'"
+    hint = (
+        f"run the same code inside `with promptcast.testing.recording({where}):` "
+        "(it rewrites the whole cassette)"
+    )
+    if task:
+        out = f" --out {shlex.quote(path)}" if path else ""
+        hint += f", or record one call: promptcast record {task} -i NAME=VALUE{out}"
+    return hint
+
+
 @dataclass(frozen=True)
 class SecretFinding:
     """Something in a recording that looks like a secret."""
@@ -364,19 +670,13 @@ class SecretFinding:
         return f"{self.path}:{self.line}: {self.what}"
 
 
-_SECRET_VALUES = re.compile(
-    r"sk-ant-[A-Za-z0-9_-]{8,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{30,}"
-    r"|[Bb]earer\s+[A-Za-z0-9._~+/=-]{12,}|(?:[?&]key=)(?!REDACTED)[A-Za-z0-9_-]{8,}"
-)
-_SECRET_HEADER_LINE = re.compile(
-    r"^\s*[\"']?(" + "|".join(SECRET_REQUEST_HEADERS + SECRET_RESPONSE_HEADERS) + r")[\"']?\s*:",
-    re.IGNORECASE,
-)
-
-
 def find_secrets(paths: Iterable[str | Path]) -> list[SecretFinding]:
-    """Scan recordings (files or folders of `.yaml`/`.yml`/`.json`) for secret-looking values:
-    known key formats anywhere, and secret headers whose value is not the placeholder."""
+    """Scan recordings (files or folders of `.yaml`/`.yml`/`.json`) for secret-looking values.
+
+    Two passes with the scrubber's own rules: every credential pattern of `promptcast._secrets`
+    anywhere in the text, and every header in `SECRET_HEADERS` (in YAML or JSON cassettes) whose
+    value is not the placeholder.
+    """
     findings: list[SecretFinding] = []
     files: list[Path] = []
     for root in map(Path, paths):
@@ -385,32 +685,102 @@ def find_secrets(paths: Iterable[str | Path]) -> list[SecretFinding]:
         elif root.is_file():
             files.append(root)
     for path in files:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for number, text in enumerate(lines, 1):
-            match = _SECRET_VALUES.search(text)
-            if match:
-                findings.append(
-                    SecretFinding(path, number, f"looks like a key: {_mask(match.group())}")
-                )
-            header = _SECRET_HEADER_LINE.match(text)
-            if header:
-                value = _header_value(lines, number - 1, text[header.end() :])
-                if value and value != REDACTED:
-                    findings.append(
-                        SecretFinding(path, number, f"header {header.group(1)} is not {REDACTED}")
-                    )
+        findings += _scan(path, path.read_text(encoding="utf-8", errors="replace"))
     return findings
 
 
-def _header_value(lines: list[str], index: int, rest: str) -> str:
-    """The value after `name:` on this line, or on the next YAML list line."""
-    value = rest.strip().strip("[]").strip().strip("'\",")
-    if value:
-        return value
-    if index + 1 < len(lines):
-        return lines[index + 1].strip().lstrip("-").strip().strip("'\"")
-    return ""
+def _scan(path: Path, text: str) -> list[SecretFinding]:
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    found: dict[int, SecretFinding] = {}
+    for match in _secrets.find(text):
+        line = bisect.bisect_right(starts, match.start)
+        found.setdefault(
+            line, SecretFinding(path, line, f"looks like a key ({match.kind}): {match.masked}")
+        )
+    lines = text.splitlines()
+    data = _load(path, text)
+    if data is None:  # not a cassette we can parse: judge header lines one by one
+        headers = _header_lines(lines)
+    else:
+        cursor: dict[str, int] = {}
+        headers = (
+            (_line_of(lines, name, value, cursor), name) for name, value in _secret_headers(data)
+        )
+    for line, name in headers:
+        if line not in found:
+            found[line] = SecretFinding(path, line, f"header {name} is not {REDACTED}")
+    return [found[line] for line in sorted(found)]
 
 
-def _mask(value: str) -> str:
-    return value[:8] + "…" if len(value) > 8 else value
+_HEADER_LINE = re.compile(
+    r"""^\s*-?\s*["']?("""
+    + "|".join(map(re.escape, SECRET_REQUEST_HEADERS))
+    + r""")["']?\s*:(.*)$""",
+    re.IGNORECASE,
+)
+
+
+def _header_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
+    """`(line, name)` of secret header lines whose value (here or on the next line) is not the
+    placeholder."""
+    for index, text in enumerate(lines):
+        match = _HEADER_LINE.match(text)
+        if not match:
+            continue
+        value = match.group(2).strip().strip("[]{},").strip()
+        if not value and index + 1 < len(lines):
+            value = lines[index + 1].strip().lstrip("-[").strip().rstrip("],")
+        if value and not _secrets.is_placeholder(value):
+            yield index + 1, match.group(1)
+
+
+def _load(path: Path, text: str) -> Any:
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except (ValueError, yaml.YAMLError):
+        return None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses aliases: a cassette is data, never an alias bomb."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases are not allowed in a cassette")
+        return super().compose_node(parent, index)
+
+
+def _secret_headers(data: Any) -> Iterator[tuple[str, str]]:
+    """`(name, value)` of each secret header, in any mapping under a `headers` key, not yet
+    scrubbed."""
+    if isinstance(data, list):
+        for item in data:
+            yield from _secret_headers(item)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and key.lower() == "headers" and isinstance(value, dict):
+                for name, values in value.items():
+                    if str(name).lower() not in _secrets.SECRET_HEADERS:
+                        continue
+                    for one in values if isinstance(values, list) else [values]:
+                        if not _secrets.is_placeholder(str(one)):
+                            yield str(name), str(one)
+            else:
+                yield from _secret_headers(value)
+
+
+def _line_of(lines: list[str], name: str, value: str, cursor: dict[str, int]) -> int:
+    """The 1-based line holding this header's value (searched after the previous one found)."""
+    key = re.compile(r"""^\s*["']?""" + re.escape(name) + r"""["']?\s*:""")
+    start = cursor.get(name, 0)
+    for index in range(start, len(lines)):
+        if key.match(lines[index]):
+            for at in range(index, min(index + 4, len(lines))):
+                if value in lines[at]:
+                    cursor[name] = at + 1
+                    return at + 1
+            cursor[name] = index + 1
+            return index + 1
+    return 1

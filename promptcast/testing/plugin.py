@@ -3,7 +3,9 @@
 - `@pytest.mark.promptcast` (or the `promptcast_cassette` fixture) puts the test's provider
   requests in `cassettes/<test module>/<test name>.yaml` under the project root. The record mode
   is pytest-recording's `--record-mode` (default `none`: replay only, non-loopback sockets blocked,
-  a placeholder API key supplied). Marker keyword arguments go to vcrpy (`path=` picks the file).
+  placeholder API keys supplied for every provider). Marker keyword arguments go to vcrpy (`path=`
+  picks the file). Recording writes a temporary copy that replaces the cassette only when the test
+  passes. `--record-mode=rewrite` re-records a test's cassette from scratch.
 - `pytest --promptcast-examples prompts/` (or `promptcast_examples = true` in the pytest ini
   options) collects every frontmatter example of every `*.jinja` file as an item
   `task[example-N]`, replayed from `cassettes/examples/<task>/example-N.yaml`.
@@ -14,10 +16,10 @@ JSON body fields left out of request matching, e.g. `metadata.user_id`), `prompt
 
 from __future__ import annotations
 
-import os
 import re
+import shlex
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,15 @@ from promptcast.errors import PromptcastError
 from promptcast.evals import expectation_problems
 from promptcast.spec import Example
 from promptcast.task import Task
-from promptcast.testing.cassettes import NoRecordingError, register, vcr_config
+from promptcast.testing.cassettes import (
+    NoRecordingError,
+    cassette_miss,
+    explaining_misses,
+    placeholder_keys,
+    register,
+    staged,
+    vcr_config,
+)
 
 __all__ = [
     "ExampleItem",
@@ -39,7 +49,6 @@ __all__ = [
 ]
 
 LOOPBACK = ["127.0.0.1", "localhost", "::1"]
-PLACEHOLDER_KEYS = {"ANTHROPIC_API_KEY": "sk-ant-replay-placeholder"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,41 +89,79 @@ def cassette_root(config: pytest.Config) -> Path:
 
 @contextmanager
 def use_cassette(
-    config: pytest.Config, path: Path, *, nodeid: str, **overrides: Any
+    config: pytest.Config,
+    path: Path,
+    *,
+    nodeid: str,
+    example: bool = False,
+    stage: Stage | None = None,
+    **overrides: Any,
 ) -> Iterator[Any]:
-    """Replay (or record, per `--record-mode`) every provider request inside the block."""
+    """Replay (or record, per `--record-mode`) every provider request inside the block.
+
+    Recording goes to a temporary copy of the cassette that replaces it only when the block (and
+    `stage`, for a test whose outcome is known later) succeeds: a run without a key or with a
+    provider error never destroys a good recording. A miss is a `NoRecordingError` whose command
+    records it: `--record-mode=rewrite` when the cassette exists, `once` when it does not.
+    """
     import vcr
     from pytest_recording import network
 
     record_mode = config.getoption("--record-mode", default=None) or "none"
-    if record_mode == "rewrite":  # vcrpy has no "rewrite": start the file afresh, then record
-        path.unlink(missing_ok=True)
-        record_mode = "new_episodes"
+    command = record_command(config, nodeid, path, example=example)
     recorder = register(
         vcr.VCR(**vcr_config(**overrides)), ignore_fields=config.getini("promptcast_ignore_fields")
     )
-    replaying = record_mode == "none"
-    blocking = network.blocking_context(allowed_hosts=LOOPBACK) if replaying else nullcontext()
-    with (
-        _placeholder_keys(replaying),
-        blocking,
-        recorder.use_cassette(str(path), record_mode=record_mode) as cassette,
-    ):
-        cassette._promptcast_record_command = f"pytest '{nodeid}' --record-mode=once"
-        yield cassette
-
-
-@contextmanager
-def _placeholder_keys(active: bool) -> Iterator[None]:
-    """Replays need an API key to build a client, never a real one."""
-    added = [k for k in PLACEHOLDER_KEYS if active and not os.environ.get(k)]
-    for key in added:
-        os.environ[key] = PLACEHOLDER_KEYS[key]
+    if record_mode == "none":
+        with (
+            placeholder_keys(),
+            network.blocking_context(allowed_hosts=LOOPBACK),
+            recorder.use_cassette(str(path), record_mode="none") as cassette,
+            explaining_misses(),
+        ):
+            cassette._promptcast_record_command = command
+            yield cassette
+        return
+    fresh = record_mode in ("rewrite", "all")
+    mode = "new_episodes" if record_mode == "rewrite" else record_mode  # vcrpy has no "rewrite"
     try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
+        with staged(path, copy=not fresh) as temporary:
+            with (
+                recorder.use_cassette(str(temporary), record_mode=mode) as cassette,
+                explaining_misses(),
+            ):
+                cassette._promptcast_record_command = command
+                yield cassette
+            if stage is not None and stage.failed:
+                raise _Discard
+    except _Discard:
+        pass
+
+
+class _Discard(Exception):
+    """The test failed after its requests were recorded: the old cassette stays."""
+
+
+class Stage:
+    """A test's recording, replaced only if the test passes (`failed` is set by the plugin)."""
+
+    failed = False
+
+
+_STAGE = pytest.StashKey[Stage]()
+
+
+def record_command(config: pytest.Config, nodeid: str, path: Path, *, example: bool) -> str:
+    """The command that records this test's cassette, runnable from where pytest was run."""
+    args = ["pytest", nodeid]
+    if example:
+        args.append("--promptcast-examples")
+    args.append("--record-mode=" + ("rewrite" if path.exists() else "once"))
+    command = shlex.join(args)
+    root = Path(config.rootpath).resolve()
+    if Path(config.invocation_params.dir).resolve() != root:
+        command = f"cd {shlex.quote(str(root))} && {command}"
+    return command
 
 
 def _default_path(request: pytest.FixtureRequest) -> Path:
@@ -129,8 +176,28 @@ def promptcast_cassette(request: pytest.FixtureRequest) -> Iterator[Any]:
     marker = request.node.get_closest_marker("promptcast")
     options = dict(marker.kwargs) if marker else {}
     path = Path(options.pop("path", None) or _default_path(request))
-    with use_cassette(request.config, path, nodeid=request.node.nodeid, **options) as cassette:
+    stage = request.node.stash.setdefault(_STAGE, Stage())
+    with use_cassette(
+        request.config, path, nodeid=request.node.nodeid, stage=stage, **options
+    ) as cassette:
         yield cassette
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test that fails keeps its old cassette, and a cassette miss inside its code reads as
+    the `NoRecordingError` that names the command recording it."""
+    try:
+        return (yield)
+    except BaseException as exc:
+        stage = item.stash.get(_STAGE, None)
+        if stage is None:
+            raise
+        stage.failed = True
+        miss = cassette_miss(exc) if not isinstance(exc, NoRecordingError) else None
+        if miss is not None:
+            raise miss from None
+        raise
 
 
 @pytest.fixture(autouse=True)
@@ -188,9 +255,9 @@ class ExampleItem(pytest.Item):
         return root / "examples" / self.task.name / f"example-{self.index}.yaml"
 
     def runtest(self) -> None:
-        with use_cassette(self.config, self.cassette_path, nodeid=self.nodeid):
+        with use_cassette(self.config, self.cassette_path, nodeid=self.nodeid, example=True):
             run = self.task.run(**self.example.inputs)
-        check_example(run.output, self.example)
+            check_example(run.output, self.example)  # a mismatch keeps the old recording
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, ExampleMismatch | PromptcastError):

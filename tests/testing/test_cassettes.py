@@ -100,5 +100,5 @@ async def test_litellm_async_calls_record_and_replay(
     with replay(path):
         replayed = await task.arun(text="Hallo")
     assert replayed.output == recorded.output and len(fake_openai.requests) == sent
-    with replay(path), pytest.raises(NoRecordingError, match="No recording for task 'translate'"):
+    with pytest.raises(NoRecordingError, match="No recording for task 'translate'"), replay(path):
         await task.arun(text="Servus")
