@@ -338,6 +338,7 @@ def demo(
 ) -> None:
     """Run three built-in tasks: replayed from example recordings, or live with --live."""
     import contextlib
+    import shlex
 
     from promptcast.testing.cassettes import replay
 
@@ -349,16 +350,20 @@ def demo(
             "[bold yellow]Replayed:[/] answers come from example recordings in "
             f"{demo_cassettes()}, not from a live model. Use --live to call the API.\n"
         )
-        pc.configure(api_key="sk-ant-replay-no-key-needed", base_url="https://api.anthropic.com")
     for name in DEMO_TASKS:
         task = tasks[name]
         example = task.spec.examples[0]
+        cassette = demo_cassettes() / name / "example-0.yaml"
+        # a replay needs no key and matches whatever base URL is configured: the testing layer
+        # supplies placeholder keys for the block and restores the environment after it
         context = (
             contextlib.nullcontext()
             if live
             else replay(
-                demo_cassettes() / name / "example-0.yaml",
-                record_command=f"promptcast record {name} --example 0",
+                cassette,
+                record_command=(
+                    f"promptcast record {name} --example 0 --out {shlex.quote(str(cassette))}"
+                ),
             )
         )
         try:
@@ -393,14 +398,21 @@ def record(
         typer.Option(
             "--out",
             "-o",
-            help="Cassette to write. Default: cassettes/examples/"
-            "<task>/example-N.yaml, or cassettes/record/<task>.yaml for -i inputs.",
+            help="Cassette to write. Default: <cassettes>/examples/<task>/example-N.yaml, or "
+            "<cassettes>/record/<task>.yaml for -i inputs, where <cassettes> is the pytest ini "
+            "option promptcast_cassette_dir (default: cassettes) under the pytest rootdir.",
         ),
     ] = None,
     prompts: PromptsOption = None,
 ) -> None:
-    """Record one live call of a task into a cassette (needs the provider's API key)."""
-    from promptcast.testing.cassettes import find_secrets, recording
+    """Record one live call of a task into a cassette (needs the provider's API key).
+
+    The cassette is replaced only when the call succeeds: a missing key or a provider error
+    leaves the old recording as it was.
+    """
+    from promptcast.testing.cassettes import find_secrets, project_cassette_dir, recording
+
+    path: Path | None = out_path
 
     try:
         task = _registry(prompts)[name]
@@ -410,15 +422,18 @@ def record(
                     name, None, f"--example must be 0..{len(task.spec.examples) - 1}"
                 )
             inputs = dict(task.spec.examples[example].inputs)
-            default = Path("cassettes") / "examples" / name / f"example-{example}.yaml"
+            where = Path("examples") / name / f"example-{example}.yaml"
         else:
             inputs = _inputs(task, input, input_json)
-            default = Path("cassettes") / "record" / f"{name}.yaml"
-        path = out_path or default
+            where = Path("record") / f"{name}.yaml"
+        path = out_path or _relative(project_cassette_dir() / where)
         with recording(path):
             result = task.run(**inputs)
     except PromptcastError as exc:
-        raise _fail(exc) from None
+        failure = _fail(exc)
+        if path is not None and path.is_file():
+            err.print(f"{path} is unchanged", highlight=False, markup=False, soft_wrap=True)
+        raise failure from None
     _print_output(result.output)
     _print_usage(result)
     err.print(f"recorded {path}")
@@ -429,17 +444,32 @@ def record(
         raise typer.Exit(1)
 
 
+def _relative(path: Path) -> Path:
+    """`path` relative to the working directory when it is inside it (shorter messages)."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 @app.command("scan-cassettes")
 def scan_cassettes(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Cassette files or folders. Default: cassettes/."),
+        typer.Argument(
+            help="Cassette files or folders. Default: the promptcast_cassette_dir of the pytest "
+            "configuration (cassettes/)."
+        ),
     ] = None,
 ) -> None:
-    """Report secret-looking values in recordings; exits 1 when it finds any (for CI/pre-commit)."""
-    from promptcast.testing.cassettes import find_secrets
+    """Report secret-looking values in recordings; exits 1 when it finds any (for CI/pre-commit).
 
-    targets = paths or [Path("cassettes")]
+    Uses the scrubber's own patterns (`promptcast._secrets`): provider keys, AWS and Google
+    credentials, JWTs, bearer tokens, secret query parameters and every secret header.
+    """
+    from promptcast.testing.cassettes import find_secrets, project_cassette_dir
+
+    targets = paths or [_relative(project_cassette_dir())]
     missing = [p for p in targets if not p.exists()]
     if missing:
         raise _fail(FileNotFoundError(f"no such file or folder: {', '.join(map(str, missing))}"))
