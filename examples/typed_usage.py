@@ -42,7 +42,6 @@ def main() -> None:
     from promptcast.cli import demo_cassettes
     from promptcast.testing import replay
 
-    pc.configure(api_key="sk-ant-replay-no-key-needed", base_url="https://api.anthropic.com")
     with replay(demo_cassettes() / "extract_ticket.yaml"):
         print(triage("Checkout page crashes since this morning, we lose sales!"))
     with replay(demo_cassettes() / "translate.yaml"):

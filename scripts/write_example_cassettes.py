@@ -135,8 +135,9 @@ def main() -> None:
             )
             body["id"] = f"msg_example_{name}_{i}"
             body["content"][0]["id"] = f"toolu_example_{name}_{i}"
-            with FakeAnthropic() as fake:
-                pc.configure(api_key="sk-ant-example", base_url=fake.base_url)
+            with FakeAnthropic() as fake, pc.override(
+                providers={"anthropic": {"api_key": "sk-ant-example", "base_url": fake.base_url}}
+            ):
                 fake.reply(FakeReply(body, headers=HEADERS))
                 recorder = register(
                     vcr.VCR(
@@ -150,7 +151,6 @@ def main() -> None:
                 with recorder.use_cassette(str(path)):
                     task.run(**example.inputs)
             print(f"wrote {path}")
-    pc.reset_defaults()
 
 
 if __name__ == "__main__":

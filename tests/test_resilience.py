@@ -290,3 +290,36 @@ def test_bad_retry_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(pc.ConfigurationError) as info:
         pc.get_config()
     assert info.value.env_var == "PROMPTCAST_MAX_RETRIES"
+
+
+NOT_THE_API = [
+    pytest.param({"hello": "world"}, id="unrelated-json"),
+    pytest.param({"error": {"message": "upstream unavailable"}}, id="proxy-error-envelope"),
+    pytest.param({"content": "not a list", "usage": None}, id="wrong-types"),
+    pytest.param([1, 2, 3], id="a-list"),
+]
+
+
+@pytest.mark.parametrize("body", NOT_THE_API)
+def test_a_200_that_is_not_the_anthropic_shape_is_retryable_and_falls_back(
+    task: pc.Task[Any], fake_anthropic: FakeAnthropic, fake_openai: FakeOpenAI, body: Any
+) -> None:
+    fake_anthropic.reply(*[FakeReply(raw=json.dumps(body).encode())] * 3)
+    fake_openai.reply(chat_completion(tool_calls=[tool_call("SummarizeOutput", GOOD)]))
+    with pc.override(fallbacks=["openai/gpt-4o-mini"], retry_max_wait_s=0.01):
+        run = task.run(text="x")
+    assert run.model == "openai/gpt-4o-mini" and run.output.summary == "fine"
+    errors = [a for a in run.attempt_log if a.status == "error"]
+    assert len(errors) == 3 and "not its API's shape" in (errors[0].error or "")
+
+
+@pytest.mark.parametrize(
+    "body", [p for p in NOT_THE_API if p.id != "proxy-error-envelope"]
+)  # litellm reads a 200 `{"error": …}` as the provider's own error (HTTP 422): not retried
+def test_a_200_that_is_not_the_openai_shape_is_a_retryable_backend_error(
+    task: pc.Task[Any], fake_openai: FakeOpenAI, body: Any
+) -> None:
+    fake_openai.reply(*[FakeReply(raw=json.dumps(body).encode())] * 3)
+    with pc.override(retry_max_wait_s=0.01), pytest.raises(pc.BackendError) as info:
+        task.with_model("openai/gpt-4o-mini").run(text="x")
+    assert info.value.retryable and len(fake_openai.requests) == 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,24 @@ def ticket_task(write_task: Callable[..., Path]) -> pc.Task[Ticket]:
     return pc.Task.from_file(write_task("extract_ticket", TICKET_TASK))
 
 
-def script(*replies: Any) -> ScriptedBackend:
-    backend = ScriptedBackend(list(replies))
-    pc.configure(backends={"test/ticket": backend})
-    return backend
+@pytest.fixture
+def script() -> Iterator[Callable[..., ScriptedBackend]]:
+    """`script(*replies)` queues replies on the ScriptedBackend that `test/ticket` reaches in
+    this test only (the override is entered here, so async tests inherit it)."""
+    queue: list[Any] = []
+    backend = ScriptedBackend(lambda request: queue.pop(0))
+
+    def wire(*replies: Any) -> ScriptedBackend:
+        queue.extend(replies)
+        return backend
+
+    with pc.override(backends={"test/ticket": backend}):
+        yield wire
 
 
-def test_a_valid_reply_gives_a_typed_output_and_a_run(ticket_task: pc.Task[Ticket]) -> None:
+def test_a_valid_reply_gives_a_typed_output_and_a_run(
+    script: Callable[..., ScriptedBackend], ticket_task: pc.Task[Ticket]
+) -> None:
     backend = script(GOOD)
     run = ticket_task.run(message="Checkout is down")
     assert run.output == Ticket(**GOOD)
@@ -52,7 +63,9 @@ def test_a_valid_reply_gives_a_typed_output_and_a_run(ticket_task: pc.Task[Ticke
     )
 
 
-def test_wrong_type_then_valid_reply_is_re_asked_once(ticket_task: pc.Task[Ticket]) -> None:
+def test_wrong_type_then_valid_reply_is_re_asked_once(
+    script: Callable[..., ScriptedBackend], ticket_task: pc.Task[Ticket]
+) -> None:
     backend = script({**GOOD, "urgency": "whenever"}, GOOD)
     run = ticket_task.run(message="Checkout is down")
     assert run.output.urgency == "high"
@@ -63,7 +76,9 @@ def test_wrong_type_then_valid_reply_is_re_asked_once(ticket_task: pc.Task[Ticke
     assert "urgency" in feedback
 
 
-def test_invalid_every_time_raises_after_max_attempts(ticket_task: pc.Task[Ticket]) -> None:
+def test_invalid_every_time_raises_after_max_attempts(
+    script: Callable[..., ScriptedBackend], ticket_task: pc.Task[Ticket]
+) -> None:
     backend = script("not json", {"issue": 1}, '{"urgency": "high"}', GOOD)
     with pytest.raises(pc.OutputValidationError) as info:
         ticket_task.run(message="x")
@@ -84,7 +99,11 @@ def test_invalid_every_time_raises_after_max_attempts(ticket_task: pc.Task[Ticke
     ],
 )
 def test_wrong_inputs_raise_before_any_request(
-    ticket_task: pc.Task[Ticket], inputs: dict[str, Any], field: str, words: str
+    script: Callable[..., ScriptedBackend],
+    ticket_task: pc.Task[Ticket],
+    inputs: dict[str, Any],
+    field: str,
+    words: str,
 ) -> None:
     backend = script(GOOD)
     with pytest.raises(pc.TaskInputError) as info:
@@ -94,7 +113,9 @@ def test_wrong_inputs_raise_before_any_request(
     assert backend.requests == []
 
 
-async def test_async_call_uses_the_same_loop(ticket_task: pc.Task[Ticket]) -> None:
+async def test_async_call_uses_the_same_loop(
+    script: Callable[..., ScriptedBackend], ticket_task: pc.Task[Ticket]
+) -> None:
     script({**GOOD, "urgency": 5}, GOOD)
     run = await ticket_task.arun(message="x")
     assert run.attempts == 2 and run.output == Ticket(**GOOD)
@@ -102,7 +123,9 @@ async def test_async_call_uses_the_same_loop(ticket_task: pc.Task[Ticket]) -> No
     assert await ticket_task.acall(message="x") == Ticket(**GOOD)
 
 
-def test_free_text_output(write_task: Callable[..., Path]) -> None:
+def test_free_text_output(
+    script: Callable[..., ScriptedBackend], write_task: Callable[..., Path]
+) -> None:
     task = pc.Task.from_file(write_task("hello", "---\nmodel: test/ticket\n---\nSay hi\n"))
     script("Hi there")
     assert task(**{}) == "Hi there"
@@ -115,14 +138,14 @@ def test_model_comes_from_env_when_the_file_names_none(
     assert task.model == "anthropic/claude-sonnet-4-6"
     monkeypatch.setenv("PROMPTCAST_MODEL", "test/other")
     pc.reset_defaults()
-    pc.configure(backends={"test/other": ScriptedBackend(["from env"])})
     assert task.model == "test/other"
-    assert task() == "from env"
+    with pc.override(backends={"test/other": ScriptedBackend(["from env"])}):
+        assert task() == "from env"
 
 
 def test_unregistered_test_model_says_how_to_register(write_task: Callable[..., Path]) -> None:
     task = pc.Task.from_file(write_task("t", "---\nmodel: test/nobody\n---\nhi\n"))
-    with pytest.raises(pc.ConfigurationError, match="configure\\(backends="):
+    with pytest.raises(pc.ConfigurationError, match="override\\(backends="):
         task()
 
 
@@ -148,7 +171,9 @@ def test_load_tasks_of_a_missing_folder(tmp_path: Path) -> None:
         pc.load_tasks(tmp_path / "nope")
 
 
-def test_task_binding_checks_and_calls(ticket_task: pc.Task[Ticket]) -> None:
+def test_task_binding_checks_and_calls(
+    script: Callable[..., ScriptedBackend], ticket_task: pc.Task[Ticket]
+) -> None:
     @pc.task(ticket_task.spec.path)
     def extract(message: str, customer_tier: str = "standard") -> Ticket: ...
 

@@ -1,7 +1,7 @@
 """The scripted test double: replies come from a handler or a list, never from the network.
 
-Wire it to a `test/<name>` model string with `configure(backends={"test/x": ScriptedBackend(...)})`
-or the `backend=` argument of a task call.
+Wire it to a `test/<name>` model string for one block with
+`pc.override(model="test/x", backends={"test/x": ScriptedBackend(...)})`.
 """
 
 from __future__ import annotations
