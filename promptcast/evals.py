@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from promptcast._secrets import scrub
 from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
 from promptcast.spec import Example
 from promptcast.task import Task
@@ -144,7 +145,7 @@ async def _one(
             output_tokens=usage.output_tokens if usage else 0,
             cost_usd=usage.cost_usd if usage else None,
             outcome=outcome,
-            detail=str(exc),
+            detail=scrub(str(exc)),  # reports are saved and shared: no credentials in them
         )
     if scorer is not None:
         score = min(1.0, max(0.0, float(scorer(run.output, case))))

@@ -1,23 +1,29 @@
 """Cost of a request in USD, from the `genai-prices` package (imported on first use), else from
 litellm's bundled cost map when litellm is in use.
 
-An unknown model costs `None` and warns once per model: a missing price must never break a call.
+An unknown model costs `None` and is logged once per model (logger `promptcast.pricing`): a missing
+price must never break a call, nor print a warning with a source line into the caller's output.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-import warnings
 from functools import lru_cache
 
 __all__ = ["cost_usd"]
 
+logger = logging.getLogger("promptcast.pricing")
 _warned: set[str] = set()
 
 
 def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """Price of one request on `model` (`"provider/name"`), or `None` when it is not known."""
-    provider, _, name = model.partition("/")
+    """Price of one request on `model` (`"provider/name"` or `"provider:name"`), or `None` when it
+    is not known."""
+    provider, sep, name = model.partition("/")
+    if not sep or ":" in provider:
+        provider, _, name = model.partition(":")
+        model = f"{provider}/{name}"
     if provider == "test":
         return 0.0
     calc = _calculator()
@@ -33,11 +39,7 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
             return cost
         if model not in _warned:
             _warned.add(model)
-            warnings.warn(
-                f"no price known for {model!r}; its cost is reported as None",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            logger.warning("no price known for %r; its cost is reported as None", model)
         return None
     return float(price.total_price)
 

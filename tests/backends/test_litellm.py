@@ -4,6 +4,7 @@ servers (OpenAI, Ollama, vLLM), changed by one environment variable."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import pytest
@@ -117,9 +118,29 @@ def test_without_litellm_installed_the_error_names_the_extra(
     assert info.value.extra == "litellm" and "promptcast[litellm]" in str(info.value)
 
 
-def test_self_hosted_cost_is_unknown_with_one_warning(fake_openai: FakeOpenAI) -> None:
+def test_self_hosted_cost_is_unknown_with_one_log_line(
+    fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown price is one log line, never a RuntimeWarning printing a source line."""
     task = pc.builtin_tasks()["extract_ticket"].with_model("hosted_vllm/meta-llama/Llama-3.1-8B")
     run = task.run(message="hi")
-    with pytest.warns(RuntimeWarning, match="no price known"):
+    with caplog.at_level(logging.WARNING, "promptcast.pricing"):
         assert run.usage.cost_usd is None
-    assert task.run(message="again").usage.cost_usd is None  # no second warning
+        assert task.run(message="again").usage.cost_usd is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "promptcast.pricing"]
+    assert lines == [
+        "no price known for 'hosted_vllm/meta-llama/Llama-3.1-8B'; its cost is reported as None"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("colon", "slash"),
+    [
+        ("anthropic:claude-sonnet-4-6", "anthropic/claude-sonnet-4-6"),
+        ("openai:gpt-4o-mini", "openai/gpt-4o-mini"),
+    ],
+)
+def test_provider_colon_model_is_priced_like_provider_slash_model(colon: str, slash: str) -> None:
+    from promptcast.pricing import cost_usd
+
+    assert cost_usd(colon, 1000, 100) == cost_usd(slash, 1000, 100) is not None
