@@ -132,3 +132,16 @@ def test_cases_file_and_custom_scorer(
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)["models"]
     assert (row["cases"], row["passed"], row["mean_score"]) == (1, 0, 0.5)
+
+
+def test_an_error_detail_in_a_report_carries_no_credential(fake_anthropic: FakeAnthropic) -> None:
+    """Reports are saved and shared: a provider error echoing a key is scrubbed."""
+    leaked = "sk-ant-" + "api03-" + "k" * 40
+    fake_anthropic.handler = lambda request: error_reply(
+        401, "authentication_error", f"invalid x-api-key {leaked}"
+    )
+    report = pc.evaluate(pc.builtin_tasks()["translate"], [CLAUDE])
+    details = [r.detail or "" for r in report.results]
+    assert details and all("authentication_error" in d for d in details)
+    assert not any(leaked in d for d in details)
+    assert leaked not in report.model_dump_json()
