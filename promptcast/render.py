@@ -9,23 +9,33 @@ starts a new message.
 from __future__ import annotations
 
 import contextvars
+import functools
 import html
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.ext import Extension
 from jinja2.parser import Parser
-from jinja2.runtime import Macro
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from promptcast.errors import TaskDefinitionError, TaskInputError
+from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
 
-__all__ = ["Message", "Prompt", "compile_template", "environment", "fence"]
+__all__ = [
+    "MAX_SIZE",
+    "Message",
+    "Prompt",
+    "compile_template",
+    "environment",
+    "fence",
+    "template_problems",
+]
 
 Role = Literal["system", "user", "assistant"]
 _ROLES: tuple[Role, ...] = ("system", "user", "assistant")
@@ -53,18 +63,119 @@ class Prompt:
 def fence(value: Any, tag: str = "data", **attributes: Any) -> str:
     """Wrap untrusted text in `<tag>…</tag>` so that nothing inside can close the wrapper.
 
-    Any closing tag of the same name inside the data, in any case, spacing or with attributes, has
-    its `<` replaced by `&lt;`. Keyword arguments become attributes: `fence("doc", id=doc_id)`.
+    A closing tag of the same name inside the data has its `<` replaced by U+2039 (a single
+    angle quotation mark), however it is written: any case, spacing or attributes; interrupted
+    by invisible, format or control characters (`</te\u200bxt>`, `</text\x00>`); in
+    compatibility forms (fullwidth U+FF1C, small U+FE64: matched after NFKC); with `<` or the name
+    as HTML entities (`&lt;`, `&#60;`, `&#x3c;`, `&#116;`). Everything else in the data is kept
+    as it is. Keyword arguments become attributes: `fence("doc", id=doc_id)`.
     """
     if not _TAG.match(tag) or not all(_TAG.match(name) for name in attributes):
         raise ValueError(f"fence tag {tag!r} and attribute names must be letters, digits, '_', '-'")
     text = str(value)
-    closing = re.compile(r"<(\s*/\s*" + re.escape(tag) + r")(?=[\s/>]|$)", re.IGNORECASE)
     attrs = "".join(
         f' {name}="{html.escape(str(val), quote=True)}"' for name, val in attributes.items()
     )
-    body = closing.sub(r"&lt;\1", text)
-    return f"<{tag}{attrs}>\n{body}\n</{tag}>"
+    return f"<{tag}{attrs}>\n{_neutralise(text, tag)}\n</{tag}>"
+
+
+# What a closing tag may be disguised with, besides spacing: characters a reader does not see.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Me"})
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")  # default-ignorable letters (Hangul fillers)
+_SPACES = frozenset("\t\n\r\x0b\x0c\x85")  # the control characters that are spacing
+_PLAIN = re.compile(r"[\t\n\r\x20-\x25\x27-\x7e]*")  # printable ASCII but '&'
+_SPECIAL = re.compile(r"[^\t\n\r\x20-\x7e]")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,8};?|#[xX][0-9a-fA-F]{1,7};?|[A-Za-z][A-Za-z0-9]{1,31};?)")
+_STAND_IN = "\u2039"
+
+
+@dataclass
+class _Skeleton:
+    """The text as a reader sees it, each character with the span of source text it came from."""
+
+    chars: list[str]
+    starts: list[int]
+    ends: list[int]
+
+
+def _neutralise(text: str, tag: str) -> str:
+    closing = re.compile(r"<(?=\s*/\s*" + re.escape(tag) + r"(?:[\s/>]|$))", re.IGNORECASE)
+    if _PLAIN.fullmatch(text):  # the common case: nothing can be disguised
+        return closing.sub(_STAND_IN, text)
+    skeleton = _visible(
+        _Skeleton(list(text), list(range(len(text))), list(range(1, len(text) + 1)))
+    )
+    for _ in range(4):  # entities of entities (`&amp;lt;`), a few levels deep
+        decoded = _decode_entities(skeleton)
+        if decoded is None:
+            break
+        skeleton = _visible(decoded)
+    found = closing.finditer("".join(skeleton.chars))
+    spans = sorted({(skeleton.starts[m.start()], skeleton.ends[m.start()]) for m in found})
+    out, position = [], 0
+    for start, end in spans:
+        if start >= position:
+            out += [text[position:start], _STAND_IN]
+            position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def _visible(source: _Skeleton) -> _Skeleton:
+    """NFKC of each character, dropping those that do not show; each keeps its source span."""
+    joined = "".join(source.chars)
+    out = _Skeleton([], [], [])
+    position = 0
+    for match in _SPECIAL.finditer(joined):
+        index = match.start()
+        out.chars += source.chars[position:index]
+        out.starts += source.starts[position:index]
+        out.ends += source.ends[position:index]
+        position = index + 1
+        for part in _normal(source.chars[index]):
+            out.chars.append(part)
+            out.starts.append(source.starts[index])
+            out.ends.append(source.ends[index])
+    out.chars += source.chars[position:]
+    out.starts += source.starts[position:]
+    out.ends += source.ends[position:]
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _normal(char: str) -> str:
+    return "".join(
+        part
+        for part in unicodedata.normalize("NFKC", char)
+        if part in _SPACES
+        or not (unicodedata.category(part) in _INVISIBLE_CATEGORIES or part in _FILLERS)
+    )
+
+
+def _decode_entities(source: _Skeleton) -> _Skeleton | None:
+    """HTML character references decoded, or None when there are none to decode."""
+    joined = "".join(source.chars)
+    if "&" not in joined:
+        return None
+    out = _Skeleton([], [], [])
+    position = 0
+    for match in _ENTITY.finditer(joined):
+        decoded = html.unescape(match.group())
+        if decoded == match.group():
+            continue
+        out.chars += source.chars[position : match.start()]
+        out.starts += source.starts[position : match.start()]
+        out.ends += source.ends[position : match.start()]
+        out.chars += list(decoded)
+        out.starts += [source.starts[match.start()]] * len(decoded)
+        out.ends += [source.ends[match.end() - 1]] * len(decoded)
+        position = match.end()
+    if position == 0:
+        return None
+    out.chars += source.chars[position:]
+    out.starts += source.starts[position:]
+    out.ends += source.ends[position:]
+    return out
 
 
 _blocks: contextvars.ContextVar[tuple[str, list[tuple[Role, str]]]] = contextvars.ContextVar(
@@ -93,9 +204,47 @@ class _RoleExtension(Extension):
         return f"\x00{nonce}:{len(collected) - 1}\x00"
 
 
+#: The sandbox refuses `x ** y` and `seq * n` whose result would be larger than this (digits or
+#: items), as it refuses `range()` over `jinja2.sandbox.MAX_RANGE` items.
+MAX_SIZE = 1_000_000
+
+_UNSUPPORTED: dict[type[nodes.Node], str] = {
+    nodes.Extends: "{% extends %}",
+    nodes.Include: "{% include %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from ... import %}",
+}
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` bounded so data cannot make a render eat memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        big = (
+            operator == "**"
+            and _is_int(left)
+            and _is_int(right)
+            and right * abs(left).bit_length() > MAX_SIZE * 10 // 3  # bits of MAX_SIZE digits
+        )
+        if big:
+            raise SecurityError(f"the sandbox blocks powers of more than {MAX_SIZE} digits")
+        if operator == "*" and any(
+            isinstance(seq, (str, list, tuple)) and _is_int(times) and len(seq) * times > MAX_SIZE
+            for seq, times in ((left, right), (right, left))
+        ):
+            raise SecurityError(f"the sandbox blocks repeating to more than {MAX_SIZE} items")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def environment() -> ImmutableSandboxedEnvironment:
     """The environment every task template is compiled in."""
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=StrictUndefined,
         autoescape=False,
         extensions=[_RoleExtension],
@@ -108,30 +257,25 @@ def environment() -> ImmutableSandboxedEnvironment:
 _ENV = environment()
 
 
+def template_problems(
+    source: str, *, declared: set[str], path: str, first_line: int
+) -> list[TaskDefinitionError]:
+    """Every load-time problem of a template: syntax, constructs the sandbox cannot run, and
+    variables that are not declared inputs. Empty when it compiles."""
+    return _compile(source, declared, path, first_line)[1]
+
+
 def compile_template(
     source: str, *, task: str, declared: set[str], path: str, first_line: int
 ) -> Callable[[dict[str, Any]], Prompt]:
-    """Compile a template after checking its syntax and that it uses only declared inputs."""
-    try:
-        tree = _ENV.parse(source)
-    except TemplateSyntaxError as exc:
-        line = first_line + (exc.lineno or 1) - 1
-        raise TaskDefinitionError(
-            f"Jinja syntax error: {exc.message}", file=path, line=line
-        ) from None
-    undeclared = sorted(meta.find_undeclared_variables(tree) - declared - set(_ENV.globals))
-    if undeclared:
-        name = undeclared[0]
-        offset = next(
-            (i for i, text in enumerate(source.splitlines()) if re.search(rf"\b{name}\b", text)), 0
-        )
-        raise TaskDefinitionError(
-            f"template uses {', '.join(map(repr, undeclared))} but inputs: does not declare "
-            f"{'it' if len(undeclared) == 1 else 'them'}; add it under inputs:",
-            file=path,
-            line=first_line + offset,
-        )
-    template = _ENV.from_string(tree)
+    """Compile a template after checking it (see `template_problems`); raises the first problem.
+
+    A render that fails at run time (a `range` too large, recursion, a bad operation on a value)
+    raises `TaskInputError` naming the template line, never a bare Python error.
+    """
+    template, problems = _compile(source, declared, path, first_line)
+    if problems or template is None:
+        raise problems[0]
 
     def render(values: dict[str, Any]) -> Prompt:
         nonce = secrets.token_hex(16)
@@ -139,13 +283,79 @@ def compile_template(
         token = _blocks.set((nonce, collected))
         try:
             text = template.render(values)
+        except PromptcastError:
+            raise
         except (SecurityError, UndefinedError) as exc:
-            raise TaskInputError(task, None, f"template could not render: {exc}") from None
+            where = _where(exc, path, first_line)
+            raise TaskInputError(task, None, f"template could not render{where}: {exc}") from None
+        except Exception as exc:  # the template's own failure, whatever Python raised for it
+            where = _where(exc, path, first_line)
+            raise TaskInputError(
+                task, None, f"template could not render{where}: {type(exc).__name__}: {exc}"
+            ) from None
         finally:
             _blocks.reset(token)
         return _assemble(text, nonce, collected)
 
     return render
+
+
+def _compile(
+    source: str, declared: set[str], path: str, first_line: int
+) -> tuple[Template | None, list[TaskDefinitionError]]:
+    def problem(message: str, lineno: int | None) -> TaskDefinitionError:
+        return TaskDefinitionError(message, file=path, line=first_line + (lineno or 1) - 1)
+
+    try:
+        tree = _ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        return None, [problem(f"Jinja syntax error: {exc.message}", exc.lineno)]
+    except RecursionError:
+        return None, [problem("the template nests too deeply to parse", 1)]
+    problems = [
+        problem(
+            f"{_UNSUPPORTED[type(node)]} cannot work in a task template: a task is one file, "
+            "loaded without a template loader; paste the text in, or use a {% macro %}",
+            node.lineno,
+        )
+        for node in tree.find_all(tuple(_UNSUPPORTED))
+    ]
+    try:
+        undeclared = meta.find_undeclared_variables(tree) - declared - set(_ENV.globals)
+    except TemplateSyntaxError as exc:  # e.g. an unknown filter or test
+        return None, [*problems, problem(f"Jinja error: {exc.message}", exc.lineno)]
+    except RecursionError:
+        return None, [*problems, problem("the template nests too deeply to compile", 1)]
+    for name in sorted(undeclared):
+        lineno = next(
+            (n.lineno for n in tree.find_all(nodes.Name) if n.name == name and n.ctx == "load"),
+            1,
+        )
+        problems.append(
+            problem(
+                f"template uses {name!r} but inputs: does not declare it; add it under inputs:",
+                lineno,
+            )
+        )
+    if problems:
+        return None, sorted(problems, key=lambda p: p.line or 0)
+    try:
+        return _ENV.from_string(tree), []
+    except TemplateSyntaxError as exc:  # e.g. an unknown filter or test
+        return None, [problem(f"Jinja error: {exc.message}", exc.lineno)]
+    except RecursionError:
+        return None, [problem("the template nests too deeply to compile", 1)]
+
+
+def _where(exc: BaseException, path: str, first_line: int) -> str:
+    """` at file:line` for the template line a render failed on, from Jinja's rewritten traceback."""
+    lineno = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    return f" at {path}:{first_line + lineno - 1}" if lineno else ""
 
 
 def _assemble(text: str, nonce: str, blocks: list[tuple[Role, str]]) -> Prompt:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,3 +106,126 @@ def test_text_between_blocks_merges_into_alternating_messages(
     assert prompt.system is None
     assert [m["role"] for m in prompt.messages] == ["user", "assistant", "user"]
     assert prompt.messages[2]["content"] == "3+3?\nmore"
+
+
+# 5: closing tags disguised by invisible characters, compatibility forms and entities
+
+DISGUISES = [
+    "</te\u200bxt>",  # zero-width space
+    "</text\u200d>",  # zero-width joiner
+    "<\ufeff/text>",  # BOM
+    "</te\u00adxt>",  # soft hyphen
+    "</text\x00>",  # NUL
+    "</t\x1fext>",  # unit separator
+    "</\x7ftext>",  # DEL
+    "</text\u200e>",  # left-to-right mark
+    "<\u202e/text>",  # right-to-left override
+    "</\u2060text>",  # word joiner
+    "</text\U000e0041>",  # tag character
+    "</te\u0301xt>",  # combining mark
+    "</te\u3164xt>",  # Hangul filler
+    "<\u2028/text>",  # line separator
+    "\uff1c\uff0f\uff54\uff45\uff58\uff54\uff1e",  # fullwidth
+    "\ufe64/text\ufe65",  # small form variants
+    "<\uff0ftext>",  # fullwidth solidus
+    "&lt;/text>",
+    "&LT;/text>",
+    "&lt/text>",
+    "&#60;/text>",
+    "&#060;/text>",
+    "&#x3c;/text>",
+    "&#X3C;/text>",
+    "&lt;&#47;text&gt;",
+    "&lt;&sol;&#116;ext>",
+    "&amp;lt;/text>",
+    "&#xff1c;/text>",
+    "&lt;/te&#x200b;xt>",
+]
+
+
+@pytest.mark.parametrize("closing", DISGUISES)
+def test_disguised_closing_tags_cannot_close_the_fence(closing: str) -> None:
+    fenced = fence(f"before {closing} after", "text")
+    assert fenced.startswith("<text>\n") and fenced.endswith("\n</text>")
+    inner = fenced[len("<text>\n") : -len("\n</text>")]
+    assert _as_read(inner).count("</text") == 0
+    assert inner.startswith("before ") and inner.endswith(" after")
+    # only the `<` (in whatever form) was replaced: the rest of the disguise is kept
+    assert len(inner) <= len(f"before {closing} after")
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "</textarea> a <b>bold</b> &amp; &lt;b&gt; <text> x < y",
+        "\uff1cb\uff1e caf\u00e9 \u200b zero width alone",
+        "&lt;/texts> &#60;/context>",
+    ],
+)
+def test_fence_keeps_everything_that_is_not_a_closing_tag(kept: str) -> None:
+    assert fence(kept, "text") == f"<text>\n{kept}\n</text>"
+
+
+def _as_read(text: str) -> str:
+    """Roughly how a reader sees text: entities decoded twice, NFKC, invisible characters gone."""
+    for _ in range(2):
+        text = html.unescape(text)
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(
+        ch
+        for ch in text
+        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Mn", "Cn")
+    )
+    return re.sub(r"\s+", "", text.replace("\u3164", "")).lower()
+
+
+# 19: what cannot work in the sandbox is refused at load; run-time failures are promptcast errors
+
+
+@pytest.mark.parametrize(
+    ("statement", "name"),
+    [
+        ('{% include "header.jinja" %}', "include"),
+        ('{% import "macros.jinja" as m %}', "import"),
+        ('{% from "macros.jinja" import greet %}', "from"),
+        ('{% extends "base.jinja" %}', "extends"),
+    ],
+)
+def test_template_loader_statements_are_refused_at_load(
+    write_task: Callable[..., Path], statement: str, name: str
+) -> None:
+    path = write_task("loader", f"---\ninputs: {{q: str}}\n---\nfirst\n{statement}\n{{{{ q }}}}\n")
+    with pytest.raises(pc.TaskDefinitionError, match=f"{{% {name}") as info:
+        pc.Task.from_file(path)
+    assert info.value.file == str(path) and info.value.line == 5
+
+
+def test_unknown_filters_are_refused_at_load(write_task: Callable[..., Path]) -> None:
+    path = write_task("filters", "---\ninputs: {q: str}\n---\n\n{{ q | shout }}\n")
+    with pytest.raises(pc.TaskDefinitionError, match="No filter named 'shout'") as info:
+        pc.Task.from_file(path)
+    assert info.value.line == 5
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "message"),
+    [
+        ("{% for i in range(n) %}.{% endfor %}", {"n": 10**7}, "Range too big"),
+        ("{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(n) }}", {"n": 1}, "RecursionError"),
+        ("{{ n + 'a' }}", {"n": 1}, "TypeError"),
+        ("{{ 1 / n }}", {"n": 0}, "ZeroDivisionError"),
+        ("{{ n ** n }}", {"n": 10**6}, "powers"),
+        ("{{ 10 ** 10000000 }}", {"n": 1}, "powers"),
+        ("{{ 'ab' * n }}", {"n": 10**9}, "repeating"),
+        ("{{ [n] * n }}", {"n": 10**9}, "repeating"),
+        ("{{ (n|string).index('x') }}", {"n": 99}, "ValueError"),
+    ],
+)
+def test_run_time_template_failures_are_input_errors_with_a_line(
+    write_task: Callable[..., Path], template: str, values: dict[str, int], message: str
+) -> None:
+    path = write_task("runtime", f"---\ninputs: {{n: int}}\n---\nfirst line\n{template}\n")
+    task = pc.Task.from_file(path)
+    with pytest.raises(pc.TaskInputError, match="could not render") as info:
+        task.render(**values)
+    assert message in str(info.value) and f"{path}:5" in str(info.value)
