@@ -1,13 +1,20 @@
 """The task file: YAML frontmatter between `---` lines, then a Jinja template, read into a `TaskSpec`.
 
 Everything that can be checked without calling a model is checked here, at load time, and every
-error names the file and the line.
+error names the file and the line. `check_task_file` lists every problem of a file (what
+`promptcast check` prints); `parse_task_file` raises the first one.
+
+The frontmatter is read with a YAML loader that refuses aliases (`*name`, so no "billion laughs"),
+nesting deeper than `MAX_YAML_DEPTH` and files larger than `MAX_TASK_FILE_BYTES`, so loading a file
+takes bounded time and memory whatever it holds.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +26,28 @@ from pydantic import field_validator as _field_validator
 from promptcast._typeexpr import TypeExprError, parse_type
 from promptcast.errors import TaskDefinitionError
 
-__all__ = ["Budget", "Example", "InputSpec", "TaskSpec", "parse_task_file", "parse_task_text"]
+__all__ = [
+    "MAX_TASK_FILE_BYTES",
+    "MAX_YAML_DEPTH",
+    "Budget",
+    "Example",
+    "InputSpec",
+    "TaskSpec",
+    "check_task_file",
+    "parse_task_file",
+    "parse_task_text",
+]
+
+#: A task file larger than this is refused before it is parsed.
+MAX_TASK_FILE_BYTES = 1024 * 1024
+#: Frontmatter nested deeper than this (mappings and lists inside each other) is refused.
+MAX_YAML_DEPTH = 64
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_FIELD_KEYS = ("type", "description", "default", "items", "fields")
+_LIST_TYPES = ("list", "array")
+_OBJECT_TYPES = ("object", "dict")
 
 
 class Budget(BaseModel):
@@ -70,6 +96,13 @@ class _Frontmatter(BaseModel):
         if value is not None and not re.match(r"^[\w.-]+[/:].+", value):
             raise ValueError("must look like 'provider/model', e.g. 'anthropic/claude-sonnet-4-6'")
         return value
+
+
+_KNOWN_KEYS: dict[Any, Sequence[str]] = {
+    None: tuple(_Frontmatter.model_fields),
+    "budget": tuple(Budget.model_fields),
+    "examples": tuple(_ExampleForm.model_fields),
+}
 
 
 @dataclass(frozen=True)
@@ -129,101 +162,219 @@ class TaskSpec:
 
 
 def parse_task_file(path: str | Path) -> TaskSpec:
-    """Read and check one task file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TaskDefinitionError(
-            f"cannot read task file ({exc.strerror})", file=str(path)
-        ) from exc
-    return parse_task_text(text, path=str(path))
+    """Read and check one task file; raises the first problem as a `TaskDefinitionError`."""
+    return parse_task_text(_read(Path(path)), path=str(path))
 
 
 def parse_task_text(text: str, *, path: str = "<string>", name: str | None = None) -> TaskSpec:
-    """Check one task file's text; `path` is only used in error messages and the default name."""
-    front, template, template_line = _split(text, path)
+    """Check one task file's text; `path` is only used in error messages, to find the project's
+    modules for `module:Class` types, and for the default name."""
+    parsed = _parse(text, path, name)
+    if parsed.problems or parsed.spec is None:
+        raise _first(parsed.problems)
+    return parsed.spec
+
+
+def check_task_file(path: str | Path) -> list[TaskDefinitionError]:
+    """Every problem of one task file, frontmatter and template, in file order; empty when it
+    loads."""
+    from promptcast.render import template_problems
+
     try:
-        node = yaml.compose(front, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(front)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
+        text = _read(Path(path))
+    except TaskDefinitionError as exc:
+        return [exc]
+    parsed = _parse(text, str(path), None)
+    problems = list(parsed.problems)
+    if parsed.template is not None:
+        problems += template_problems(
+            parsed.template,
+            declared=parsed.declared,
+            path=str(path),
+            first_line=parsed.template_line,
+        )
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def _read(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_TASK_FILE_BYTES + 1)
+    except OSError as exc:
         raise TaskDefinitionError(
-            f"invalid YAML in frontmatter: {problem}", file=path, line=line
+            f"cannot read task file ({exc.strerror})", file=str(path)
         ) from None
-    data = data or {}
-    if not isinstance(data, dict):
-        raise TaskDefinitionError("frontmatter must be a YAML mapping of keys", file=path, line=2)
-
-    def line_of(*keys: str | int) -> int:
-        return _line_of(node, keys)
-
-    try:
-        front_model = _Frontmatter.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        where = ".".join(str(p) for p in loc)
-        raise TaskDefinitionError(f"{where}: {msg}", file=path, line=line_of(*loc)) from None
-
-    task_name = name or front_model.name or Path(path).stem
-    if not _NAME.match(task_name):
+    if len(raw) > MAX_TASK_FILE_BYTES:
         raise TaskDefinitionError(
-            f"task name {task_name!r} is not a Python identifier; rename the file or set `name:`",
-            file=path,
-            line=line_of("name") if front_model.name else 1,
+            f"task file is larger than {MAX_TASK_FILE_BYTES} bytes; split it or move data out",
+            file=str(path),
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TaskDefinitionError(
+            f"task file is not UTF-8 (byte {exc.start}); save it as UTF-8",
+            file=str(path),
+            line=line,
+        ) from None
+
+
+@dataclass
+class _Parsed:
+    spec: TaskSpec | None
+    problems: list[TaskDefinitionError]
+    template: str | None = None
+    template_line: int = 1
+    declared: set[str] = field(default_factory=set)
+
+
+class _Problems:
+    """Collects the problems of one file, each with the line of the frontmatter key it is about."""
+
+    def __init__(self, path: str, node: yaml.Node | None) -> None:
+        self.path = path
+        self.node = node
+        self.found: list[TaskDefinitionError] = []
+
+    def line(self, *keys: str | int) -> int:
+        return _line_of(self.node, keys)
+
+    def add(self, message: str, *keys: str | int, line: int | None = None) -> None:
+        self.found.append(
+            TaskDefinitionError(message, file=self.path, line=line or self.line(*keys))
         )
 
-    inputs = {
-        key: _input_spec(key, value, path, line_of("inputs", key))
-        for key, value in front_model.inputs.items()
-    }
-    output_text, output_model = _output(task_name, front_model.output, path, line_of("output"))
-    input_model = _input_model(task_name, inputs)
+
+def _parse(text: str, path: str, name: str | None) -> _Parsed:
+    if len(text) > MAX_TASK_FILE_BYTES:
+        error = TaskDefinitionError(
+            f"task file is larger than {MAX_TASK_FILE_BYTES} bytes; split it or move data out",
+            file=path,
+        )
+        return _Parsed(None, [error])
+    try:
+        front, template, template_line = _split(text, path)
+        node, data = _load_yaml(front, path)
+    except TaskDefinitionError as exc:
+        return _Parsed(None, [exc])
+    parsed = _Parsed(None, [], template, template_line)
+    data = data or {}
+    if not isinstance(data, dict):
+        error = TaskDefinitionError("frontmatter must be a YAML mapping of keys", file=path, line=2)
+        return _Parsed(None, [error], template, template_line)
+    problems = _Problems(path, node)
+    _duplicate_keys(node, problems)
+    if isinstance(data.get("inputs"), dict):
+        parsed.declared = {str(key) for key in data["inputs"]}
+    parsed.spec = _build(text, data, path, name, template, template_line, problems)
+    parsed.problems = problems.found
+    return parsed
+
+
+def _build(
+    text: str,
+    data: dict[Any, Any],
+    path: str,
+    name: str | None,
+    template: str,
+    template_line: int,
+    problems: _Problems,
+) -> TaskSpec | None:
+    front = _frontmatter(data, problems)
+    task_name = name or front.name or Path(path).stem
+    if not _NAME.match(task_name):
+        problems.add(
+            f"task name {task_name!r} is not a Python identifier; rename the file or set `name:`",
+            line=problems.line("name") if front.name else 1,
+        )
+    search = _search_folders(path)
+    inputs: dict[str, InputSpec] = {}
+    for key, value in front.inputs.items():
+        spec = _input_spec(key, value, problems, search)
+        if spec is not None:
+            inputs[key] = spec
+    failed = set(front.inputs) - set(inputs)
+    builder = _OutputBuilder(_camel(task_name), problems, search)
+    output_text, output_model, output_ok = builder.output(front.output)
+    if output_model is not None:
+        output_fields: set[str] | None = set(output_model.model_fields)
+    elif isinstance(front.output, dict):  # inline fields with a problem: their names still count
+        output_fields = {str(key) for key in front.output}
+    else:
+        output_fields = None
+    input_model = _input_model(task_name, inputs, problems)
 
     examples = []
-    for i, ex in enumerate(front_model.examples):
-        line = line_of("examples", i)
-        try:
-            input_model.model_validate(ex.inputs)
-        except ValidationError as exc:
-            raise TaskDefinitionError(
-                f"examples[{i}].inputs do not validate: {_first_error(exc)}", file=path, line=line
-            ) from None
-        if ex.expect and output_model is not None:
-            unknown = sorted(set(ex.expect) - set(output_model.model_fields))
+    for i, ex in enumerate(front.examples):
+        line = problems.line("examples", i)
+        if input_model is not None:  # inputs that failed to load are left out, not reported again
+            try:
+                input_model.model_validate({k: v for k, v in ex.inputs.items() if k not in failed})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    where = ".".join(str(p) for p in err["loc"])
+                    problems.add(
+                        f"examples[{i}].inputs do not validate: {where}: {err['msg']}",
+                        "examples",
+                        i,
+                        "inputs",
+                        *err["loc"][:1],
+                    )
+        if ex.expect and output_fields is not None:
+            unknown = sorted(set(ex.expect) - output_fields)
             if unknown:
-                raise TaskDefinitionError(
+                problems.add(
                     f"examples[{i}].expect names field(s) {unknown} that the output has not",
-                    file=path,
                     line=line,
                 )
         examples.append(Example(ex.inputs, ex.expect, ex.expect_contains, ex.name, line))
 
+    if problems.found or input_model is None or not output_ok:
+        return None
     return TaskSpec(
         name=task_name,
         path=path,
-        description=front_model.description.strip(),
-        version=front_model.version,
+        description=front.description.strip(),
+        version=front.version,
         inputs=inputs,
         output_text=output_text,
         output_model=output_model,
         template=template,
         template_line=template_line,
-        model=front_model.model,
-        fallbacks=tuple(front_model.fallbacks),
-        temperature=front_model.temperature,
-        max_tokens=front_model.max_tokens,
-        max_attempts=front_model.max_attempts,
-        budget=front_model.budget,
+        model=front.model,
+        fallbacks=tuple(front.fallbacks),
+        temperature=front.temperature,
+        max_tokens=front.max_tokens,
+        max_attempts=front.max_attempts,
+        budget=front.budget,
         examples=tuple(examples),
-        metadata=front_model.metadata,
+        metadata=front.metadata,
         source_hash=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
         input_model=input_model,
     )
+
+
+def _frontmatter(data: dict[Any, Any], problems: _Problems) -> _Frontmatter:
+    """Validate the top-level keys, reporting each bad one and going on without it."""
+    try:
+        return _Frontmatter.model_validate(data)
+    except ValidationError as exc:
+        bad = set()
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            bad.add(loc[0] if loc else None)
+            where = ".".join(str(p) for p in loc)
+            if err["type"] == "extra_forbidden":
+                known = _KNOWN_KEYS.get(loc[0] if len(loc) > 1 else None, ())
+                message = _unknown_key(str(loc[-1]), known)
+            else:
+                message = err["msg"]
+            problems.add(f"{where}: {message}", *loc)
+    try:
+        return _Frontmatter.model_validate({k: v for k, v in data.items() if k not in bad})
+    except ValidationError:
+        return _Frontmatter()
 
 
 def _split(text: str, path: str) -> tuple[str, str, int]:
@@ -238,6 +389,76 @@ def _split(text: str, path: str) -> tuple[str, str, int]:
         if lines[i].strip() == "---":
             return "".join(lines[1:i]), "".join(lines[i + 1 :]), i + 2
     raise TaskDefinitionError("frontmatter is not closed by a '---' line", file=path, line=1)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without aliases and with a nesting limit: bounded time and memory."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in a task file; write the value out",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"frontmatter is nested more than {MAX_YAML_DEPTH} levels deep",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _load_yaml(front: str, path: str) -> tuple[yaml.Node | None, Any]:
+    loader = _Loader(front)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TaskDefinitionError(
+            f"invalid YAML in frontmatter: {problem}", file=path, line=line
+        ) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an int of 5000 digits, a 13th month
+        raise TaskDefinitionError(
+            f"invalid value in frontmatter: {exc}", file=path, line=2
+        ) from None
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _duplicate_keys(node: yaml.Node | None, problems: _Problems) -> None:
+    """PyYAML keeps the last of two equal keys silently; a task file with one is wrong."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        problems.add(
+                            f"key {key.value!r} appears twice in the same mapping",
+                            line=key.start_mark.line + 2,
+                        )
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
 
 
 def _line_of(node: yaml.Node | None, keys: tuple[str | int, ...]) -> int:
@@ -259,71 +480,228 @@ def _line_of(node: yaml.Node | None, keys: tuple[str | int, ...]) -> int:
     return line + 2
 
 
-def _input_spec(name: str, value: Any, path: str, line: int) -> InputSpec:
+def _search_folders(path: str) -> tuple[Path, ...]:
+    """Where a task file's `module:Class` is looked for when it is not importable as is: the
+    project (the folder holding pyproject.toml, and its src/), then the prompts folder's parent."""
+    if path.startswith("<"):
+        return ()
+    file = Path(path).resolve()
+    folders: list[Path] = []
+    for parent in file.parents:
+        if (parent / "pyproject.toml").is_file():
+            folders += [parent, parent / "src"]
+            break
+    folders.append(file.parent.parent)
+    unique = dict.fromkeys(f for f in folders if f.is_dir())
+    return tuple(unique)
+
+
+def _input_spec(
+    name: str, value: Any, problems: _Problems, search: tuple[Path, ...]
+) -> InputSpec | None:
+    keys = ("inputs", name)
     if not _NAME.match(name):
-        raise TaskDefinitionError(
-            f"input name {name!r} is not a Python identifier", file=path, line=line
-        )
+        problems.add(f"input name {name!r} is not a Python identifier", *keys)
+        return None
     if not isinstance(value, dict):
         value = {"type": value}
     try:
         form = _InputForm.model_validate(value)
     except ValidationError as exc:
-        raise TaskDefinitionError(
-            f"inputs.{name}: {_first_error(exc)}", file=path, line=line
-        ) from None
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                message = _unknown_key(where, ("type", "default", "description"), "in an input")
+            else:
+                message = f"{where}: {err['msg']}"
+            problems.add(f"inputs.{name}: {message}", *keys, *err["loc"][:1])
+        return None
     type_text = form.kind if form.kind is not None and "type" not in value else form.type
     try:
-        parsed = parse_type(type_text)
+        parsed = parse_type(type_text, search=search)
     except TypeExprError as exc:
-        raise TaskDefinitionError(f"inputs.{name}: {exc}", file=path, line=line) from None
+        problems.add(f"inputs.{name}: {exc}", *keys)
+        return None
     default = form.default if "default" in value else ...
     return InputSpec(name, str(type_text), parsed, default, form.description)
 
 
-def _output(task: str, value: Any, path: str, line: int) -> tuple[str, type[BaseModel] | None]:
-    if isinstance(value, str) and value.strip() == "str":
-        return "str", None
-    if isinstance(value, str):
-        try:
-            model = parse_type(value)
-        except TypeExprError as exc:
-            raise TaskDefinitionError(f"output: {exc}", file=path, line=line) from None
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise TaskDefinitionError(
-                f"output {value!r} is not a pydantic BaseModel subclass", file=path, line=line
-            )
-        return value.strip(), model
-    if isinstance(value, dict) and value:
-        fields: dict[str, Any] = {}
-        for key, spec in value.items():
-            form = spec if isinstance(spec, dict) else {"type": spec}
+class _OutputBuilder:
+    """Turns `output:` into a pydantic model: a `module:Class`, or inline fields, nested at will.
+
+    A field is a type string (`str`, `list[int]`, `mod:Class`), a mapping of fields (a nested
+    object), a one-item list (`[str]`, `[{name: str}]`: a list of that), or a field spec: a mapping
+    with a `type` key and optionally `description`, `default`, `items` (with `type: list`) and
+    `fields` (with `type: object`, for a nested object that has a field called `type`).
+    """
+
+    def __init__(self, prefix: str, problems: _Problems, search: tuple[Path, ...]) -> None:
+        self.prefix = prefix
+        self.problems = problems
+        self.search = search
+
+    def output(self, value: Any) -> tuple[str, type[BaseModel] | None, bool]:
+        """`(output_text, model or None for free text, ok)`."""
+        if isinstance(value, str) and value.strip() == "str":
+            return "str", None, True
+        if isinstance(value, str):
             try:
-                parsed = parse_type(form.get("type", "str"))
+                model = parse_type(value, search=self.search)
             except TypeExprError as exc:
-                raise TaskDefinitionError(f"output.{key}: {exc}", file=path, line=line) from None
-            default = form.get("default", ...)
-            fields[str(key)] = (parsed, Field(default, description=form.get("description")))
-        model_name = "".join(part.capitalize() for part in task.split("_")) + "Output"
+                self.problems.add(
+                    f"output: {exc}; `output:` is 'str', a pydantic BaseModel subclass as "
+                    "'module:Class', or a mapping of fields",
+                    "output",
+                )
+                return value.strip(), None, False
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                self.problems.add(
+                    f"output {value!r} is not a pydantic BaseModel subclass; use a model or "
+                    "inline fields",
+                    "output",
+                )
+                return value.strip(), None, False
+            return value.strip(), model, True
+        if isinstance(value, dict) and value:
+            model = self._model(f"{self.prefix}Output", value, ("output",))
+            return "inline", model, model is not None
+        self.problems.add(
+            "output must be 'str', 'module:Class' or a mapping of field: type", "output"
+        )
+        return "inline", None, False
+
+    def _model(
+        self, name: str, fields: dict[Any, Any], keys: tuple[str | int, ...]
+    ) -> type[BaseModel] | None:
+        built: dict[str, Any] = {}
+        ok = True
+        for key, spec in fields.items():
+            here = (*keys, key)
+            if not isinstance(key, str) or not _FIELD_NAME.match(key):
+                self._add(f"field name {key!r} must be letters, digits and '_'", here)
+                ok = False
+                continue
+            result = self._field(f"{name}{_camel(key)}", spec, here)
+            if result is None:
+                ok = False
+            else:
+                built[key] = result
+        if not ok:
+            return None
         try:
-            return "inline", create_model(model_name, **fields)
-        except (TypeError, ValueError) as exc:
-            raise TaskDefinitionError(f"output: {exc}", file=path, line=line) from None
-    raise TaskDefinitionError(
-        "output must be 'str', 'module:Class' or a mapping of field: type", file=path, line=line
-    )
+            return create_model(name, **built)
+        except Exception as exc:  # pydantic's schema errors are TypeErrors, NameErrors, ...
+            self._add(f"cannot build the output model: {exc}", keys)
+            return None
+
+    def _field(self, name: str, spec: Any, keys: tuple[str | int, ...]) -> tuple[Any, Any] | None:
+        if isinstance(spec, dict) and "type" in spec:
+            unknown = [k for k in spec if k not in _FIELD_KEYS]
+            for key in unknown:
+                hint = (
+                    "; for a nested object with a field called 'type', write "
+                    "{type: object, fields: {...}}"
+                    if len(unknown) == 1 and not difflib.get_close_matches(str(key), _FIELD_KEYS)
+                    else ""
+                )
+                self._add(_unknown_key(str(key), _FIELD_KEYS, "in a field spec") + hint, keys)
+            tp = self._spec_type(name, spec, keys)
+            if tp is None or unknown:
+                return None
+            default = spec.get("default", ...)
+            return tp, Field(default, description=spec.get("description"))
+        tp = self._type(spec, keys, name)
+        return None if tp is None else (tp, Field(...))
+
+    def _spec_type(self, name: str, spec: dict[Any, Any], keys: tuple[str | int, ...]) -> Any:
+        kind = spec["type"]
+        kind_text = kind.strip() if isinstance(kind, str) else None
+        if "fields" in spec:
+            if kind_text not in _OBJECT_TYPES:
+                self._add("'fields' goes with 'type: object'", (*keys, "fields"))
+                return None
+            if not isinstance(spec["fields"], dict) or not spec["fields"]:
+                self._add("'fields' must be a mapping of field: type", (*keys, "fields"))
+                return None
+            return self._model(name, spec["fields"], (*keys, "fields"))
+        if "items" in spec:
+            if kind_text not in _LIST_TYPES:
+                self._add(
+                    f"'items' goes with 'type: list', not {kind!r}; write the element type "
+                    "under items:",
+                    (*keys, "items"),
+                )
+                return None
+            item = self._type(spec["items"], (*keys, "items"), f"{name}Item")
+            return None if item is None else list[item]  # type: ignore[valid-type]
+        return self._type(kind, (*keys, "type"), name)
+
+    def _type(self, spec: Any, keys: tuple[str | int, ...], name: str = "") -> Any:
+        """A field's type, in any of the forms; None (with a problem reported) when it is wrong."""
+        if isinstance(spec, dict):
+            if not spec:
+                self._add("a nested object needs at least one field", keys)
+                return None
+            if "type" in spec:
+                result = self._field(name, spec, keys)
+                return None if result is None else result[0]
+            return self._model(name, spec, keys)
+        if isinstance(spec, list):
+            if len(spec) != 1:
+                self._add(
+                    "a list type is a one-item list: the type of its elements, e.g. [str] or "
+                    "[{name: str}]",
+                    keys,
+                )
+                return None
+            item = self._type(spec[0], (*keys, 0), f"{name}Item")
+            return None if item is None else list[item]  # type: ignore[valid-type]
+        try:
+            return parse_type(spec, search=self.search)
+        except TypeExprError as exc:
+            self._add(str(exc), keys)
+            return None
+
+    def _add(self, message: str, keys: tuple[str | int, ...]) -> None:
+        where = ".".join(str(k) for k in keys)
+        self.problems.add(f"{where}: {message}", *keys)
 
 
-def _input_model(task: str, inputs: dict[str, InputSpec]) -> type[BaseModel]:
+def _input_model(
+    task: str, inputs: dict[str, InputSpec], problems: _Problems
+) -> type[BaseModel] | None:
     fields: dict[str, Any] = {
         spec.name: (spec.type, Field(spec.default, description=spec.description))
         for spec in inputs.values()
     }
-    model_name = "".join(part.capitalize() for part in task.split("_")) + "Inputs"
-    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    try:
+        model: type[BaseModel] = create_model(
+            f"{_camel(task)}Inputs", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        model.model_json_schema()
+    except Exception as exc:  # a type pydantic cannot validate or describe
+        problems.add(f"inputs: {exc}", "inputs")
+        return None
+    return model
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+def _unknown_key(key: str, known: Sequence[str], where: str = "") -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return f"unknown key {key!r}{' ' + where if where else ''}{hint}"
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _first(problems: list[TaskDefinitionError]) -> TaskDefinitionError:
+    first = min(problems, key=lambda p: p.line or 0)
+    if len(problems) == 1:
+        return first
+    more = len(problems) - 1
+    return TaskDefinitionError(
+        f"{first.reason} (and {more} more problem(s); `promptcast check {first.file}` lists all)",
+        file=first.file,
+        line=first.line,
+    )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pytest
+from pydantic import ValidationError
 
 import promptcast as pc
-from promptcast.spec import parse_task_text
+from promptcast.spec import MAX_TASK_FILE_BYTES, check_task_file, parse_task_file, parse_task_text
 
 GOOD = """
 ---
@@ -176,3 +178,160 @@ def test_module_class_output_from_a_temp_module(
         write_task("s", "---\ninputs: {text: str}\noutput: my_schemas:Summary\n---\n{{ text }}\n")
     )
     assert task.output_model is sys.modules["my_schemas"].Summary
+
+
+# 2: the frontmatter loads in bounded time and memory
+
+LAUGHS = """
+  a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]"""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "metadata:{laughs}",
+        "inputs:\n  x:\n    type: str\n    default:\n{laughs_deeper}",
+        "examples:\n  - inputs:{laughs_deeper}",
+        "description: &x hello\nversion: *x",
+        "budget: &b {{timeout_s: 3}}\nmetadata: {{<<: *b}}",
+    ],
+)
+def test_yaml_aliases_are_refused_fast(where: str) -> None:
+    deeper = LAUGHS.replace("\n  ", "\n      ")
+    front = where.format(laughs=LAUGHS, laughs_deeper=deeper)
+    started = time.perf_counter()
+    with pytest.raises(pc.TaskDefinitionError, match="aliases") as info:
+        parse_task_text(f"---\n{front}\n---\nx\n", name="t")
+    assert time.perf_counter() - started < 0.5
+    assert info.value.line is not None and info.value.line > 1
+
+
+def test_a_task_file_over_the_size_cap_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "big.jinja"
+    path.write_text("---\ndescription: x\n---\n" + "x" * MAX_TASK_FILE_BYTES)
+    with pytest.raises(pc.TaskDefinitionError, match="larger than"):
+        parse_task_file(path)
+    with pytest.raises(pc.TaskDefinitionError, match="larger than"):
+        parse_task_text(path.read_text(), name="t")
+
+
+@pytest.mark.parametrize(
+    ("front", "message"),
+    [
+        ("metadata: " + "[" * 5000 + "]" * 5000, "nested more than"),
+        ("metadata: {n: " + "9" * 5000 + "}", "invalid value"),
+        ("metadata: {d: 2024-13-45}", "invalid value"),
+        ("metadata: !!python/object:os.system x", "invalid YAML"),
+        ("description: a\ndescription: b", "appears twice"),
+    ],
+)
+def test_hostile_yaml_values_are_definition_errors(front: str, message: str) -> None:
+    with pytest.raises(pc.TaskDefinitionError, match=message):
+        parse_task_text(f"---\n{front}\n---\nx\n", name="t")
+
+
+def test_a_file_that_is_not_utf8_is_a_definition_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin.jinja"
+    path.write_bytes(b"---\ndescription: caf\xe9\n---\nx\n")
+    with pytest.raises(pc.TaskDefinitionError, match="UTF-8") as info:
+        parse_task_file(path)
+    assert info.value.line == 2
+
+
+# 15: nested inline outputs
+
+NESTED = """
+---
+output:
+  owner: {name: str, email: str}
+  tags: [{label: str, score: float}]
+  steps:
+    type: list
+    description: What to do, in order.
+    items: {title: str, done: {type: bool, default: false}}
+  deep: {a: {b: {c: "list[int]"}}}
+  typed: {type: object, fields: {type: str, value: int}}
+  note: {type: str, default: none given}
+---
+x
+"""
+
+
+def test_nested_inline_outputs_build_nested_models() -> None:
+    model = parse_task_text(NESTED.lstrip(), name="plan").output_model
+    assert model is not None
+    value = model.model_validate(
+        {
+            "owner": {"name": "Ana", "email": "a@x"},
+            "tags": [{"label": "bug", "score": 0.5}],
+            "steps": [{"title": "fix"}],
+            "deep": {"a": {"b": {"c": [1, 2]}}},
+            "typed": {"type": "t", "value": 1},
+        }
+    )
+    dumped = value.model_dump()
+    assert dumped["owner"] == {"name": "Ana", "email": "a@x"}
+    assert dumped["steps"] == [{"title": "fix", "done": False}]
+    assert dumped["deep"]["a"]["b"]["c"] == [1, 2]
+    assert dumped["note"] == "none given"
+    schema = model.model_json_schema()
+    assert schema["properties"]["steps"]["description"] == "What to do, in order."
+    owner = schema["$defs"][schema["properties"]["owner"]["$ref"].rsplit("/", 1)[1]]
+    assert owner["required"] == ["name", "email"] and owner["type"] == "object"
+    with pytest.raises(ValidationError):
+        model.model_validate({**value.model_dump(), "owner": "Ana"})
+
+
+@pytest.mark.parametrize(
+    ("output", "line", "message"),
+    [
+        ("  a: {type: str, descripton: x}", 3, "did you mean 'description'"),
+        ("  a:\n    b: {type: int, defualt: 1}", 4, "did you mean 'default'"),
+        ("  a: {type: str, owner: str}", 3, "{type: object, fields:"),
+        ("  a: {type: str, items: str}", 3, "'items' goes with 'type: list'"),
+        ("  a: {type: str, fields: {b: str}}", 3, "'fields' goes with 'type: object'"),
+        ("  a: [str, int]", 3, "one-item list"),
+        ("  a: {}", 3, "at least one field"),
+        ("  a:\n    b:\n      c: nosuchtype", 5, "output.a.b.c: unknown type"),
+        ("  a: {type: list, items: {b: {type: wrong}}}", 3, "unknown type 'wrong'"),
+    ],
+)
+def test_wrong_field_specs_name_the_field_and_line(output: str, line: int, message: str) -> None:
+    with pytest.raises(pc.TaskDefinitionError) as info:
+        parse_task_text(f"---\noutput:\n{output}\n---\nx\n", name="t")
+    assert message in str(info.value) and info.value.line == line
+
+
+def test_every_problem_in_a_file_is_collected(write_task: Callable[..., Path]) -> None:
+    path = write_task(
+        "many",
+        """
+        ---
+        descripton: x
+        inputs:
+          a: "subprocess:Popen"
+          b: int
+        output:
+          c: {type: str, descripton: y}
+        examples:
+          - inputs: {b: many}
+          - inputs: {b: 1}
+            expect: {nope: 1}
+        ---
+        {% include "other.jinja" %}
+        {{ a }} {{ b }} {{ missing }}
+        """,
+    )
+    problems = check_task_file(path)
+    assert [p.line for p in problems] == [2, 4, 7, 9, 10, 13, 14]
+    with pytest.raises(pc.TaskDefinitionError, match=r"and 4 more problem\(s\)") as info:
+        parse_task_file(path)
+    assert info.value.line == 2
