@@ -7,7 +7,10 @@ The examples themselves run as collected items (`promptcast/prompts/*.jinja`, na
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from pydantic import ValidationError
 
 import promptcast as pc
 from promptcast.cli import demo_cassettes
@@ -40,3 +43,35 @@ def test_typed_builtin_function_returns_its_model() -> None:
         message="Checkout page crashes since this morning, we lose sales!", customer_tier="business"
     )
     assert isinstance(ticket, Ticket) and ticket.urgency == "high"
+
+
+LABELS = {"inputs": {"text": "charged twice", "labels": ["billing", "bug", "feature_request"]}}
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [("billing", "billing"), ("Billing", "billing"), ("  BUG ", "bug")],
+)
+def test_classification_accepts_a_given_label_in_its_given_spelling(
+    label: str, expected: str
+) -> None:
+    from promptcast.tasks import Classification
+
+    result = Classification.model_validate({"label": label, "reason": "r"}, context=LABELS)
+    assert result.label == expected
+
+
+@pytest.mark.parametrize("label", ["refund", "billing, bug", "", "billing!"])
+def test_classification_refuses_a_label_that_was_not_given(label: str) -> None:
+    from promptcast.tasks import Classification
+
+    with pytest.raises(ValidationError, match="one of the given labels: billing, bug"):
+        Classification.model_validate({"label": label, "reason": "r"}, context=LABELS)
+
+
+@pytest.mark.parametrize("context", [None, {}, {"inputs": {}}, {"inputs": {"labels": []}}])
+def test_classification_without_labels_in_context_accepts_any_label(context: Any) -> None:
+    from promptcast.tasks import Classification
+
+    result = Classification.model_validate({"label": "refund", "reason": "r"}, context=context)
+    assert result.label == "refund"
