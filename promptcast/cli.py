@@ -21,7 +21,7 @@ from rich.text import Text
 
 import promptcast as pc
 from promptcast._secrets import scrub
-from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
+from promptcast.errors import PromptcastError, TaskInputError
 from promptcast.task import BUILTIN_PROMPTS
 
 # rich_markup_mode=None: help text is printed literally (`promptcast[server]` keeps its brackets)
@@ -171,36 +171,75 @@ def show(name: str, prompts: PromptsOption = None) -> None:
 def check(
     dirs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Folders of task files. Default: the built-in tasks."),
+        typer.Argument(
+            help="Task files or folders of them. Default: the built-in tasks and the configured "
+            "prompts folders (PROMPTCAST_PROMPTS)."
+        ),
     ] = None,
+    prompts: PromptsOption = None,
 ) -> None:
-    """Load-time checks of every task file; exits 1 and prints file:line for each problem."""
-    folders = dirs or [BUILTIN_PROMPTS]
-    problems: list[str] = []
-    count = 0
+    """Load-time checks of task files: prints file:line for every problem in every file; exits 1
+    when there is any, or when no task file is found."""
+    from promptcast.spec import check_task_file
+
+    try:
+        targets = [*(dirs or []), *(prompts or [])] or [
+            BUILTIN_PROMPTS,
+            *(Path(p) for p in pc.get_config().prompts),
+        ]
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    files, problems = _check_targets(targets)
     names: dict[str, str] = {}
-    for folder in folders:
-        files = sorted(folder.glob("*.jinja")) if folder.is_dir() else [folder]
-        if not folder.exists():
-            problems.append(f"{folder}: no such file or folder")
-        for path in files:
-            count += 1
-            try:
-                task = pc.Task.from_file(path)
-            except TaskDefinitionError as exc:
-                problems.append(str(exc))
-                continue
-            if task.name in names:
-                problems.append(
-                    f"{path}:1: task name {task.name!r} is already used by {names[task.name]}"
-                )
-            names[task.name] = str(path)
+    for path in files:
+        try:
+            found = [str(p) for p in check_task_file(path)]
+            name = None if found else pc.Task.from_file(path).name
+        except PromptcastError as exc:
+            found, name = [str(exc)], None
+        except Exception as exc:  # a bug of ours: report it and go on with the other files
+            found, name = [f"{path}: unexpected {type(exc).__name__} while checking: {exc}"], None
+        problems += found
+        if name in names:
+            problems.append(f"{path}:1: task name {name!r} is already used by {names[name]}")
+        if name is not None:
+            names[name] = str(path)
     for problem in problems:
         out.print(problem, highlight=False, markup=False, soft_wrap=True)
-    if problems:
-        err.print(f"[red]{len(problems)} problem(s)[/] in {count} task file(s)")
+    where = ", ".join("built-in tasks" if t == BUILTIN_PROMPTS else str(t) for t in targets)
+    if not files:
+        err.print(
+            Text.assemble(("error:", "bold red"), f" no task files (*.jinja) found in {where}"),
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
-    err.print(f"[green]ok[/]: {count} task file(s) checked")
+    if problems:
+        err.print(
+            Text.assemble((f"{len(problems)} problem(s)", "red"), f" in {len(files)} task file(s)"),
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    err.print(
+        Text.assemble(("ok", "green"), f": {len(files)} task file(s) checked in {where}"),
+        soft_wrap=True,
+    )
+
+
+def _check_targets(targets: list[Path]) -> tuple[list[Path], list[str]]:
+    """The task files named by `check`'s arguments, and a problem for each that names none."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for target in targets:
+        if target.is_dir():
+            found = sorted(target.glob("*.jinja"))
+            if not found:
+                problems.append(f"{target}: no task files (*.jinja) in this folder")
+            files += found
+        elif target.exists():
+            files.append(target)
+        else:
+            problems.append(f"{target}: no such file or folder")
+    return files, problems
 
 
 def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None) -> dict[str, Any]:
