@@ -20,18 +20,14 @@ def test_readme_task_file_loads_renders_and_runs_on_a_scripted_backend(tmp_path:
     assert prompt.system == "Summarize reviews in one sentence and at most 3 points."
     assert prompt.messages[0]["content"] == "<review>\nGreat blender, a bit loud.\n</review>"
 
-    pc.configure(
-        model="test/reviews",
-        backends={
-            "test/reviews": ScriptedBackend(
-                [
-                    {"summary": "wrong type", "points": "not a list"},
-                    {"summary": "A loud but great blender.", "points": ["great", "loud"]},
-                ]
-            )
-        },
+    script = ScriptedBackend(
+        [
+            {"summary": "wrong type", "points": "not a list"},
+            {"summary": "A loud but great blender.", "points": ["great", "loud"]},
+        ]
     )
-    run = tasks.summarize_review.with_model("test/reviews").run(text="Great blender, a bit loud.")
+    with pc.override(model="test/reviews", backends={"test/reviews": script}):
+        run = tasks.summarize_review.run(text="Great blender, a bit loud.")
     assert run.attempts == 2 and run.output.points == ["great", "loud"]  # type: ignore[attr-defined]
 
 
