@@ -605,11 +605,14 @@ class _OutputBuilder:
                     else ""
                 )
                 self._add(_unknown_key(str(key), _FIELD_KEYS, "in a field spec") + hint, keys)
+            description = spec.get("description")
+            if description is not None and not isinstance(description, str):
+                self._add("'description' must be text", (*keys, "description"))
+                return None
             tp = self._spec_type(name, spec, keys)
             if tp is None or unknown:
                 return None
-            default = spec.get("default", ...)
-            return tp, Field(default, description=spec.get("description"))
+            return tp, Field(spec.get("default", ...), description=description)
         tp = self._type(spec, keys, name)
         return None if tp is None else (tp, Field(...))
 
@@ -696,6 +699,8 @@ def _camel(name: str) -> str:
 
 
 def _first(problems: list[TaskDefinitionError]) -> TaskDefinitionError:
+    if not problems:  # not reached: a file without a spec always has a problem to say why
+        return TaskDefinitionError("task file could not be loaded")
     first = min(problems, key=lambda p: p.line or 0)
     if len(problems) == 1:
         return first

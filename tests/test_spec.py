@@ -302,6 +302,7 @@ def test_nested_inline_outputs_build_nested_models() -> None:
         ("  a: {}", 3, "at least one field"),
         ("  a:\n    b:\n      c: nosuchtype", 5, "output.a.b.c: unknown type"),
         ("  a: {type: list, items: {b: {type: wrong}}}", 3, "unknown type 'wrong'"),
+        ("  a: {type: str, description: [x]}", 3, "'description' must be text"),
     ],
 )
 def test_wrong_field_specs_name_the_field_and_line(output: str, line: int, message: str) -> None:
