@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import promptcast as pc
 from promptcast.errors import (
@@ -34,7 +33,7 @@ from promptcast.testing import (
     tool_use_block,
 )
 from tests.conftest import TEST_KEY
-from tests.serving import AUTH, TOKEN, running
+from tests.serving import AUTH, TOKEN, metric, running
 
 # What a model would answer, by output tool name: each a valid instance of the task's output.
 ANSWERS: dict[str, dict[str, Any]] = {
@@ -117,15 +116,6 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
         for r in caplog.records
         if r.name == "promptcast.server" and r.getMessage().startswith("{")
     ]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition (0 when absent)."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def assert_problem(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
@@ -569,6 +559,44 @@ def test_budget_and_unexpected_errors(
         assert "Traceback" not in record.getMessage() and record.exc_info is None
 
 
+LEAKED = [
+    "AKIAIOSFODNN7EXAMPLE",  # an AWS access key id
+    "AIzaSyA-1234567890abcdefghijklmnopqrstu",  # a Google API key
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "Bearer abcdefghijklmnop1",
+    "sk-proj-abcdefghijklmnopqrstuvwx",
+    "hf_abcdefghijklmnopqrstuvwxyz123456",
+    "gsk_abcdefghijklmnopqrstuvwxyz0123456789",
+    "https://x.example/v1?api_key=abc123def456",
+    "plain-openai-key-of-no-known-shape",  # scrubbed as the configured key's literal value
+    "server-token-of-no-known-shape",  # this server's own token
+]
+
+
+@pytest.mark.parametrize("secret", LEAKED)
+def test_log_lines_and_problems_scrub_every_known_credential(
+    scripted_server: tuple[str, list[Any]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    secret: str,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "plain-openai-key-of-no-known-shape")
+    pc.configure(max_retries=0, api_tokens=["server-token-of-no-known-shape"])
+    caplog.set_level(logging.INFO, logger="promptcast.server")
+    url, script = scripted_server
+    script.append(RuntimeError(f"bug near {secret} inside"))
+    script.append(BackendError(f"provider said {secret}", provider="test", status=500))
+    with httpx.Client(base_url=url) as http:
+        crash = http.post("/v1/tasks/extract_ticket", json={"message": "hi"})
+        failed = http.post("/v1/tasks/extract_ticket", json={"message": "hi"})
+    assert crash.status_code == 500 and failed.status_code == 502
+    lines = [line for line in log_lines(caplog) if line.get("error_detail")]
+    assert len(lines) == 2
+    for text in (crash.text, failed.text, json.dumps(lines)):
+        assert secret.split("=")[-1].removeprefix("Bearer ") not in text
+    assert all("[REDACTED]" in line["error_detail"] for line in lines)
+
+
 def test_a_free_text_task_without_inputs(
     fake: FakeAnthropic, write_task: Callable[..., Path]
 ) -> None:
@@ -590,7 +618,7 @@ def test_a_free_text_task_without_inputs(
 
 
 def test_problem_statuses_for_each_error() -> None:
-    from promptcast._server_problem import problem_for_error
+    from promptcast.server.problems import problem_for_error
 
     timeout = BackendError(
         "cannot reach the Anthropic API (ReadTimeout: timed out)",
@@ -633,15 +661,32 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     app = create_app()
     assert app.state.promptcast.max_concurrency == 3
     assert "securitySchemes" in app.openapi()["components"]
-    monkeypatch.setenv("PROMPTCAST_MAX_BODY_BYTES", "lots")
-    with pytest.raises(ConfigurationError) as caught:
-        create_app()
-    assert caught.value.env_var == "PROMPTCAST_MAX_BODY_BYTES"
+    for var, value in (
+        ("PROMPTCAST_MAX_BODY_BYTES", "lots"),
+        ("PROMPTCAST_MAX_CONCURRENCY", "0"),
+        ("PROMPTCAST_ALLOWED_HOSTS", "http://api.example.com/"),
+    ):
+        with monkeypatch.context() as scoped:
+            scoped.setenv(var, value)
+            pc.reset_defaults()  # settings are read once; a new value needs a fresh read
+            with pytest.raises(ConfigurationError) as caught:
+                create_app()
+        assert caught.value.env_var == var
+        pc.reset_defaults()
 
 
 def test_loopback_detection() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.4", "example.org"))
+
+
+def test_the_server_never_imports_the_test_doubles() -> None:
+    code = (
+        "import sys; from promptcast.server import create_app; create_app(); "
+        "print('promptcast.testing' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_importing_promptcast_or_its_cli_loads_no_server_stack() -> None:

@@ -5,13 +5,14 @@ and no response that breaks its schema."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from promptcast.server import create_app
-from promptcast.testing import FakeAnthropic
+from promptcast.testing import FakeAnthropic, message, tool_use_block
 from tests.conftest import TEST_KEY
 from tests.serving import TOKEN, running
 
@@ -24,9 +25,27 @@ CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
 schema = schemathesis.openapi.from_dict(APP.openapi(), config=CONFIG)
 
 
+def first_label(request: dict[str, Any]) -> str:
+    """The first of the labels the classify template lists in its system prompt."""
+    system = request["system"]
+    text = system if isinstance(system, str) else "".join(b["text"] for b in system)
+    listed = text.split("nothing else:\n", 1)[1].split("\nThe text inside <text>", 1)[0]
+    return listed.removeprefix("- ").removesuffix("\n").split("\n- ", 1)[0]
+
+
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as provider:  # answers every call with a schema-valid placeholder
+    """Answers every call with a schema-valid placeholder; `classify` with one of its labels, as
+    its output must be one of them."""
+    with FakeAnthropic() as provider:
+
+        def answer(request: dict[str, Any]) -> dict[str, Any]:
+            if (request.get("tools") or [{}])[0].get("name") != "Classification":
+                return provider.auto(request)
+            label = {"label": first_label(request), "reason": "placeholder"}
+            return message([tool_use_block("Classification", label)], model=request["model"])
+
+        provider.handler = answer
         yield provider
 
 

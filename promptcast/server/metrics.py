@@ -21,7 +21,8 @@ class Metrics:
         labels = ["task", "model"]
         self.calls = Counter(
             "promptcast_task_calls",
-            "Task calls answered, by task, model and HTTP status.",
+            "Task calls answered, by task, model and HTTP status (499: the client disconnected and "
+            "the call was cancelled).",
             [*labels, "status"],
             registry=self.registry,
         )
@@ -68,7 +69,8 @@ class Metrics:
         )
         self.http = Counter(
             "promptcast_http_responses",
-            "HTTP responses of every route, by status (401, 413 and 404 included).",
+            "HTTP responses of every route, by status (401, 404, 413 and 421 included; 499: the "
+            "client disconnected before its answer).",
             ["status"],
             registry=self.registry,
         )

@@ -1,8 +1,9 @@
-"""The server's outer ASGI layer: request ids, bearer tokens, body size limit, the last-resort 500
-and one JSON log line per request.
+"""The server's outer ASGI layer: request ids, the Host check, bearer tokens, the body size limit,
+the last-resort 500, client disconnects (499) and one JSON log line per request.
 
 It is plain ASGI rather than a Starlette `BaseHTTPMiddleware` so it adds little per request, and
-it runs before routing, so an unauthenticated or oversized request never reaches body parsing.
+it runs before routing, so a misdirected, unauthenticated or oversized request never reaches body
+parsing.
 """
 
 from __future__ import annotations
@@ -17,37 +18,49 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from promptcast._server_metrics import Metrics
-from promptcast._server_problem import PROBLEM_MEDIA_TYPE, problem, problem_bytes, scrub
+from promptcast.server.context import INFO_KEY, REQUEST_ID_KEY
+from promptcast.server.hosts import HostPolicy
+from promptcast.server.metrics import Metrics
+from promptcast.server.problems import PROBLEM_MEDIA_TYPE, problem, problem_bytes, scrub
 
-__all__ = ["INFO_KEY", "REQUEST_ID_KEY", "Gate", "logger"]
+__all__ = ["CLIENT_CLOSED", "Gate", "logger"]
 
 logger = logging.getLogger("promptcast.server")
 
-INFO_KEY = "promptcast.log"  # scope key: dict the endpoint fills with task, model, tokens, …
-REQUEST_ID_KEY = "promptcast.request_id"
+CLIENT_CLOSED = 499
+"""The status logged and counted for a request whose client went away before its answer (nginx's
+"client closed request"); nothing is sent."""
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_Refusal = tuple[int, dict[str, Any], dict[str, str]]
 
 
 class Gate:
-    """Wraps the app: checks token and body size first, always answers, always logs one line."""
+    """Wraps the app: checks Host, token and body size first, always answers, logs one line."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         tokens: Iterable[str],
+        hosts: HostPolicy,
         max_body_bytes: int,
         metrics: Metrics,
         open_paths: frozenset[str],
+        open_prefix: str,
+        probe_paths: frozenset[str],
     ) -> None:
         self.app = app
         self.tokens = [t.encode() for t in tokens]
+        self.hosts = hosts
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.open_paths = open_paths
+        self.open_prefix = open_prefix
+        self.probe_paths = probe_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,27 +73,39 @@ class Gate:
         info: dict[str, Any] = {}
         scope[INFO_KEY] = info
         scope[REQUEST_ID_KEY] = request_id
+        path: str = scope.get("path", "")
         status = 0
         logged = False
+        gone = False  # the client disconnected
 
         def log() -> None:
             nonlocal logged
             logged = True
-            self.metrics.http.labels(str(status or 500)).inc()
+            final = status or (CLIENT_CLOSED if gone else 500)
+            self.metrics.http.labels(str(final)).inc()
             if logger.isEnabledFor(logging.INFO):
                 line = {
                     "event": "request",
                     "request_id": request_id,
                     "method": scope.get("method"),
-                    "path": scope.get("path", ""),
-                    "status": status or 500,
+                    "path": path if final < 400 else scrub(path[:1000]),  # not a route's
+                    "status": final,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                     **info,
                 }
                 logger.info(json.dumps(line, ensure_ascii=False, default=str))
 
+        async def watched_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
+
         async def tagged_send(message: Message) -> None:
             nonlocal status
+            if gone:  # nobody is listening: the answer is dropped, the request counted as 499
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {
@@ -94,43 +119,72 @@ class Gate:
                 log()  # before the last byte goes out, so the line exists once the client has it
             await send(message)
 
-        path: str = scope.get("path", "")
+        receive_from: Receive = watched_receive
         try:
-            rejected = self._check(scope, headers, request_id)
-            if rejected is not None:
-                await _answer(tagged_send, *rejected)
-                if rejected[0] == 413:
-                    await _drain(receive, limit=8 * self.max_body_bytes)
+            refused = self._check(scope, headers, request_id)
+            if refused is not None:
+                await _answer(tagged_send, *refused)
+                if refused[0] == 413:
+                    await _drain(receive_from, limit=8 * self.max_body_bytes)
                 return
             if b"content-length" not in headers and scope.get("method") not in ("GET", "HEAD"):
-                body = await _read_body(receive, self.max_body_bytes)
+                body = await _read_body(receive_from, self.max_body_bytes)
                 if body is None:
                     await _answer(tagged_send, *self._too_large(path, request_id))
-                    await _drain(receive, limit=8 * self.max_body_bytes)
+                    await _drain(receive_from, limit=8 * self.max_body_bytes)
                     return
-                receive = _replay(body, receive)
-            await self.app(scope, receive, tagged_send)
+                receive_from = _replay(body, receive_from)
+            await self.app(scope, receive_from, tagged_send)
         except Exception as exc:  # the last resort: one line, no stack trace, never the input
-            info["error"] = type(exc).__name__
-            info["error_detail"] = scrub(_one_line(exc))
-            if status == 0:
-                body500 = problem(
-                    500,
-                    "internal-error",
-                    "the server failed to answer; the request id is in its log",
-                    instance=path,
-                    request_id=request_id,
-                )
-                await _answer(tagged_send, 500, body500, {})
+            if gone or isinstance(exc, ClientDisconnect):
+                gone = True
+                info["error"] = "client-disconnected"
+            else:
+                info["error"] = type(exc).__name__
+                info["error_detail"] = scrub(_one_line(exc))
+                if status == 0:
+                    body500 = problem(
+                        500,
+                        "internal-error",
+                        "the server failed to answer; the request id is in its log",
+                        instance=path,
+                        request_id=request_id,
+                    )
+                    await _answer(tagged_send, 500, body500, {})
         finally:
+            if gone and not status:
+                info.setdefault("error", "client-disconnected")
             if not logged:
                 log()
 
-    def _check(
-        self, scope: Scope, headers: dict[bytes, bytes], request_id: str
-    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    def _check(self, scope: Scope, headers: dict[bytes, bytes], request_id: str) -> _Refusal | None:
         path: str = scope.get("path", "")
-        if self.tokens and path not in self.open_paths and not self._authorized(headers):
+        if path not in self.probe_paths and self.hosts.applies(
+            scope.get("server"), bool(self.tokens)
+        ):
+            host = headers.get(b"host")
+            shown = host.decode("latin-1") if host is not None else None
+            if not self.hosts.allows(shown):
+                body = problem(
+                    421,
+                    "host-not-allowed",
+                    "this server answers only to loopback names (localhost, 127.0.0.1, [::1]) "
+                    "and the hosts in PROMPTCAST_ALLOWED_HOSTS; "
+                    + (
+                        f"the Host header was {shown[:100]!r}"
+                        if shown is not None
+                        else "no Host header was sent"
+                    ),
+                    instance=path,
+                    request_id=request_id,
+                )
+                return 421, body, {"connection": "close"}
+        if (
+            self.tokens
+            and path not in self.open_paths
+            and not path.startswith(self.open_prefix)
+            and not self._authorized(headers)
+        ):
             body = problem(
                 401,
                 "unauthorized",
@@ -158,7 +212,7 @@ class Gate:
                 return self._too_large(path, request_id)
         return None
 
-    def _too_large(self, path: str, request_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _too_large(self, path: str, request_id: str) -> _Refusal:
         body = problem(
             413,
             "body-too-large",

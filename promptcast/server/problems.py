@@ -1,4 +1,4 @@
-"""RFC 9457 problem details for the HTTP server: the body, the status chosen for each error, and
+"""RFC 9457 problem details: the body, the status chosen for each error, the capped 422 body, and
 the scrubbing that keeps keys and tokens out of every response and log line.
 
 Status choices (documented in the README):
@@ -10,6 +10,7 @@ Status choices (documented in the README):
   same request will not help, so it is not a 429 that clients' retry loops would repeat |
 | 404 | not-found | no such task or route |
 | 413 | body-too-large | body over the size limit |
+| 421 | host-not-allowed | the Host header names neither loopback nor an allowed host |
 | 422 | invalid-input | a missing, undeclared or mistyped input, or malformed JSON; `field` names it |
 | 502 | provider-error, invalid-output, output-truncated | the provider failed or never gave valid
   output |
@@ -22,12 +23,16 @@ Status choices (documented in the README):
 from __future__ import annotations
 
 import json
-import os
-import re
+import math
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
-from promptcast._config import get_config
+from fastapi import Request
+from fastapi.responses import Response
+
+from promptcast._config import PROVIDER_ENV, endpoint_settings, get_config
+from promptcast._secrets import scrub_literal
 from promptcast.errors import (
     BackendError,
     BudgetExceededError,
@@ -38,18 +43,31 @@ from promptcast.errors import (
     TaskInputError,
     TaskNotFoundError,
 )
+from promptcast.server import context
 
 __all__ = [
+    "MAX_LISTED_ERRORS",
+    "MAX_RETRY_AFTER_S",
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_SCHEMA",
+    "invalid_input",
     "problem",
     "problem_bytes",
     "problem_for_error",
+    "problem_response",
     "scrub",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:promptcast:problem:"
+
+MAX_LISTED_ERRORS = 20
+"""A 422 lists at most this many input errors (`errors_omitted` counts the rest): a large invalid
+body must not become a larger error body."""
+MAX_ERROR_TEXT = 200
+"""Characters kept of each error's field, pointer and message (a dict key is part of a pointer)."""
+MAX_RETRY_AFTER_S = 60
+"""The longest `Retry-After` passed on from a provider: a client should not be told to wait hours."""
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
@@ -68,6 +86,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "field": {"type": ["string", "null"]},
         "errors": {
             "type": "array",
+            "maxItems": MAX_LISTED_ERRORS,
             "items": {
                 "type": "object",
                 "required": ["field", "pointer", "message", "type"],
@@ -79,33 +98,33 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "errors_omitted": {
+            "type": "integer",
+            "description": f"Input errors not listed (`errors` holds the first {MAX_LISTED_ERRORS}).",
+        },
         "retryable": {"type": "boolean"},
         "retry_after": {"type": "integer", "description": "Seconds; also sent as Retry-After."},
         "matches": {"type": "array", "items": {"type": "string"}},
+        "limit_bytes": {"type": "integer"},
     },
 }
 
-_KEYLIKE = re.compile(
-    r"sk-ant-[A-Za-z0-9_-]{6,}|sk-(?:proj-)?[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
-)
 
-
-def _secrets() -> list[str]:
-    found = [
-        os.environ.get("ANTHROPIC_API_KEY", ""),
-        os.environ.get("ANTHROPIC_AUTH_TOKEN", ""),
-        get_config().api_key or "",
-        *os.environ.get("PROMPTCAST_API_TOKENS", "").split(","),
-    ]
-    return sorted({s.strip() for s in found if len(s.strip()) >= 4}, key=len, reverse=True)
+def _known_secrets() -> list[str]:
+    """This server's tokens and every provider key it could send: scrubbed as literal values,
+    whatever their shape, besides the shared credential patterns."""
+    found = list(get_config().api_tokens)
+    for provider in PROVIDER_ENV:
+        key, _ = endpoint_settings(provider)
+        if key:
+            found.append(key)
+    return found
 
 
 def scrub(text: str) -> str:
-    """`text` with configured keys, bearer tokens and anything key-shaped replaced by [REDACTED]."""
-    for secret in _secrets():
-        if secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return _KEYLIKE.sub("[REDACTED]", text)
+    """`text` without this server's tokens, provider keys or anything credential-shaped (the shared
+    patterns of `promptcast._secrets`)."""
+    return scrub_literal(text, _known_secrets())
 
 
 def problem(
@@ -137,11 +156,23 @@ def problem_bytes(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        problem_bytes(body),
+        status_code=int(body["status"]),
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+# errors of a task call
 
 
 def problem_for_error(
@@ -180,6 +211,14 @@ def problem_for_error(
     return problem(500, "internal-error", "the call failed; see the server log", **common), {}
 
 
+def retry_after_s(provider_wait: float | None, default: int) -> int:
+    """Whole seconds for `Retry-After`: the provider's own wait when it sent one (at least 1, at
+    most `MAX_RETRY_AFTER_S`), else `default`."""
+    if provider_wait is None or not math.isfinite(provider_wait):
+        return default
+    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(provider_wait)))
+
+
 def _backend_problem(
     exc: BackendError, common: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -188,18 +227,92 @@ def _backend_problem(
     where = f"the model provider ({exc.provider}) {said}"
     timed_out = status in (408, 504) or (status is None and "timeout" in str(exc).lower())
     if timed_out:
-        code, kind, wait = 504, "provider-timeout", 2
+        code, kind, default = 504, "provider-timeout", 2
     elif status in (429, 503, 529) and exc.retryable:
-        code, kind, wait = 503, "provider-unavailable", 5 if status == 429 else 2
+        code, kind, default = 503, "provider-unavailable", 5 if status == 429 else 2
     else:
-        code, kind, wait = 502, "provider-error", 1
+        code, kind, default = 502, "provider-error", 1
     retryable = exc.retryable or timed_out
+    wait = retry_after_s(exc.retry_after, default) if retryable else None
     body = problem(
         code,
         kind,
         f"{where}; " + ("retry later" if retryable else "retrying will not help"),
         retryable=retryable,
-        retry_after=wait if retryable else None,
+        retry_after=wait,
         **common,
     )
-    return body, ({"retry-after": str(wait)} if retryable else {})
+    return body, ({"retry-after": str(wait)} if wait is not None else {})
+
+
+# 422: invalid input, capped
+
+
+def invalid_input(
+    request: Request,
+    errors: Sequence[Any],
+    *,
+    task: str | None,
+    declared: str,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """A 422 body naming the field at fault (`body` for malformed JSON), without the values sent.
+
+    At most `MAX_LISTED_ERRORS` errors are listed, each text cut to `MAX_ERROR_TEXT` characters,
+    so the body stays a few KB however large and however wrong the request was.
+    """
+    items = [_validation_item(err, declared) for err in errors[:MAX_LISTED_ERRORS]]
+    first = items[0] if items else {"field": "body", "message": "invalid request"}
+    omitted = (len(errors) if total is None else total) - len(items)
+    return problem(
+        422,
+        "invalid-input",
+        f"input {first['field']!r}: {first['message']}",
+        title="Invalid input",
+        instance=request.url.path,
+        request_id=context.request_id(request),
+        task=task,
+        field=first["field"],
+        errors=items,
+        errors_omitted=omitted or None,
+    )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def _pointer(loc: Sequence[str]) -> str:
+    """An RFC 6901 JSON pointer to the value at `loc`."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def _validation_item(err: Any, declared: str) -> dict[str, str]:
+    """One pydantic error as {field, pointer, message, type}, without the input value."""
+    loc = [str(p) for p in err.get("loc", ())]
+    kind = str(err.get("type", "value_error"))
+    if kind == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error") or err.get("msg", "not valid JSON")
+        return {
+            "field": "body",
+            "pointer": "",
+            "message": _cut(f"malformed JSON: {reason}"),
+            "type": kind,
+        }
+    field = loc[0] if loc else "body"
+    if kind == "missing" and not loc:
+        message = f"a JSON object of the inputs is required (declared inputs: {declared})"
+    elif kind == "missing":
+        message = f"is required (declared inputs: {declared})"
+    elif kind == "extra_forbidden":
+        message = f"is not declared by the task (declared inputs: {declared})"
+    elif not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = "the body must be a JSON object of the inputs"
+    else:
+        message = str(err.get("msg", "invalid"))
+    return {
+        "field": _cut(field),
+        "pointer": _cut(_pointer(loc)),
+        "message": _cut(message),
+        "type": _cut(kind),
+    }

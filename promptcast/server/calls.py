@@ -1,0 +1,245 @@
+"""`POST /v1/tasks/{name}`: the JSON body validated in strict mode, the task called under the
+app's concurrency limit, and its result, or a problem detail, counted in the metrics.
+
+A call whose client disconnects is cancelled (no more provider spend for an answer nobody will
+read) and counted with status 499.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from fastapi import Body, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+
+from promptcast.errors import PromptcastError
+from promptcast.result import Run
+from promptcast.server import context
+from promptcast.server.gate import CLIENT_CLOSED, logger
+from promptcast.server.models import CallUsage
+from promptcast.server.problems import (
+    invalid_input,
+    problem,
+    problem_for_error,
+    problem_response,
+    scrub,
+)
+from promptcast.server.state import ServerState
+from promptcast.task import Task
+
+__all__ = ["TaskEndpoint"]
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class TaskEndpoint:
+    """The run route of one task: what FastAPI documents, and the handler that serves it."""
+
+    def __init__(self, task: Task[Any], state: ServerState) -> None:
+        self.task = task
+        self.state = state
+        self.required = any(spec.required for spec in task.spec.inputs.values())
+        self.declared = ", ".join(task.spec.inputs) or "none"
+
+    def documented(self) -> Callable[..., Awaitable[Response]]:
+        """A function whose body parameter is typed with the task's input model, so the OpenAPI
+        document shows that model. `route_class` serves it with `handle` instead."""
+
+        async def run_task(request: Request, inputs: BaseModel | None = None) -> Response:
+            return await self.handle(request)  # pragma: no cover - never called, see route_class
+
+        body = inspect.Parameter(
+            "inputs",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=self.task.spec.input_model,
+            default=inspect.Parameter.empty if self.required else Body(None),
+        )
+        request = inspect.Parameter(
+            "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+        )
+        run_task.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [request, body], return_annotation=Response
+        )
+        run_task.__name__ = f"run_{self.task.name}"
+        return run_task
+
+    def route_class(self) -> type[APIRoute]:
+        """A route class whose handler validates the body itself, straight from the JSON bytes in
+        strict mode: JSON types must match the schema (`false` is not an int, `"3"` is not one
+        either), as the OpenAPI document promises. FastAPI's own handler would validate the
+        parsed body in Python's lax mode."""
+        handler: Handler = self.handle
+
+        class TaskRoute(APIRoute):
+            def get_route_handler(self) -> Handler:
+                return handler
+
+        return TaskRoute
+
+    async def handle(self, request: Request) -> Response:
+        task = self.task
+        model = task.spec.input_model
+        raw = await request.body()
+        if not raw.strip():
+            if self.required:
+                missing = [{"type": "missing", "loc": (), "msg": "body is empty"}]
+                return self._invalid(request, missing, 1)
+            return await self.call(request, model())
+        # JSON only: a browser page cannot send it cross-site without a CORS preflight
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json" and not (
+            media.startswith("application/") and media.endswith("+json")
+        ):
+            body = problem(
+                415,
+                "unsupported-media-type",
+                "send the inputs as a JSON object with 'Content-Type: application/json'",
+                instance=request.url.path,
+                request_id=context.request_id(request),
+                task=task.name,
+            )
+            return problem_response(body)
+        try:
+            inputs = model.model_validate_json(raw, strict=True)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False, include_context=False)
+            return self._invalid(request, errors, exc.error_count())
+        return await self.call(request, inputs)
+
+    def _invalid(self, request: Request, errors: list[Any], total: int) -> Response:
+        task = self.task
+        info = context.log_info(request)
+        info.update(task=task.name, model=task.model, version=task.spec.version)
+        info["error"] = "invalid-input"
+        self.state.metrics.errors.labels(task.name, task.model, "TaskInputError").inc()
+        self.state.metrics.calls.labels(task.name, task.model, "422").inc()
+        body = invalid_input(request, errors, task=task.name, declared=self.declared, total=total)
+        return problem_response(body)
+
+    async def call(self, request: Request, inputs: BaseModel) -> Response:
+        """Run the task, unless and until the client disconnects."""
+        running = asyncio.ensure_future(self._call(request, inputs))
+        watching = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait((running, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (running, watching):
+                if not future.done():
+                    future.cancel()
+        if running.cancelled() or not running.done():
+            await asyncio.gather(running, return_exceptions=True)
+            task = self.task
+            self.state.metrics.calls.labels(task.name, task.model, str(CLIENT_CLOSED)).inc()
+            context.log_info(request)["error"] = "client-disconnected"
+            return Response(status_code=CLIENT_CLOSED)  # dropped by the gate: nobody listens
+        return running.result()
+
+    async def _call(self, request: Request, inputs: BaseModel) -> Response:
+        task = self.task
+        spec = task.spec
+        state = self.state
+        metrics = state.metrics
+        info = context.log_info(request)
+        model = task.model
+        info.update(task=spec.name, model=model, version=spec.version)
+        values = {name: getattr(inputs, name) for name in spec.inputs}
+        if logger.isEnabledFor(logging.DEBUG):
+            info["inputs"] = _scrubbed(inputs.model_dump(mode="json"))
+        started = time.perf_counter()
+        limit = state.limit.semaphore()
+        metrics.waiting.inc()
+        try:
+            await limit.acquire()
+        finally:
+            metrics.waiting.dec()
+        try:
+            metrics.in_flight.inc()
+            run = await task.arun(**values)
+        except PromptcastError as exc:
+            body, headers = problem_for_error(
+                exc, instance=request.url.path, request_id=context.request_id(request)
+            )
+            self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
+            usage = getattr(exc, "usage", None)
+            if usage is not None:  # a failed call may still have spent tokens: count them
+                spent = usage.cost_usd
+                self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
+                info.update(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=spent,
+                )
+            info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
+            return problem_response(body, headers)
+        except Exception as exc:
+            self._count_error(model, exc, 500)
+            raise
+        finally:
+            metrics.in_flight.dec()
+            limit.release()
+        return self._answer(run, time.perf_counter() - started, info)
+
+    def _answer(self, run: Run[Any], elapsed: float, info: dict[str, Any]) -> Response:
+        name = self.task.name
+        metrics = self.state.metrics
+        usage = run.usage
+        cost = usage.cost_usd
+        metrics.calls.labels(name, run.model, "200").inc()
+        metrics.latency.labels(name, run.model).observe(elapsed)
+        metrics.provider_requests.labels(name, run.model).inc(run.attempts)
+        self._count_usage(run.model, usage.input_tokens, usage.output_tokens, cost)
+        info.update(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            attempts=run.attempts,
+        )
+        result = self.state.results[name](
+            output=run.output,
+            usage=CallUsage(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost
+            ),
+            model=run.model,
+            task=name,
+            task_version=run.task_version,
+            template_hash=run.template_hash,
+            attempts=run.attempts,
+        )
+        return Response(result.model_dump_json().encode(), media_type="application/json")
+
+    def _count_error(self, model: str, exc: Exception, status: int) -> None:
+        metrics = self.state.metrics
+        metrics.errors.labels(self.task.name, model, type(exc).__name__).inc()
+        metrics.calls.labels(self.task.name, model, str(status)).inc()
+
+    def _count_usage(
+        self, model: str, tokens_in: int, tokens_out: int, cost: float | None = None
+    ) -> None:
+        metrics = self.state.metrics
+        name = self.task.name
+        if tokens_in:
+            metrics.tokens.labels(name, model, "input").inc(tokens_in)
+        if tokens_out:
+            metrics.tokens.labels(name, model, "output").inc(tokens_out)
+        if cost:
+            metrics.cost.labels(name, model).inc(cost)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away. The body has been read, so the next ASGI message is the
+    disconnect (or nothing, until the answer is sent and this is cancelled)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.01)  # a server that answers at once must not make this spin
+
+
+def _scrubbed(data: Any) -> Any:
+    """`data` (JSON-able inputs, for a DEBUG log line) with anything credential-shaped removed."""
+    return json.loads(scrub(json.dumps(data, ensure_ascii=False)))
