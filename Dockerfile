@@ -7,6 +7,10 @@
 #     promptcast
 #
 # It binds 0.0.0.0, so it refuses to start without PROMPTCAST_API_TOKENS (or --insecure).
+# Optionally -e PROMPTCAST_ALLOWED_HOSTS=api.example.com to answer only to that Host name.
+# Put TLS and header timeouts in front of it (a reverse proxy or load balancer): uvicorn closes
+# idle keep-alive connections after 5 s and takes at most 512 connections per worker, but does not
+# time out a client that sends its request head slowly. /docs works offline (bundled assets).
 # Not built in CI.
 FROM python:3.11-slim
 
