@@ -20,6 +20,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import threading
 import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -427,21 +428,36 @@ def _vcr() -> Any:
     return vcr
 
 
+_placeholders_lock = threading.Lock()
+_placeholders_users = 0
+_placeholders_added: list[str] = []
+
+
 @contextmanager
 def placeholder_keys() -> Iterator[None]:
     """Fill unset provider API key variables with a placeholder for the block, then remove them.
 
-    A replay sends nothing, but SDK clients refuse to start without a key.
+    A replay sends nothing, but SDK clients refuse to start without a key. A key that is set is
+    never touched; overlapping replays (threads, nested blocks) share the placeholders, removed
+    when the last one ends.
     """
-    added = [var for var in PLACEHOLDER_KEYS if not os.environ.get(var)]
-    for var in added:
-        os.environ[var] = PLACEHOLDER_KEYS[var]
+    global _placeholders_users
+    with _placeholders_lock:
+        if _placeholders_users == 0:
+            _placeholders_added[:] = [var for var in PLACEHOLDER_KEYS if not os.environ.get(var)]
+            for var in _placeholders_added:
+                os.environ[var] = PLACEHOLDER_KEYS[var]
+        _placeholders_users += 1
     try:
         yield
     finally:
-        for var in added:
-            if os.environ.get(var) == PLACEHOLDER_KEYS[var]:
-                del os.environ[var]
+        with _placeholders_lock:
+            _placeholders_users -= 1
+            if _placeholders_users == 0:
+                for var in _placeholders_added:
+                    if os.environ.get(var) == PLACEHOLDER_KEYS[var]:
+                        del os.environ[var]
+                _placeholders_added.clear()
 
 
 @contextmanager

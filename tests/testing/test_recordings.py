@@ -22,6 +22,7 @@ from promptcast.testing.cassettes import (
     PLACEHOLDER_KEYS,
     NoRecordingError,
     endpoint_matcher,
+    placeholder_keys,
     project_cassette_dir,
     recording,
     replay,
@@ -339,3 +340,14 @@ def test_scan_cassettes_defaults_to_the_configured_folder(
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["scan-cassettes"])
     assert result.exit_code == 1 and "recordings/leak.yaml:3" in result.output
+
+
+def test_overlapping_placeholders_stay_until_the_last_block_ends(no_keys: None) -> None:
+    """Two threads replaying at once: the first to finish must not pull the key from the other."""
+    first, second = placeholder_keys(), placeholder_keys()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert os.environ["ANTHROPIC_API_KEY"] == PLACEHOLDER_KEYS["ANTHROPIC_API_KEY"]
+    second.__exit__(None, None, None)
+    assert not any(var in os.environ for var in KEY_VARS)
