@@ -138,6 +138,7 @@ class _Pattern:
     regex: re.Pattern[str]
     keep_prefix: bool = False  # the part before group "secret" stays readable
     random_only: bool = False  # skip plain words ("bearer authentication")
+    triggers: tuple[str, ...] = ()  # lower-case literals: the regex runs only if one is present
 
 
 def _prefixed(prefix: str, body: str) -> _Pattern:
@@ -145,6 +146,7 @@ def _prefixed(prefix: str, body: str) -> _Pattern:
         f"{prefix}… key",
         re.compile(_B + "(?P<prefix>" + re.escape(prefix) + ")(?P<secret>" + body + ")" + _E),
         keep_prefix=True,
+        triggers=(prefix.lower(),),
     )
 
 
@@ -171,6 +173,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?:\\+[nr]|\s)*-----END (?:[A-Z]+ )*PRIVATE KEY-----",
             re.DOTALL,
         ),
+        triggers=("private key",),
     ),
     _Pattern(
         "secret header",
@@ -178,16 +181,19 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?i:(?<![A-Za-z0-9_\-])(?:" + _alternation(SECRET_HEADERS) + r"))[\"']?[ \t]*:[ \t]*"
             r"\[?[ \t]*" + _HEADER_VALUE
         ),
+        triggers=tuple(SECRET_HEADERS),
     ),
     _Pattern(
         "AWS SigV4 signature",
         re.compile(r"AWS4-HMAC-SHA256[ \t]+(?P<secret>Credential=[^\"'\r\n\\]+)"),
+        triggers=("aws4-hmac-sha256",),
     ),
     _Pattern(
         "secret query parameter",
         re.compile(
             r"[?&;](?i:" + _alternation(SECRET_QUERY_PARAMS) + r")=(?P<secret>[^&\s\"'#\\<>]{4,})"
         ),
+        triggers=("?", "&", ";"),
     ),
     _Pattern(
         "secret field",
@@ -196,6 +202,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"[ \t]*" + _TOKEN_VALUE
         ),
         random_only=True,
+        triggers=tuple(SECRET_FIELDS),
     ),
     _Pattern(
         "secret environment variable",
@@ -204,21 +211,33 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"|ACCESS_TOKEN|API_TOKENS?|PASSWORD)[ \t]*=[ \t]*" + _TOKEN_VALUE
         ),
         random_only=True,
+        triggers=(
+            "api_key",
+            "api_token",
+            "secret",
+            "session_token",
+            "auth_token",
+            "access_token",
+            "password",
+        ),
     ),
     _Pattern(
         "URL password",
         re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@\"']*:(?P<secret>[^/\s@\"']+)@"),
+        triggers=("://",),
     ),
     _Pattern(
         "bearer token",
         re.compile(r"(?i:\bbearer)(?:[ \t]+|%20)(?P<secret>[A-Za-z0-9._~+/=\-]{8,})"),
         random_only=True,
+        triggers=("bearer",),
     ),
     _Pattern(
         "JWT",
         re.compile(
             _B + r"(?P<secret>eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*)"
         ),
+        triggers=("eyj",),
     ),
     _Pattern(
         "AWS access key id",
@@ -227,17 +246,20 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?![A-Za-z0-9])"
         ),
         keep_prefix=True,
+        triggers=("akia", "asia", "abia", "acca", "a3t"),
     ),
     _Pattern(
         "AWS session token",
         re.compile(
             r"(?<![A-Za-z0-9+/])(?P<secret>(?:IQoJb3JpZ2lu|FwoGZXIvYXdz)[A-Za-z0-9+/=%]{20,})"
         ),
+        triggers=("iqojb3jpz2lu", "fwogzxivyxdz"),
     ),
     _Pattern(
         "Google API key",
         re.compile(r"(?<![A-Za-z0-9_\-])(?P<prefix>AIza)(?P<secret>[0-9A-Za-z_\-]{35})" + _E),
         keep_prefix=True,
+        triggers=("aiza",),
     ),
     _Pattern(
         "Alibaba access key id",
@@ -245,6 +267,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
             r"(?<![A-Za-z0-9])(?P<prefix>LTAI)(?P<secret>[A-Za-z0-9]{12,30})(?![A-Za-z0-9])"
         ),
         keep_prefix=True,
+        triggers=("ltai",),
     ),
     *(_prefixed(prefix, body) for prefix, body in _PREFIXED),
 )
@@ -297,7 +320,10 @@ def find(text: str) -> list[SecretMatch]:
     """Every credential in `text`, in order, without overlaps (the earliest, widest match wins;
     on a tie, the more specific pattern)."""
     candidates: list[tuple[int, int, int, SecretMatch]] = []
+    lowered = text.lower()
     for order, pattern in enumerate(_PATTERNS):
+        if pattern.triggers and not any(t in lowered for t in pattern.triggers):
+            continue
         for match in pattern.regex.finditer(text):
             span = _secret_span(match)
             if span is None or span[0] == span[1]:
