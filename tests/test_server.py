@@ -472,6 +472,9 @@ def test_request_id_is_kept_or_made(client: httpx.Client) -> None:
     assert len(made.headers["x-request-id"]) == 32
     unsafe = client.get("/healthz", headers={"x-request-id": "x" * 300})
     assert unsafe.headers["x-request-id"] != "x" * 300
+    for keyish in ("sk-ant-api03-abcdefghijklmnopqrstuvwx", "AKIAIOSFODNN7EXAMPLE"):
+        replaced = client.get("/healthz", headers={"x-request-id": keyish})  # never logged
+        assert len(replaced.headers["x-request-id"]) == 32
     problem = client.post("/v1/tasks/translate", json={}, headers={**AUTH, "x-request-id": "req-7"})
     assert problem.json()["request_id"] == "req-7" == problem.headers["x-request-id"]
 

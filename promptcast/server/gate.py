@@ -35,6 +35,7 @@ CLIENT_CLOSED = 499
 "client closed request"); nothing is sent."""
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _Refusal = tuple[int, dict[str, Any], dict[str, str]]
 
 
@@ -69,11 +70,14 @@ class Gate:
         started = time.perf_counter()
         headers = _headers(scope)
         given = headers.get(b"x-request-id", b"").decode("latin-1")
+        if given:  # a key sent as a request id (by mistake) must not reach the log
+            given = scrub(given[:200])
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         info: dict[str, Any] = {}
         scope[INFO_KEY] = info
         scope[REQUEST_ID_KEY] = request_id
         path: str = scope.get("path", "")
+        method = scope.get("method")
         status = 0
         logged = False
         gone = False  # the client disconnected
@@ -87,7 +91,7 @@ class Gate:
                 line = {
                     "event": "request",
                     "request_id": request_id,
-                    "method": scope.get("method"),
+                    "method": method if method in _METHODS else scrub(str(method)[:20]),
                     "path": path if final < 400 else scrub(path[:1000]),  # not a route's
                     "status": final,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 2),
