@@ -114,6 +114,8 @@ class Settings(BaseModel):
     allowed_hosts: CommaList = ()
     max_concurrency: Annotated[int, Field(ge=1)] = 64
     max_body_bytes: Annotated[int, Field(ge=1)] = 1 << 20
+    keep_alive_s: PositiveFloat = 5.0
+    max_connections: Annotated[int, Field(ge=1)] = 512
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("fallbacks", "api_tokens", "allowed_hosts", mode="before")

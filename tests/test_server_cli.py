@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 import promptcast as pc
 from promptcast.cli import app
 from promptcast.server import runner
-from promptcast.server.runner import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES, AppFactory
+from promptcast.server.runner import MAX_HEADER_BYTES, AppFactory
 from promptcast.testing import FakeAnthropic
 from tests.conftest import ROOT, TEST_KEY
 from tests.serving import AUTH, TOKEN
 
 cli = CliRunner()
+KEEP_ALIVE_S = 5  # the default of PROMPTCAST_KEEP_ALIVE_S
 
 
 @pytest.fixture
@@ -66,13 +67,19 @@ def test_serve_binds_a_public_address_with_tokens_or_insecure(
     assert second["access_log"] is False  # the app logs each request itself, as JSON
 
 
-def test_serve_bounds_connections_and_idle_time(uvicorn_calls: list[dict[str, Any]]) -> None:
+def test_serve_bounds_connections_and_idle_time(
+    uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert cli.invoke(app, ["serve"]).exit_code == 0
-    (options,) = uvicorn_calls
-    assert options["timeout_keep_alive"] == KEEP_ALIVE_S == 5
-    assert options["limit_concurrency"] == MAX_CONNECTIONS
-    assert options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
-    assert options["proxy_headers"] is False and options["server_header"] is False
+    monkeypatch.setenv("PROMPTCAST_KEEP_ALIVE_S", "2.5")
+    monkeypatch.setenv("PROMPTCAST_MAX_CONNECTIONS", "64")
+    pc.reset_defaults()
+    assert cli.invoke(app, ["serve"]).exit_code == 0
+    default, configured = uvicorn_calls
+    assert (default["timeout_keep_alive"], default["limit_concurrency"]) == (KEEP_ALIVE_S, 512)
+    assert (configured["timeout_keep_alive"], configured["limit_concurrency"]) == (2.5, 64)
+    assert default["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
+    assert default["proxy_headers"] is False and default["server_header"] is False
 
 
 def test_serve_passes_prompts_to_workers_without_touching_the_environment(

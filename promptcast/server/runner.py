@@ -26,19 +26,12 @@ from promptcast.server.hosts import HostPolicy, is_loopback
 from promptcast.server.logs import log_config
 
 __all__ = [
-    "KEEP_ALIVE_S",
-    "MAX_CONNECTIONS",
     "MAX_HEADER_BYTES",
     "AppFactory",
     "app_from_env",
     "serve",
 ]
 
-KEEP_ALIVE_S = 5
-"""An idle keep-alive connection is closed after this many seconds without a new request."""
-MAX_CONNECTIONS = 512
-"""Open connections (and requests in progress) per worker; beyond it uvicorn answers 503 at once,
-before the app, so a flood cannot exhaust file descriptors or memory."""
 MAX_HEADER_BYTES = 16 * 1024
 """The largest request head the h11 parser buffers (uvicorn[standard] uses httptools instead)."""
 
@@ -67,11 +60,13 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     insecure: bool = False,
-    keep_alive_s: int = KEEP_ALIVE_S,
-    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Check the tasks, the settings and the bind address, then run the app on uvicorn until
     stopped.
+
+    `keep_alive_s` (`PROMPTCAST_KEEP_ALIVE_S`, 5) closes an idle keep-alive connection;
+    `max_connections` (`PROMPTCAST_MAX_CONNECTIONS`, 512) bounds open connections per worker
+    (beyond it uvicorn answers 503 before the app, so a flood cannot exhaust file descriptors).
 
     Without tokens, only a loopback address is allowed unless `insecure` is set: an open server on
     a public interface would spend the provider key for anyone who finds it.
@@ -97,8 +92,8 @@ def serve(
         "access_log": False,
         "server_header": False,
         "proxy_headers": False,
-        "timeout_keep_alive": keep_alive_s,
-        "limit_concurrency": max_connections,
+        "timeout_keep_alive": config.keep_alive_s,
+        "limit_concurrency": config.max_connections,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
     }
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make that a
