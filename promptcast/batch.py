@@ -1,56 +1,106 @@
 """Bulk runs: one task over a JSONL file of inputs, streaming, bounded, resumable.
 
-Each input line is a JSON object of the task's inputs, optionally with an `"id"` (default: the
-line number). Each output line is `{"id", "output" | "error", "usage", "model", "attempts"}`,
-written and flushed as soon as its call ends, so memory stays flat however large the file is and
-an interrupted run loses nothing: a rerun with the same output file skips the ids already there
-(a torn last line is dropped first). A bad input line becomes an error line, never a crash.
+Each input line is a JSON object of the task's inputs, optionally with an `"id"`. Each output
+line is `{"id", "output" | "error", "usage", "model", "attempts"}`, written and flushed as soon as
+its call ends, so memory stays flat however large the file is and an interrupted run loses
+nothing. A bad input line, a failed call or an unexpected exception in one item becomes an error
+line (its message scrubbed of credentials), never a crash of the run.
+
+Ids. An `"id"` is a string or an integer and comes back with the same JSON type; a line without
+one is `"line-N"` (N its line number). Ids are compared as text, so `1`, `"1"`, and an explicit
+`"line-3"` against line 3's default are the same id: a file with a repeated id is refused before
+any call, naming the lines.
+
+Lines. A file is read as bytes and split on `\\n` only, so U+2028, U+2029, NEL or `\\r` inside a
+JSON string never split an input; each line is decoded alone (a UTF-8 BOM at the start is fine),
+so invalid UTF-8 makes that one line an error line.
+
+Resume. A rerun on the same output skips the ids that already have an `"output"` line (a torn
+last line is cut off first) and runs the errored ids again; the new line is appended after the
+old error line, so an id's last line is its current one. `retry_errors=False` skips errored ids
+too. One run writes an output at a time: the file is locked with an OS lock for the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
+import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from promptcast.backends.base import ModelRequest
-from promptcast.errors import ConfigurationError, PromptcastError
+from promptcast import _batch_files
+from promptcast._secrets import scrub
+from promptcast.backends.base import ModelReply, ModelRequest
+from promptcast.errors import ConfigurationError, PromptcastError, TaskInputError
 from promptcast.pricing import cost_usd
 from promptcast.result import Usage
 from promptcast.task import Task
 
 __all__ = [
     "BatchItem",
+    "BatchOutputBusyError",
     "BatchResult",
     "BatchStats",
+    "ItemId",
     "batch",
     "done_ids",
+    "id_key",
     "read_items",
     "run_file",
     "run_file_provider_batch",
     "run_item",
 ]
 
+ItemId = str | int
+"""An item's id as its JSON type: a string or an integer."""
+
+
+class BatchOutputBusyError(PromptcastError):
+    """Another run holds the output file; two writers would run and bill every item twice."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        super().__init__(
+            f"{output} is being written by another promptcast batch run (it holds the file's "
+            "lock); wait for that run to end or stop it, or write to another -o file"
+        )
+
+
+def id_key(item_id: ItemId) -> str:
+    """An id as text, the form ids are compared in: `1` and `"1"` are the same id."""
+    return item_id if isinstance(item_id, str) else str(item_id)
+
 
 @dataclass(frozen=True)
 class BatchItem:
     """One input: its id and the task inputs, or the reason the line could not be read."""
 
-    id: str
+    id: ItemId
     inputs: dict[str, Any]
     problem: str | None = None
+
+    @property
+    def key(self) -> str:
+        return id_key(self.id)
+
+
+def _failure(kind: str, message: str) -> dict[str, str]:
+    """An output line's `error`: provider text can echo credentials, so it is scrubbed here."""
+    return {"type": kind, "message": scrub(message)}
 
 
 @dataclass(frozen=True)
 class BatchResult:
     """One output line."""
 
-    id: str
+    id: ItemId
     output: Any = None
     error: dict[str, str] | None = None
     usage: Usage = field(default_factory=Usage)
@@ -60,12 +110,12 @@ class BatchResult:
     def to_json(self) -> str:
         line: dict[str, Any] = {"id": self.id}
         if self.error is not None:
-            line["error"] = self.error
+            line["error"] = _failure(self.error.get("type", "Error"), self.error.get("message", ""))
         else:
-            output = self.output
-            line["output"] = (
-                output.model_dump(mode="json") if hasattr(output, "model_dump") else output
-            )
+            try:
+                line["output"] = _jsonable(self.output)
+            except (TypeError, ValueError) as exc:
+                line["error"] = _failure("OutputNotSerializable", f"the output is not JSON: {exc}")
         line["usage"] = {
             "input_tokens": self.usage.input_tokens,
             "output_tokens": self.usage.output_tokens,
@@ -73,16 +123,34 @@ class BatchResult:
         }
         line["model"] = self.model
         line["attempts"] = self.attempts
-        return json.dumps(line, ensure_ascii=False)
+        text = json.dumps(line, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (from a `\ud800` escape) has no UTF-8
+            text = json.dumps(line)
+        return text
+
+
+def _jsonable(output: Any) -> Any:
+    if hasattr(output, "model_dump"):
+        return output.model_dump(mode="json")
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(output)
 
 
 @dataclass
 class BatchStats:
-    """Running totals, for progress display and the final summary."""
+    """Running totals, for progress display and the final summary.
+
+    `total` is how many lines this run will write; `skipped` how many input items were already
+    done in the output.
+    """
 
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    total: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0
@@ -96,43 +164,146 @@ class BatchStats:
         self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
 
 
+# reading inputs
+
+
 def read_items(
-    lines: Iterable[str], *, skip: set[str] | frozenset[str] = frozenset()
+    lines: Iterable[str | bytes], *, skip: set[str] | frozenset[str] = frozenset()
 ) -> Iterator[BatchItem]:
-    """Parse input lines lazily; ids in `skip` are left out."""
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            item = BatchItem(f"line-{number}", {}, f"line {number} is not JSON: {exc}")
-        else:
-            if not isinstance(data, dict):
-                item = BatchItem(f"line-{number}", {}, f"line {number} is not a JSON object")
-            else:
-                item = _item(data, f"line-{number}")
-        if item.id not in skip:
+    """Parse input lines lazily (bytes are decoded line by line); ids in `skip` are left out."""
+    for _, item in _numbered(lines):
+        if item.key not in skip:
             yield item
 
 
-def done_ids(output: Path) -> set[str]:
-    """Ids already written to `output`; a torn last line (from a killed run) is cut off first."""
+def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, BatchItem]]:
+    for number, line in enumerate(lines, 1):
+        item = _parse(number, line)
+        if item is not None:
+            yield number, item
+
+
+@contextmanager
+def _file_lines(source: Path) -> Iterator[BinaryIO]:
+    """`source` in binary: iterating it splits on `\\n` only, never on U+2028, NEL or `\\r`."""
+    with source.open("rb") as handle:
+        yield handle
+
+
+def _parse(number: int, line: str | bytes) -> BatchItem | None:
+    """One input line as an item, None for a blank line."""
+    default = f"line-{number}"
+    problem = None
+    if isinstance(line, bytes):
+        if number == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8) :]
+        if not line.strip():
+            return None
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:  # still read it, to give the error line its own id
+            text = line.decode("utf-8", errors="replace")
+            problem = (
+                f"line {number} is not valid UTF-8 (byte {line[exc.start]:#04x} at offset "
+                f"{exc.start}); save the file as UTF-8"
+            )
+    else:
+        text = line.removeprefix("\ufeff") if number == 1 else line
+        if not text.strip():
+            return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return BatchItem(default, {}, problem or f"line {number} is not JSON: {exc}")
+    if not isinstance(data, dict):
+        return BatchItem(default, {}, problem or f"line {number} is not a JSON object")
+    item = _item(data, default)
+    return item if problem is None else replace(item, inputs={}, problem=problem)
+
+
+def _item(data: dict[str, Any], default_id: str) -> BatchItem:
+    """An input object: its `"id"` (or `default_id`) and its inputs, flat or under `"inputs"`."""
+    data = dict(data)
+    item_id = data.pop("id", default_id)
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        return BatchItem(
+            default_id, {}, f'"id" must be a string or an integer, not {item_id!r:.80}'
+        )
+    inputs = data.pop("inputs", data)
+    if not isinstance(inputs, dict):
+        return BatchItem(item_id, {}, "inputs must be an object")
+    return BatchItem(item_id, inputs)
+
+
+def _plan(task: Task[Any], source: Path, skip: set[str]) -> tuple[int, int]:
+    """Check that `source`'s ids are unique (holding only a set of them); returns how many
+    items will run and how many are skipped."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    to_run = skipped = 0
+    with _file_lines(source) as lines:
+        for _, item in _numbered(lines):
+            key = item.key
+            if key in seen:
+                repeated.add(key)
+                continue
+            seen.add(key)
+            if key in skip:
+                skipped += 1
+            else:
+                to_run += 1
+    if repeated:
+        raise _duplicates(task, source, repeated)
+    return to_run, skipped
+
+
+def _duplicates(task: Task[Any], source: Path, repeated: set[str], shown: int = 10) -> Exception:
+    """The error naming the lines of the first `shown` repeated ids (a second pass over the file,
+    taken only when there are duplicates)."""
+    where: dict[str, list[str]] = {}
+    with _file_lines(source) as lines:
+        for number, item in _numbered(lines):
+            if item.key in repeated and (item.key in where or len(where) < shown):
+                explicit = item.id != f"line-{number}"
+                where.setdefault(item.key, []).append(
+                    str(number) if explicit else f"{number} (no id, so line-{number})"
+                )
+    listed = "; ".join(f"id {key!r} on lines {', '.join(at)}" for key, at in where.items())
+    more = f"; and {len(repeated) - len(where)} more" if len(repeated) > len(where) else ""
+    return TaskInputError(
+        task.name,
+        "id",
+        f"every line of {source} needs its own id, nothing was run: {listed}{more}. Ids are "
+        'compared as text (1 and "1" are the same id) and a line without one is line-N; '
+        'give each line a distinct "id".',
+    )
+
+
+def done_ids(output: Path, *, include_errors: bool = False) -> set[str]:
+    """Ids (as text) that have an output line in `output`, and with `include_errors` an error
+    line too. A torn last line (from a killed run) is cut off first; the file is read line by
+    line on `\\n`, never whole."""
     if not output.exists():
         return set()
-    with output.open("rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            handle.truncate(cut)
-            data = data[:cut]
-    ids = set()
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        try:
-            ids.add(str(json.loads(line)["id"]))
-        except (ValueError, KeyError, TypeError):
-            continue
+    _batch_files.cut_torn_line(output)
+    ids: set[str] = set()
+    with _file_lines(output) as lines:
+        for raw in lines:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(line, dict):
+                continue
+            item_id = line.get("id")
+            if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+                continue
+            if ("output" in line and "error" not in line) or (include_errors and "error" in line):
+                ids.add(id_key(item_id))
     return ids
+
+
+# running
 
 
 class _RateLimiter:
@@ -155,19 +326,21 @@ class _RateLimiter:
 
 
 async def run_item(task: Task[Any], item: BatchItem) -> BatchResult:
-    """One item's output line; a bad item or a failed call becomes an error line."""
+    """One item's output line; a bad item, a failed call or any exception becomes an error line,
+    so one item can never stop a batch."""
     if item.problem is not None:
-        return BatchResult(item.id, error={"type": "TaskInputError", "message": item.problem})
+        return BatchResult(item.id, error=_failure("TaskInputError", item.problem))
     try:
         run = await task.arun(**item.inputs)
-    except PromptcastError as exc:
-        usage = getattr(exc, "usage", None) or Usage()
+    except Exception as exc:
+        usage = getattr(exc, "usage", None)
+        attempts = getattr(exc, "attempts", 0)
         return BatchResult(
             item.id,
-            error={"type": type(exc).__name__, "message": str(exc)},
-            usage=usage,
+            error=_failure(type(exc).__name__, str(exc) or repr(exc)),
+            usage=usage if isinstance(usage, Usage) else Usage(),
             model=getattr(exc, "model", None),
-            attempts=getattr(exc, "attempts", 0),
+            attempts=attempts if isinstance(attempts, int) else 0,
         )
     return BatchResult(item.id, run.output, usage=run.usage, model=run.model, attempts=run.attempts)
 
@@ -180,9 +353,49 @@ async def batch(
     rate: float | None = None,
 ) -> AsyncIterator[BatchResult]:
     """Run `task` over `items` with at most `concurrency` calls in flight (and at most `rate`
-    starts per second); yields results as they finish, in completion order."""
+    starts per second); yields results as they finish, in completion order.
+
+    A dict without an `"id"` is `item-N` (N its position). Ids must be unique: a list or tuple is
+    checked before any call; a lazy iterable raises `TaskInputError` at the first repeat.
+    """
+    numbered: Iterator[BatchItem] = (
+        raw if isinstance(raw, BatchItem) else _item(raw, f"item-{index}")
+        for index, raw in enumerate(items)
+    )
+    if isinstance(items, Sequence):
+        listed = list(numbered)
+        _check_unique(task, listed)
+        numbered = iter(listed)
+    else:
+        numbered = _unique(task, numbered)
+    async for result in _run(task, numbered, concurrency=concurrency, rate=rate):
+        yield result
+
+
+def _check_unique(task: Task[Any], items: Iterable[BatchItem]) -> None:
+    for _ in _unique(task, items):
+        pass
+
+
+def _unique(task: Task[Any], items: Iterable[BatchItem]) -> Iterator[BatchItem]:
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.key in seen:
+            raise TaskInputError(
+                task.name,
+                "id",
+                f"items {seen[item.key]} and {index} have the same id {item.key!r} (ids are "
+                'compared as text: 1 and "1" are the same); give each item a distinct "id"',
+            )
+        seen[item.key] = index
+        yield item
+
+
+async def _run(
+    task: Task[Any], items: Iterable[BatchItem], *, concurrency: int, rate: float | None
+) -> AsyncIterator[BatchResult]:
     limiter = _RateLimiter(rate)
-    source = enumerate(items)
+    source = iter(items)
     pending: set[asyncio.Task[BatchResult]] = set()
 
     async def one(item: BatchItem) -> BatchResult:
@@ -191,8 +404,7 @@ async def batch(
         return await run_item(task, item)
 
     def refill() -> None:
-        for index, raw in source:
-            item = raw if isinstance(raw, BatchItem) else _item(raw, f"item-{index}")
+        for item in source:
             pending.add(asyncio.ensure_future(one(item)))
             if len(pending) >= concurrency:
                 return
@@ -212,14 +424,27 @@ async def batch(
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _item(data: dict[str, Any], default_id: str) -> BatchItem:
-    """An input object: its `"id"` (or `default_id`) and its inputs, flat or under `"inputs"`."""
-    data = dict(data)
-    item_id = str(data.pop("id", default_id))
-    inputs = data.pop("inputs", data)
-    if not isinstance(inputs, dict):
-        return BatchItem(item_id, {}, "inputs must be an object")
-    return BatchItem(item_id, inputs)
+@contextmanager
+def _writing(output: Path) -> Iterator[BinaryIO]:
+    with _batch_files.append_exclusively(output) as out:
+        if out is None:
+            raise BatchOutputBusyError(output)
+        yield out
+
+
+def _emitter(
+    out: BinaryIO,
+    stats: BatchStats,
+    on_result: Callable[[BatchResult, BatchStats], None] | None,
+) -> Callable[[BatchResult], None]:
+    def emit(result: BatchResult) -> None:
+        out.write(result.to_json().encode("utf-8") + b"\n")
+        out.flush()
+        stats.add(result)
+        if on_result is not None:
+            on_result(result, stats)
+
+    return emit
 
 
 async def run_file(
@@ -229,26 +454,45 @@ async def run_file(
     *,
     concurrency: int = 16,
     rate: float | None = None,
+    retry_errors: bool = True,
+    on_start: Callable[[BatchStats], None] | None = None,
     on_result: Callable[[BatchResult, BatchStats], None] | None = None,
 ) -> BatchStats:
-    """Run `task` over the JSONL file `source`, appending to `output`; resumes where it stopped."""
-    skip = done_ids(output)
-    stats = BatchStats(skipped=len(skip))
-    with source.open(encoding="utf-8") as lines, output.open("a", encoding="utf-8") as out:
-        async for result in batch(
-            task, read_items(lines, skip=skip), concurrency=concurrency, rate=rate
-        ):
-            out.write(result.to_json() + "\n")
-            out.flush()
-            stats.add(result)
-            if on_result is not None:
-                on_result(result, stats)
+    """Run `task` over the JSONL file `source`, appending to `output`; resumes where it stopped.
+
+    Raises `TaskInputError` (nothing run) when two lines share an id, `BatchOutputBusyError`
+    when another run is writing `output`, and `ConfigurationError` when `output` has a provider
+    batch in flight. `on_start` gets the stats once the file is checked
+    (`total` and `skipped` set), before the first call.
+    """
+    with _writing(output) as out:
+        state_file = _batch_files.state_path(output)
+        if state_file.exists():
+            raise ConfigurationError(
+                f"{output} has a provider batch in flight (its id is saved in {state_file}): "
+                "run with --provider-batch (run_file_provider_batch) to collect its paid results, "
+                f"or delete {state_file} to run those items live"
+            )
+        skip = done_ids(output, include_errors=not retry_errors)
+        to_run, skipped = _plan(task, source, skip)
+        stats = BatchStats(skipped=skipped, total=to_run)
+        if on_start is not None:
+            on_start(stats)
+        emit = _emitter(out, stats, on_result)
+        with _file_lines(source) as lines:
+            items = read_items(lines, skip=skip)
+            async for result in _run(task, items, concurrency=concurrency, rate=rate):
+                emit(result)
     return stats
 
+
+# provider batches
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BATCH_MAX_REQUESTS = 100_000
 BATCH_MAX_BYTES = 200 * 1024 * 1024  # under the 256 MB limit, leaving room for the envelope
+
+_Chunk = dict[str, tuple[BatchItem, ModelRequest]]  # custom id -> (item, its request)
 
 
 async def run_file_provider_batch(
@@ -258,6 +502,8 @@ async def run_file_provider_batch(
     *,
     poll_s: float = 30.0,
     max_requests: int = BATCH_MAX_REQUESTS,
+    retry_errors: bool = True,
+    on_start: Callable[[BatchStats], None] | None = None,
     on_result: Callable[[BatchResult, BatchStats], None] | None = None,
 ) -> BatchStats:
     """Like `run_file`, through Anthropic Message Batches (half the price, results within 24 h).
@@ -266,6 +512,10 @@ async def run_file_provider_batch(
     polled every `poll_s` seconds until it ends. A reply that does not validate is run again
     live (with the normal re-asks), so every line ends validated or as an error line; expired,
     errored and canceled requests become error lines.
+
+    A submitted batch's id is saved in `<output>.batch.json` before polling, and the file is
+    removed once all its results are written: a run killed in between polls and reads that
+    batch when started again, instead of submitting (and paying for) it a second time.
     """
     from promptcast.backends import resolve
     from promptcast.backends.anthropic import AnthropicBackend, batch_params
@@ -275,85 +525,192 @@ async def run_file_provider_batch(
         raise ConfigurationError(
             f"--provider-batch needs an anthropic/… model; task {task.name!r} runs on {task.model}"
         )
-    skip = done_ids(output)
-    stats = BatchStats(skipped=len(skip))
-    with source.open(encoding="utf-8") as lines, output.open("a", encoding="utf-8") as out:
-
-        def emit(result: BatchResult) -> None:
-            out.write(result.to_json() + "\n")
-            out.flush()
-            stats.add(result)
-            if on_result is not None:
-                on_result(result, stats)
-
-        chunk: list[tuple[BatchItem, ModelRequest]] = []
+    state_file = _batch_files.state_path(output)
+    with _writing(output) as out:
+        skip = done_ids(output, include_errors=not retry_errors)
+        to_run, skipped = _plan(task, source, skip)
+        stats = BatchStats(skipped=skipped, total=to_run)
+        saved = _saved_state(state_file)
+        if on_start is not None:
+            on_start(stats)
+        emit = _emitter(out, stats, on_result)
+        in_saved: set[str] = set()
+        if saved is not None:  # a killed run's batch: read its results, never resubmit
+            in_saved = set(saved.custom_ids.values())
+            chunk = _saved_chunk(task, source, saved, state_file, batch_params)
+            await _collect(task, backend, saved.batch_id, chunk, poll_s, emit, skip)
+            _batch_files.remove_state(state_file)
+        pending: list[tuple[BatchItem, ModelRequest]] = []
         size = 0
-        for item in read_items(lines, skip=skip):
-            if item.problem is not None:
-                emit(
-                    BatchResult(item.id, error={"type": "TaskInputError", "message": item.problem})
-                )
-                continue
-            try:
-                request = task.request(**item.inputs)
-            except PromptcastError as exc:
-                emit(BatchResult(item.id, error={"type": type(exc).__name__, "message": str(exc)}))
-                continue
-            chunk.append((item, request))
-            size += len(json.dumps(batch_params(request)))
-            if len(chunk) >= max_requests or size >= BATCH_MAX_BYTES:
-                await _one_batch(task, backend, chunk, poll_s, emit)
-                chunk, size = [], 0
-        if chunk:
-            await _one_batch(task, backend, chunk, poll_s, emit)
+        with _file_lines(source) as lines:
+            for item in read_items(lines, skip=skip):
+                if item.key in in_saved:
+                    continue
+                if item.problem is not None:
+                    emit(BatchResult(item.id, error=_failure("TaskInputError", item.problem)))
+                    continue
+                try:
+                    request = task.request(**item.inputs)
+                    size += len(json.dumps(batch_params(request)))
+                except Exception as exc:
+                    emit(BatchResult(item.id, error=_failure(type(exc).__name__, str(exc))))
+                    continue
+                pending.append((item, request))
+                if len(pending) >= max_requests or size >= BATCH_MAX_BYTES:
+                    await _one_batch(task, backend, pending, poll_s, emit, state_file)
+                    pending, size = [], 0
+        if pending:
+            await _one_batch(task, backend, pending, poll_s, emit, state_file)
     return stats
+
+
+def _saved_state(state_file: Path) -> _batch_files.ProviderBatchState | None:
+    try:
+        return _batch_files.read_state(state_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{state_file} (the saved id of a submitted provider batch) cannot be read: {exc}. "
+            "Restore it, or delete it to submit those items again (the old batch stays billed)"
+        ) from None
+
+
+def _digest(chunk: _Chunk, batch_params: Callable[[ModelRequest], dict[str, Any]]) -> str:
+    """A fingerprint of the submitted requests, to notice a changed input file or task."""
+    hasher = hashlib.sha256()
+    for custom_id in sorted(chunk):
+        params = batch_params(chunk[custom_id][1])
+        hasher.update(json.dumps([custom_id, params], sort_keys=True).encode("utf-8", "replace"))
+    return hasher.hexdigest()
+
+
+def _saved_chunk(
+    task: Task[Any],
+    source: Path,
+    saved: _batch_files.ProviderBatchState,
+    state_file: Path,
+    batch_params: Callable[[ModelRequest], dict[str, Any]],
+) -> _Chunk:
+    """Rebuild a saved batch's requests from `source`; refuse when they are not the ones sent."""
+    by_key = {key: custom_id for custom_id, key in saved.custom_ids.items()}
+    chunk: _Chunk = {}
+    problem = None
+    if saved.task != task.name or saved.model != task.model:
+        problem = f"it was submitted for task {saved.task!r} on {saved.model}"
+    else:
+        with _file_lines(source) as lines:
+            for item in read_items(lines):
+                custom_id = by_key.get(item.key)
+                if custom_id is not None and item.problem is None:
+                    try:
+                        chunk[custom_id] = (item, task.request(**item.inputs))
+                    except Exception as exc:
+                        problem = f"item {item.key!r} no longer renders: {exc}"
+                        break
+        missing = len(saved.custom_ids) - len(chunk)
+        if problem is None and missing:
+            problem = f"{missing} of its items are no longer in {source}"
+        elif problem is None and _digest(chunk, batch_params) != saved.digest:
+            problem = f"its requests differ from what {source} and task {task.name!r} give now"
+    if problem is not None:
+        raise ConfigurationError(
+            f"provider batch {saved.batch_id} (saved in {state_file}) cannot be resumed: "
+            f"{problem}. Restore the input file and task, or delete {state_file} to submit "
+            "those items again (the old batch stays billed)"
+        )
+    return chunk
 
 
 async def _one_batch(
     task: Task[Any],
     backend: Any,
-    chunk: list[tuple[BatchItem, ModelRequest]],
+    pending: list[tuple[BatchItem, ModelRequest]],
     poll_s: float,
     emit: Callable[[BatchResult], None],
+    state_file: Path,
 ) -> None:
-    by_custom_id: dict[str, tuple[BatchItem, ModelRequest]] = {}
-    for index, pair in enumerate(chunk):  # the item's own id when the API accepts it as one
-        wanted = pair[0].id if _CUSTOM_ID.fullmatch(pair[0].id) else f"item-{index}"
-        by_custom_id[wanted if wanted not in by_custom_id else f"item-{index}"] = pair
-    batch_id = await backend.submit_batch([(cid, req) for cid, (_, req) in by_custom_id.items()])
+    from promptcast.backends.anthropic import batch_params
+
+    chunk: _Chunk = {}
+    for index, pair in enumerate(pending):  # the item's own id when the API accepts it as one
+        custom_id = pair[0].key if _CUSTOM_ID.fullmatch(pair[0].key) else f"item-{index}"
+        suffix = 0
+        while custom_id in chunk:
+            suffix += 1
+            custom_id = f"item-{index}-{suffix}"
+        chunk[custom_id] = pair
+    batch_id = await backend.submit_batch([(cid, req) for cid, (_, req) in chunk.items()])
+    state = _batch_files.ProviderBatchState(
+        batch_id=str(batch_id),
+        task=task.name,
+        model=task.model,
+        digest=_digest(chunk, batch_params),
+        custom_ids={cid: item.key for cid, (item, _) in chunk.items()},
+    )
+    _batch_files.write_state(state_file, state)
+    await _collect(task, backend, batch_id, chunk, poll_s, emit, frozenset())
+    _batch_files.remove_state(state_file)
+
+
+async def _collect(
+    task: Task[Any],
+    backend: Any,
+    batch_id: str,
+    chunk: _Chunk,
+    poll_s: float,
+    emit: Callable[[BatchResult], None],
+    skip: set[str] | frozenset[str],
+) -> None:
+    """Wait for the batch to end, then write a line for each of its items not in `skip`; an
+    item the results leave out (or never reach, when reading them fails) is an error line."""
     while not await backend.batch_ended(batch_id):
         await asyncio.sleep(poll_s)
     seen: set[str] = set()
-    requests = {cid: req for cid, (_, req) in by_custom_id.items()}
-    async for custom_id, reply in backend.batch_results(batch_id, requests):
-        seen.add(custom_id)
-        item, _ = by_custom_id[custom_id]
-        if isinstance(reply, str):
-            kind = "BatchItem" + reply.split(":")[0].capitalize()
-            emit(
-                BatchResult(item.id, error={"type": kind, "message": f"batch {batch_id}: {reply}"})
-            )
-            continue
-        model = task.model
-        cost = cost_usd(model, reply.input_tokens, reply.output_tokens)
-        usage = Usage(reply.input_tokens, reply.output_tokens, None if cost is None else cost / 2)
+    requests = {cid: req for cid, (_, req) in chunk.items()}
+    gone: dict[str, str] | None = None
+    results = aiter(backend.batch_results(batch_id, requests))
+    while True:
         try:
-            if reply.truncated:
-                raise ValueError("truncated")
-            output = task.validate_reply(reply)
-        except ValueError:  # invalid or truncated: run it live, re-asks included
-            live = await run_item(task, item)
-            emit(replace(live, usage=usage + live.usage, attempts=live.attempts + 1))
-            continue
-        emit(BatchResult(item.id, output, usage=usage, model=model, attempts=1))
-    for custom_id, (item, _) in by_custom_id.items():
-        if custom_id not in seen:
-            emit(
-                BatchResult(
-                    item.id,
-                    error={
-                        "type": "BatchItemMissing",
-                        "message": f"batch {batch_id} returned no result",
-                    },
-                )
+            custom_id, reply = await anext(results)
+        except StopAsyncIteration:
+            break
+        except Exception as exc:  # the rest of the results are lost: their items become errors
+            gone = _failure(
+                type(exc).__name__, f"batch {batch_id}: reading its results failed: {exc}"
             )
+            break
+        if custom_id in seen or custom_id not in chunk:
+            continue
+        seen.add(custom_id)
+        item = chunk[custom_id][0]
+        if item.key not in skip:
+            emit(await _reply_line(task, batch_id, item, reply))
+    for custom_id, (item, _) in chunk.items():
+        if custom_id not in seen and item.key not in skip:
+            error = gone or _failure(
+                "BatchItemMissing", f"batch {batch_id} returned no result for this item"
+            )
+            emit(BatchResult(item.id, error=error))
+
+
+async def _reply_line(
+    task: Task[Any], batch_id: str, item: BatchItem, reply: ModelReply | str
+) -> BatchResult:
+    """One batch result as an output line: validated, run live when invalid, or an error."""
+    if isinstance(reply, str):
+        kind = "BatchItem" + reply.split(":")[0].capitalize()
+        return BatchResult(item.id, error=_failure(kind, f"batch {batch_id}: {reply}"))
+    model = task.model
+    cost = cost_usd(model, reply.input_tokens, reply.output_tokens)
+    usage = Usage(reply.input_tokens, reply.output_tokens, None if cost is None else cost / 2)
+    try:
+        if reply.truncated:
+            raise ValueError("truncated")
+        output = task.validate_reply(reply)
+    except ValueError:  # invalid or truncated: run it live, re-asks included
+        live = await run_item(task, item)
+        return replace(live, usage=usage + live.usage, attempts=live.attempts + 1)
+    except Exception as exc:
+        return BatchResult(
+            item.id, error=_failure(type(exc).__name__, f"batch {batch_id}: {exc}"), model=model
+        )
+    return BatchResult(item.id, output, usage=usage, model=model, attempts=1)

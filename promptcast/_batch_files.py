@@ -1,0 +1,157 @@
+"""The files of a batch run: the output's writer lock, its torn-line repair, and the saved state of
+a submitted provider batch.
+
+All three exist so that a run can be killed at any instant and started again without losing a
+line, writing one twice from two processes, or paying for a provider batch twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = [
+    "ProviderBatchState",
+    "append_exclusively",
+    "cut_torn_line",
+    "read_state",
+    "remove_state",
+    "state_path",
+    "write_state",
+]
+
+
+@contextmanager
+def append_exclusively(path: Path) -> Iterator[BinaryIO | None]:
+    """Open `path` for appending under an exclusive, non-blocking OS lock; yields None when
+    another open handle (this process or another) holds it.
+
+    The lock is the OS's (`flock`, or `msvcrt.locking` on Windows) on the output file itself, so
+    it goes away with the process however that ends (kill -9 included) and leaves no lock file.
+    """
+    handle = path.open("ab")
+    try:
+        if not _try_lock(handle):
+            yield None
+            return
+        yield handle
+    finally:
+        handle.close()  # closing the handle releases the lock
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+
+    def _try_lock(handle: BinaryIO) -> bool:
+        import msvcrt
+
+        position = handle.tell()
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        finally:
+            handle.seek(position)
+        return True
+
+else:
+
+    def _try_lock(handle: BinaryIO) -> bool:
+        import fcntl
+
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def cut_torn_line(path: Path, *, chunk: int = 1 << 16) -> None:
+    """Drop a last line without its `\\n` (a run killed mid-write), reading backwards from the end
+    so a large output is never read whole."""
+    with path.open("rb+") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        handle.seek(end - 1)
+        if handle.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:
+            step = min(chunk, position)
+            position -= step
+            handle.seek(position)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(position + newline + 1)
+                return
+        handle.truncate(0)
+
+
+@dataclass(frozen=True)
+class ProviderBatchState:
+    """A submitted provider batch whose results are not all written yet.
+
+    `custom_ids` maps each request's custom id to its item's id (as text); `digest` fingerprints
+    the submitted requests, so a resumed run can tell that the input file or the task changed.
+    """
+
+    batch_id: str
+    task: str
+    model: str
+    digest: str
+    custom_ids: dict[str, str]
+
+
+def state_path(output: Path) -> Path:
+    """Where the state of `output`'s in-flight provider batch is kept: `<output>.batch.json`."""
+    return output.with_name(output.name + ".batch.json")
+
+
+def write_state(path: Path, state: ProviderBatchState) -> None:
+    """Write atomically (temporary file, fsync, `os.replace`): a kill leaves the old file or the
+    new one, never half of one."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(
+                {"version": 1, **asdict(state)}, handle
+            )  # ASCII: ids may hold lone surrogates
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_state(path: Path) -> ProviderBatchState | None:
+    """The saved state, or None when there is none; raises ValueError when it is unreadable."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise ValueError("not a promptcast provider batch state (version 1)")
+    try:
+        custom_ids = {str(k): str(v) for k, v in dict(data["custom_ids"]).items()}
+        return ProviderBatchState(
+            batch_id=str(data["batch_id"]),
+            task=str(data["task"]),
+            model=str(data["model"]),
+            digest=str(data["digest"]),
+            custom_ids=custom_ids,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"missing or malformed field: {exc}") from None
+
+
+def remove_state(path: Path) -> None:
+    path.unlink(missing_ok=True)
