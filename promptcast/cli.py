@@ -547,20 +547,25 @@ def batch_command(
     poll_seconds: Annotated[
         float, typer.Option(min=0.0, help="How often to poll a provider batch.")
     ] = 30.0,
+    keep_errors: Annotated[
+        bool,
+        typer.Option(
+            "--keep-errors",
+            help="On resume, skip ids whose last run wrote an error line (default: run them again).",
+        ),
+    ] = False,
     prompts: PromptsOption = None,
 ) -> None:
-    """Run a task over a JSONL file; resumable, constant memory, a progress bar with cost."""
+    """Run a task over a JSONL file; resumable, constant memory, a progress bar with cost.
+
+    Ids must be unique; a rerun on the same -o file skips ids with an output line and runs
+    errored ones again; only one run may write an -o file at a time.
+    """
     import asyncio
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from promptcast.batch import (
-        BatchResult,
-        BatchStats,
-        done_ids,
-        run_file,
-        run_file_provider_batch,
-    )
+    from promptcast.batch import BatchResult, BatchStats, run_file, run_file_provider_batch
 
     try:
         task = _registry(prompts)[name]
@@ -570,9 +575,6 @@ def batch_command(
         raise _fail(exc) from None
     if not source.is_file():
         raise _fail(FileNotFoundError(f"no such input file: {source}"))
-    with source.open(encoding="utf-8") as lines:
-        total = sum(1 for line in lines if line.strip())
-    remaining = max(0, total - len(done_ids(output)))
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -581,7 +583,10 @@ def batch_command(
         TextColumn("{task.fields[spend]}"),
     )
     with Progress(*columns, console=err, transient=False) as progress:
-        bar = progress.add_task(name, total=remaining, spend="")
+        bar = progress.add_task(name, total=None, spend="")
+
+        def start(stats: BatchStats) -> None:
+            progress.update(bar, total=stats.total)
 
         def show(result: BatchResult, stats: BatchStats) -> None:
             cost = "?" if stats.cost_usd is None else f"${stats.cost_usd:.4f}"
@@ -591,21 +596,40 @@ def batch_command(
         try:
             if provider_batch:
                 job = run_file_provider_batch(
-                    task, source, output, poll_s=poll_seconds, on_result=show
+                    task,
+                    source,
+                    output,
+                    poll_s=poll_seconds,
+                    retry_errors=not keep_errors,
+                    on_start=start,
+                    on_result=show,
                 )
             else:
                 job = run_file(
-                    task, source, output, concurrency=concurrency, rate=rate, on_result=show
+                    task,
+                    source,
+                    output,
+                    concurrency=concurrency,
+                    rate=rate,
+                    retry_errors=not keep_errors,
+                    on_start=start,
+                    on_result=show,
                 )
             stats = asyncio.run(job)
-        except PromptcastError as exc:
+        except (PromptcastError, OSError) as exc:
             raise _fail(exc) from None
         except KeyboardInterrupt:
             err.print(
-                f"interrupted: finished lines are in {output}; run the same command again to resume"
+                f"interrupted: finished lines are in {output}; run the same command again to resume",
+                markup=False,
+                highlight=False,
             )
             raise typer.Exit(130) from None
-    err.print(f"{stats.done} done ({stats.failed} failed), {stats.skipped} already in {output}")
+    err.print(
+        f"{stats.done} done ({stats.failed} failed), {stats.skipped} already in {output}",
+        markup=False,
+        highlight=False,
+    )
     if stats.failed:
         raise typer.Exit(1)
 
