@@ -386,8 +386,11 @@ def demo(
         out.print("[bold]Live:[/] calling the Anthropic API; this costs tokens.\n")
     else:
         out.print(
-            "[bold yellow]Replayed:[/] answers come from example recordings in "
-            f"{demo_cassettes()}, not from a live model. Use --live to call the API.\n"
+            Text.assemble(
+                ("Replayed:", "bold yellow"),
+                f" answers come from example recordings in {demo_cassettes()}, not from a live "
+                "model. Use --live to call the API.\n",
+            )
         )
     for name in DEMO_TASKS:
         task = tasks[name]
@@ -410,7 +413,7 @@ def demo(
                 result = task.run(**example.inputs)
         except PromptcastError as exc:
             raise _fail(exc) from None
-        out.rule(f"[bold]{name}[/]  {task.description}")
+        out.rule(Text.assemble((name, "bold"), "  ", task.description))
         out.print(
             "inputs: ",
             json.dumps(example.inputs, ensure_ascii=False),
@@ -418,7 +421,7 @@ def demo(
             markup=False,
             soft_wrap=True,
         )
-        out.print(f"output ({type(result.output).__name__}):", highlight=False)
+        out.print(f"output ({type(result.output).__name__}):", highlight=False, markup=False)
         out.print_json(result.output.model_dump_json())
         _print_usage(result, out)
     out.print("\n[green]3 tasks ran; every output validated against its schema.[/]")
@@ -475,7 +478,7 @@ def record(
         raise failure from None
     _print_output(result.output)
     _print_usage(result)
-    err.print(f"recorded {path}")
+    err.print(f"recorded {path}", highlight=False, markup=False, soft_wrap=True)
     leaks = find_secrets([path])
     if leaks:
         for leak in leaks:
