@@ -29,6 +29,7 @@ import hashlib
 import json
 import re
 import time
+import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from typing import Any, BinaryIO
 
 from promptcast import _batch_files
 from promptcast._secrets import scrub
-from promptcast.backends.base import ModelReply, ModelRequest
+from promptcast.backends.base import ModelReply, ModelRequest, ProviderBatches
 from promptcast.errors import ConfigurationError, PromptcastError, TaskInputError
 from promptcast.pricing import cost_usd
 from promptcast.result import Usage
@@ -518,13 +519,15 @@ async def run_file_provider_batch(
     batch when started again, instead of submitting (and paying for) it a second time.
     """
     from promptcast.backends import resolve
-    from promptcast.backends.anthropic import AnthropicBackend, batch_params
 
-    backend, _ = resolve(task.model)
-    if not isinstance(backend, AnthropicBackend):
+    resolved, _ = resolve(task.model)
+    if not resolved.capabilities.batch:
         raise ConfigurationError(
-            f"--provider-batch needs an anthropic/… model; task {task.name!r} runs on {task.model}"
+            f"--provider-batch needs a model whose provider has a batch API (anthropic/…); task "
+            f"{task.name!r} runs on {task.model}"
         )
+    backend = typing.cast(ProviderBatches, resolved)
+    batch_params = backend.batch_params
     state_file = _batch_files.state_path(output)
     with _writing(output) as out:
         skip = done_ids(output, include_errors=not retry_errors)
@@ -622,14 +625,12 @@ def _saved_chunk(
 
 async def _one_batch(
     task: Task[Any],
-    backend: Any,
+    backend: ProviderBatches,
     pending: list[tuple[BatchItem, ModelRequest]],
     poll_s: float,
     emit: Callable[[BatchResult], None],
     state_file: Path,
 ) -> None:
-    from promptcast.backends.anthropic import batch_params
-
     chunk: _Chunk = {}
     for index, pair in enumerate(pending):  # the item's own id when the API accepts it as one
         custom_id = pair[0].key if _CUSTOM_ID.fullmatch(pair[0].key) else f"item-{index}"
@@ -643,7 +644,7 @@ async def _one_batch(
         batch_id=str(batch_id),
         task=task.name,
         model=task.model,
-        digest=_digest(chunk, batch_params),
+        digest=_digest(chunk, backend.batch_params),
         custom_ids={cid: item.key for cid, (item, _) in chunk.items()},
     )
     _batch_files.write_state(state_file, state)
@@ -653,7 +654,7 @@ async def _one_batch(
 
 async def _collect(
     task: Task[Any],
-    backend: Any,
+    backend: ProviderBatches,
     batch_id: str,
     chunk: _Chunk,
     poll_s: float,

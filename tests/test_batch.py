@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ Label {{ text }}
 
 
 @pytest.fixture
-def labels(write_task: Callable[..., Path]) -> pc.Task[Any]:
-    pc.configure(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})})
-    return pc.Task.from_file(write_task("labels", TASK))
+def labels(write_task: Callable[..., Path]) -> Iterator[pc.Task[Any]]:
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        yield pc.Task.from_file(write_task("labels", TASK))
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -98,10 +98,10 @@ async def test_concurrency_is_bounded(labels: pc.Task[Any]) -> None:
         active -= 1
         return {"label": "ok"}
 
-    pc.configure(backends={"test/labels": ScriptedBackend(slow)})
-    items = [BatchItem(str(i), {"text": str(i)}) for i in range(50)]
-    results = [r async for r in batch(labels, items, concurrency=7)]
-    assert len(results) == 50 and peak == 7
+    with pc.override(backends={"test/labels": ScriptedBackend(slow)}):
+        items = [BatchItem(str(i), {"text": str(i)}) for i in range(50)]
+        results = [r async for r in batch(labels, items, concurrency=7)]
+        assert len(results) == 50 and peak == 7
 
 
 def test_read_items_is_lazy() -> None:
@@ -256,15 +256,15 @@ async def test_repeated_ids_refuse_the_run_naming_the_lines(
     rows: list[Any], named: list[str], tmp_path: Path, write_task: Callable[..., Path]
 ) -> None:
     backend = ScriptedBackend(lambda request: {"label": "ok"})
-    pc.configure(backends={"test/labels": backend})
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl(*rows))
-    with pytest.raises(pc.TaskInputError) as caught:
-        await run_file(task, source, out)
-    for text in named:
-        assert text in str(caught.value)
-    assert backend.requests == [] and out.read_text() == ""
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl(*rows))
+        with pytest.raises(pc.TaskInputError) as caught:
+            await run_file(task, source, out)
+        for text in named:
+            assert text in str(caught.value)
+        assert backend.requests == [] and out.read_text() == ""
 
 
 def test_cli_refuses_repeated_ids(tmp_path: Path) -> None:
@@ -274,14 +274,14 @@ def test_cli_refuses_repeated_ids(tmp_path: Path) -> None:
 
     (tmp_path / "labels.jinja").write_text(TASK.lstrip())
     backend = ScriptedBackend(lambda request: {"label": "ok"})
-    pc.configure(backends={"test/labels": backend})
-    source = tmp_path / "in.jsonl"
-    source.write_text(jsonl({"id": 1, "text": "a"}, {"id": "1", "text": "b"}))
-    result = CliRunner().invoke(
-        app, ["batch", "labels", str(source), "-o", str(tmp_path / "o"), "-p", str(tmp_path)]
-    )
-    assert result.exit_code == 1 and "id '1' on lines 1, 2" in result.output
-    assert backend.requests == []
+    with pc.override(backends={"test/labels": backend}):
+        source = tmp_path / "in.jsonl"
+        source.write_text(jsonl({"id": 1, "text": "a"}, {"id": "1", "text": "b"}))
+        result = CliRunner().invoke(
+            app, ["batch", "labels", str(source), "-o", str(tmp_path / "o"), "-p", str(tmp_path)]
+        )
+        assert result.exit_code == 1 and "id '1' on lines 1, 2" in result.output
+        assert backend.requests == []
 
 
 async def test_an_output_id_keeps_its_json_type_and_resumes(
@@ -310,11 +310,11 @@ async def test_an_id_that_is_not_a_string_or_integer_is_an_error_line(
 
 async def test_batch_checks_a_list_of_items_before_any_call(labels: pc.Task[Any]) -> None:
     backend = ScriptedBackend(lambda request: {"label": "ok"})
-    pc.configure(backends={"test/labels": backend})
-    items: list[Any] = [{"id": 1, "text": "a"}, BatchItem("x", {"text": "b"}), {"id": "1"}]
-    with pytest.raises(pc.TaskInputError, match="items 0 and 2 have the same id '1'"):
-        [r async for r in batch(labels, items)]
-    assert backend.requests == []
+    with pc.override(backends={"test/labels": backend}):
+        items: list[Any] = [{"id": 1, "text": "a"}, BatchItem("x", {"text": "b"}), {"id": "1"}]
+        with pytest.raises(pc.TaskInputError, match="items 0 and 2 have the same id '1'"):
+            [r async for r in batch(labels, items)]
+        assert backend.requests == []
 
 
 async def test_batch_stops_at_a_repeated_id_in_a_lazy_iterable(labels: pc.Task[Any]) -> None:
@@ -339,18 +339,18 @@ async def test_unicode_line_separators_inside_strings_split_nothing_and_resume(
     """Raw U+2028, U+2029 and NEL are legal inside JSON strings; they must not split a line,
     in the input or in the output read on resume (raw C0 controls are escaped by json)."""
     backend = ScriptedBackend(echo)
-    pc.configure(backends={"test/labels": backend})
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    rows = [{"id": f"a{separator}{i}", "text": f"x{separator}y{i}"} for i in range(5)]
-    source.write_bytes(jsonl(*(json.dumps(r, ensure_ascii=False) for r in rows)).encode())
-    stats = await run_file(task, source, out)
-    assert (stats.done, stats.failed) == (5, 0)
-    assert out.read_bytes().count(b"\n") == 5
-    results = {line["id"]: line for line in map(json.loads, out.read_bytes().split(b"\n")[:-1])}
-    assert results[f"a{separator}3"]["output"] == {"label": f"x{separator}y3"}
-    again = await run_file(task, source, out)
-    assert (again.done, again.skipped, len(backend.requests)) == (0, 5, 5)
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        rows = [{"id": f"a{separator}{i}", "text": f"x{separator}y{i}"} for i in range(5)]
+        source.write_bytes(jsonl(*(json.dumps(r, ensure_ascii=False) for r in rows)).encode())
+        stats = await run_file(task, source, out)
+        assert (stats.done, stats.failed) == (5, 0)
+        assert out.read_bytes().count(b"\n") == 5
+        results = {line["id"]: line for line in map(json.loads, out.read_bytes().split(b"\n")[:-1])}
+        assert results[f"a{separator}3"]["output"] == {"label": f"x{separator}y3"}
+        again = await run_file(task, source, out)
+        assert (again.done, again.skipped, len(backend.requests)) == (0, 5, 5)
 
 
 @pytest.mark.parametrize("control", ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"], ids=repr)
@@ -402,14 +402,14 @@ async def test_invalid_utf8_fails_only_its_line(
 async def test_a_lone_surrogate_in_an_output_is_written_escaped(
     tmp_path: Path, write_task: Callable[..., Path]
 ) -> None:
-    pc.configure(backends={"test/labels": ScriptedBackend(echo)})
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text('{"id": "s\\ud800", "text": "\\udfff"}\n')
-    await run_file(task, source, out)
-    [line] = lines(out)
-    assert line["id"] == "s\ud800" and line["output"] == {"label": "\udfff"}
-    assert done_ids(out) == {"s\ud800"}
+    with pc.override(backends={"test/labels": ScriptedBackend(echo)}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text('{"id": "s\\ud800", "text": "\\udfff"}\n')
+        await run_file(task, source, out)
+        [line] = lines(out)
+        assert line["id"] == "s\ud800" and line["output"] == {"label": "\udfff"}
+        assert done_ids(out) == {"s\ud800"}
 
 
 # one writer (item 11)
@@ -427,18 +427,18 @@ async def test_a_second_run_on_the_same_output_fails_at_once(
         return {"label": "ok"}
 
     backend = ScriptedBackend(wait)
-    pc.configure(backends={"test/labels": backend})
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl(*({"text": str(i)} for i in range(4))))
-    first = asyncio.ensure_future(run_file(task, source, out))
-    while not backend.requests:
-        await asyncio.sleep(0.001)
-    with pytest.raises(BatchOutputBusyError, match="another promptcast batch"):
-        await asyncio.wait_for(run_file(task, source, out), timeout=10)
-    release.set()
-    assert (await first).done == 4
-    assert len(backend.requests) == 4 and len(lines(out)) == 4
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl(*({"text": str(i)} for i in range(4))))
+        first = asyncio.ensure_future(run_file(task, source, out))
+        while not backend.requests:
+            await asyncio.sleep(0.001)
+        with pytest.raises(BatchOutputBusyError, match="another promptcast batch"):
+            await asyncio.wait_for(run_file(task, source, out), timeout=10)
+        release.set()
+        assert (await first).done == 4
+        assert len(backend.requests) == 4 and len(lines(out)) == 4
 
 
 def test_the_cli_refuses_an_output_held_by_another_process_until_it_dies(tmp_path: Path) -> None:
@@ -449,36 +449,38 @@ def test_the_cli_refuses_an_output_held_by_another_process_until_it_dies(tmp_pat
 
     (tmp_path / "labels.jinja").write_text(TASK.lstrip())
     backend = ScriptedBackend(lambda request: {"label": "ok"})
-    pc.configure(backends={"test/labels": backend})
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl({"text": "a"}))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path\n"
-            "from promptcast._batch_files import append_exclusively\n"
-            "with append_exclusively(Path(sys.argv[1])) as out:\n"
-            "    assert out is not None; print('locked', flush=True); time.sleep(600)\n",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        args = ["batch", "labels", str(source), "-o", str(out), "-p", str(tmp_path)]
-        busy = CliRunner().invoke(app, args)
-        assert busy.exit_code == 1 and "being written by another promptcast batch" in busy.output
-        assert backend.requests == [] and out.read_text() == ""
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
-    done = CliRunner().invoke(app, args)
-    assert done.exit_code == 0, done.output
-    assert [line["output"] for line in lines(out)] == [{"label": "ok"}]
+    with pc.override(backends={"test/labels": backend}):
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl({"text": "a"}))
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time; from pathlib import Path\n"
+                "from promptcast._batch_files import append_exclusively\n"
+                "with append_exclusively(Path(sys.argv[1])) as out:\n"
+                "    assert out is not None; print('locked', flush=True); time.sleep(600)\n",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            args = ["batch", "labels", str(source), "-o", str(out), "-p", str(tmp_path)]
+            busy = CliRunner().invoke(app, args)
+            assert (
+                busy.exit_code == 1 and "being written by another promptcast batch" in busy.output
+            )
+            assert backend.requests == [] and out.read_text() == ""
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+            if holder.stdout is not None:
+                holder.stdout.close()
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        assert [line["output"] for line in lines(out)] == [{"label": "ok"}]
 
 
 # resume retries errors (item 12)
@@ -495,25 +497,25 @@ async def test_resume_runs_errored_ids_again_unless_told_to_keep_them(
         return next(failures, {"label": "ok"})
 
     backend = ScriptedBackend(flaky)
-    pc.configure(backends={"test/labels": backend})
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl({"id": "a", "text": "1"}, {"id": "b", "txt": "typo"}))
-    first = await run_file(task, source, out, concurrency=1)
-    assert (first.done, first.failed) == (2, 2) and done_ids(out) == set()
-    source.write_text(jsonl({"id": "a", "text": "1"}, {"id": "b", "text": "fixed"}))
-    second = await run_file(task, source, out, retry_errors=retry_errors)
-    written = lines(out)
-    if retry_errors:
-        assert (second.done, second.failed, second.skipped) == (2, 0, 0)
-        assert [(line["id"], "output" in line) for line in written[2:]] in (
-            [("a", True), ("b", True)],
-            [("b", True), ("a", True)],
-        )
-        assert done_ids(out) == {"a", "b"}
-    else:
-        assert (second.done, second.skipped) == (0, 2) and len(written) == 2
-        assert done_ids(out, include_errors=True) == {"a", "b"}
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl({"id": "a", "text": "1"}, {"id": "b", "txt": "typo"}))
+        first = await run_file(task, source, out, concurrency=1)
+        assert (first.done, first.failed) == (2, 2) and done_ids(out) == set()
+        source.write_text(jsonl({"id": "a", "text": "1"}, {"id": "b", "text": "fixed"}))
+        second = await run_file(task, source, out, retry_errors=retry_errors)
+        written = lines(out)
+        if retry_errors:
+            assert (second.done, second.failed, second.skipped) == (2, 0, 0)
+            assert [(line["id"], "output" in line) for line in written[2:]] in (
+                [("a", True), ("b", True)],
+                [("b", True), ("a", True)],
+            )
+            assert done_ids(out) == {"a", "b"}
+        else:
+            assert (second.done, second.skipped) == (0, 2) and len(written) == 2
+            assert done_ids(out, include_errors=True) == {"a", "b"}
 
 
 def test_cli_keep_errors_flag(tmp_path: Path) -> None:
@@ -522,18 +524,18 @@ def test_cli_keep_errors_flag(tmp_path: Path) -> None:
     from promptcast.cli import app
 
     (tmp_path / "labels.jinja").write_text(TASK.lstrip())
-    pc.configure(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})})
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl({"id": "a", "text": "1"}))
-    out.write_text(
-        json.dumps({"id": "a", "error": {"type": "BackendError", "message": "x"}}) + "\n"
-    )
-    args = ["batch", "labels", str(source), "-o", str(out), "-p", str(tmp_path)]
-    kept = CliRunner().invoke(app, [*args, "--keep-errors"])
-    assert kept.exit_code == 0 and "0 done (0 failed), 1 already in" in kept.output
-    retried = CliRunner().invoke(app, args)
-    assert retried.exit_code == 0 and "1 done (0 failed), 0 already in" in retried.output
-    assert [("output" in line) for line in lines(out)] == [False, True]
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl({"id": "a", "text": "1"}))
+        out.write_text(
+            json.dumps({"id": "a", "error": {"type": "BackendError", "message": "x"}}) + "\n"
+        )
+        args = ["batch", "labels", str(source), "-o", str(out), "-p", str(tmp_path)]
+        kept = CliRunner().invoke(app, [*args, "--keep-errors"])
+        assert kept.exit_code == 0 and "0 done (0 failed), 1 already in" in kept.output
+        retried = CliRunner().invoke(app, args)
+        assert retried.exit_code == 0 and "1 done (0 failed), 0 already in" in retried.output
+        assert [("output" in line) for line in lines(out)] == [False, True]
 
 
 # one item never stops a batch (item 14) and error lines carry no secrets (item 4)
@@ -559,15 +561,15 @@ async def test_an_exception_in_one_item_is_an_error_line_and_the_batch_goes_on(
     def handler(request: Any) -> Any:
         return exc if "<7>" in request.prompt.messages[0]["content"] else {"label": "ok"}
 
-    pc.configure(backends={"test/labels": ScriptedBackend(handler)})
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl(*({"id": i, "text": f"<{i}>"} for i in range(20))))
-    stats = await run_file(task, source, out, concurrency=4)
-    results = {line["id"]: line for line in lines(out)}
-    assert set(results) == set(range(20)) and (stats.done, stats.failed) == (20, 1)
-    assert results[7]["error"]["type"] == type(exc).__name__
-    assert results[7]["error"]["message"]
+    with pc.override(backends={"test/labels": ScriptedBackend(handler)}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl(*({"id": i, "text": f"<{i}>"} for i in range(20))))
+        stats = await run_file(task, source, out, concurrency=4)
+        results = {line["id"]: line for line in lines(out)}
+        assert set(results) == set(range(20)) and (stats.done, stats.failed) == (20, 1)
+        assert results[7]["error"]["type"] == type(exc).__name__
+        assert results[7]["error"]["message"]
 
 
 SECRETS = [
@@ -585,16 +587,16 @@ async def test_error_lines_are_scrubbed_of_credentials(
     error = pc.BackendError(
         f"401 invalid x-api-key; request had Authorization: {secret}", provider="test", status=401
     )
-    pc.configure(
+    with pc.override(
         backends={"test/labels": ScriptedBackend([error, ValueError(f"echo {secret}"), error])}
-    )
-    task = pc.Task.from_file(write_task("labels", TASK))
-    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(jsonl({"id": "a", "text": "1"}, {"id": "b", "text": "2"}))
-    await run_file(task, source, out, concurrency=1)
-    text = out.read_text()
-    token = secret.split()[-1]
-    assert token not in text and token[-12:] not in text
-    assert [line["error"]["type"] for line in lines(out)] == ["BackendError", "ValueError"]
-    results = [r async for r in batch(task, [BatchItem("c", {"text": "3"})])]
-    assert results[0].error is not None and token not in results[0].error["message"]
+    ):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl({"id": "a", "text": "1"}, {"id": "b", "text": "2"}))
+        await run_file(task, source, out, concurrency=1)
+        text = out.read_text()
+        token = secret.split()[-1]
+        assert token not in text and token[-12:] not in text
+        assert [line["error"]["type"] for line in lines(out)] == ["BackendError", "ValueError"]
+        results = [r async for r in batch(task, [BatchItem("c", {"text": "3"})])]
+        assert results[0].error is not None and token not in results[0].error["message"]

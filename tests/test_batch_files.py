@@ -72,12 +72,12 @@ def test_cli_batch_into_a_missing_folder_is_a_one_line_error(tmp_path: Path) -> 
     (tmp_path / "labels.jinja").write_text(
         "---\ninputs: {text: str}\noutput: {label: str}\nmodel: test/labels\n---\n{{ text }}\n"
     )
-    pc.configure(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})})
-    source = tmp_path / "in.jsonl"
-    source.write_text('{"text": "a"}\n')
-    out = tmp_path / "missing" / "out.jsonl"
-    result = CliRunner().invoke(
-        app, ["batch", "labels", str(source), "-o", str(out), "-p", str(tmp_path)]
-    )
-    assert result.exit_code == 1 and "No such file or directory" in result.output
-    assert "Traceback" not in result.output
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        source = tmp_path / "in.jsonl"
+        source.write_text('{"text": "a"}\n')
+        out = tmp_path / "missing" / "out.jsonl"
+        result = CliRunner().invoke(
+            app, ["batch", "labels", str(source), "-o", str(out), "-p", str(tmp_path)]
+        )
+        assert result.exit_code == 1 and "No such file or directory" in result.output
+        assert "Traceback" not in result.output

@@ -528,6 +528,8 @@ def budget_error(limit: str) -> BudgetExceededError:
 def scripted_server(fake: FakeAnthropic) -> Iterator[tuple[str, list[Any]]]:
     """An app whose `extract_ticket` runs on a scripted backend; put exceptions in the list."""
     script: list[Any] = []
+    # configure, not override: the server runs in a thread of its own, which a scope set here
+    # does not reach (a served app's backends are process-wide by design)
     pc.configure(backends={"test/script": ScriptedBackend(lambda _: script.pop(0))})
     task = pc.builtin_tasks()["extract_ticket"].with_model("test/script")
     with running(create_app(pc.TaskRegistry({"extract_ticket": task}), tokens=[])) as url:

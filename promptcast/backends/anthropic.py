@@ -226,12 +226,19 @@ class AnthropicBackend(Backend):
         async for entry in results:
             result = entry.result
             if result.type == "succeeded":
-                yield entry.custom_id, _reply(requests[entry.custom_id], result.message)
+                try:
+                    reply: ModelReply | str = _reply(requests[entry.custom_id], result.message)
+                except BackendError as exc:  # one malformed entry must not end the others
+                    reply = f"errored: {exc}"
+                yield entry.custom_id, reply
             elif result.type == "errored":
                 error = getattr(getattr(result.error, "error", None), "message", "") or ""
                 yield entry.custom_id, f"errored: {error}".strip()
             else:
                 yield entry.custom_id, str(result.type)
+
+    def batch_params(self, request: ModelRequest) -> dict[str, Any]:
+        return batch_params(request)
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
         if request.output_model is None or reply.raw is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import abc
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -23,6 +24,7 @@ __all__ = [
     "Capabilities",
     "ModelReply",
     "ModelRequest",
+    "ProviderBatches",
     "is_transport_failure",
     "json_in_text",
     "malformed_reply",
@@ -81,6 +83,29 @@ class Capabilities:
     batch: bool = False
     streaming: bool = False
     output_modes: frozenset[str] = frozenset({"tool"})
+
+
+class ProviderBatches(Protocol):
+    """What a backend whose `capabilities.batch` is true offers: the provider's batch API (half
+    price, results within a day)."""
+
+    def batch_params(self, request: ModelRequest) -> dict[str, Any]:
+        """The request as one entry of a provider batch (no timeout, no per-request headers)."""
+        ...
+
+    async def submit_batch(self, requests: list[tuple[str, ModelRequest]]) -> str:
+        """Submit `(custom_id, request)` pairs as one batch; returns its id."""
+        ...
+
+    async def batch_ended(self, batch_id: str, *, model: str | None = None) -> bool:
+        """Whether the batch has finished processing."""
+        ...
+
+    def batch_results(
+        self, batch_id: str, requests: dict[str, ModelRequest]
+    ) -> AsyncIterator[tuple[str, ModelReply | str]]:
+        """Each request's reply, or why it has none ("expired", "errored: …", "canceled")."""
+        ...
 
 
 class Backend(abc.ABC):
