@@ -135,8 +135,13 @@ def main() -> None:
             )
             body["id"] = f"msg_example_{name}_{i}"
             body["content"][0]["id"] = f"toolu_example_{name}_{i}"
-            with FakeAnthropic() as fake, pc.override(
-                providers={"anthropic": {"api_key": "sk-ant-example", "base_url": fake.base_url}}
+            with (
+                FakeAnthropic() as fake,
+                pc.override(
+                    providers={
+                        "anthropic": {"api_key": "sk-ant-example", "base_url": fake.base_url}
+                    }
+                ),
             ):
                 fake.reply(FakeReply(body, headers=HEADERS))
                 recorder = register(

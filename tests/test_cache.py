@@ -542,11 +542,14 @@ async def test_a_cache_that_never_answers_does_not_serialise_async_calls(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """16 concurrent calls against a hung Redis take less than twice as long as one."""
-    task = pc.Task.from_file(write_task("free", "---\ninputs: {text: str}\noutput: str\n---\n{{ text }}"))
+    task = pc.Task.from_file(
+        write_task("free", "---\ninputs: {text: str}\noutput: str\n---\n{{ text }}")
+    )
     model, backend = _slow_free_text(0.2)
     url = f"redis://127.0.0.1:{silent_server}/0"
-    with caplog.at_level(logging.WARNING, "promptcast.cache"), pc.override(
-        model=model, backends={model: backend}, cache=url, cache_timeout_s=0.2
+    with (
+        caplog.at_level(logging.WARNING, "promptcast.cache"),
+        pc.override(model=model, backends={model: backend}, cache=url, cache_timeout_s=0.2),
     ):
         one = await _timed_calls(task, 1)
         sixteen = await _timed_calls(task, 16)
@@ -564,7 +567,9 @@ async def test_a_locked_sqlite_file_does_not_freeze_async_calls(
 ) -> None:
     """Another process holding SQLite's write lock costs each call at most the cache timeout."""
     path = tmp_path / "cache.db"
-    task = pc.Task.from_file(write_task("free", "---\ninputs: {text: str}\noutput: str\n---\n{{ text }}"))
+    task = pc.Task.from_file(
+        write_task("free", "---\ninputs: {text: str}\noutput: str\n---\n{{ text }}")
+    )
     model, backend = _slow_free_text(0.0)
     with pc.override(model=model, backends={model: backend}, cache=f"sqlite:///{path}"):
         await task.arun(text="warm")  # creates the file and its table
