@@ -490,37 +490,6 @@ def test_import_promptcast_does_not_import_redis() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server on loopback that accepts every connection and never answers a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
-
-
 def _slow_free_text(delay_s: float) -> tuple[str, ScriptedBackend]:
     async def answer(request: Any) -> str:
         await asyncio.sleep(delay_s)

@@ -10,7 +10,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -245,39 +244,10 @@ def test_a_client_that_disconnects_while_sending_is_a_499_not_a_500() -> None:
 # a cache that never answers
 
 
-@pytest.fixture
-def silent_cache_port() -> Iterator[int]:
-    """A TCP listener on 127.0.0.1 that accepts connections and never sends a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in accepted:
-            conn.close()
-        listener.close()
-
-
 def test_healthz_answers_fast_while_calls_wait_on_a_silent_cache(
-    silent_cache_port: int, monkeypatch: pytest.MonkeyPatch
+    silent_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PROMPTCAST_CACHE", f"redis://127.0.0.1:{silent_cache_port}/0")
+    monkeypatch.setenv("PROMPTCAST_CACHE", f"redis://127.0.0.1:{silent_server}/0")
     pc.reset_defaults()
 
     async def thinking(request: ModelRequest) -> dict[str, Any]:
