@@ -9,14 +9,13 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 __all__ = ["Classification"]
 
 
+# The docstring below is the tool description the model reads; how validation works stays here.
+# Validated with the call's inputs as context (`{"inputs": {"labels": [...]}}`), a label that is
+# not one of them is invalid, so the model is asked again. A label that differs only in case or
+# surrounding spaces is accepted as the given spelling. Without that context (a cached reply,
+# `model_validate` by hand) any label is accepted.
 class Classification(BaseModel):
-    """One label chosen from the labels given with the text.
-
-    Validated with the call's inputs as context (`{"inputs": {"labels": [...]}}`), a label that is
-    not one of them is invalid, so the model is asked again. A label that differs only in case or
-    surrounding spaces is accepted as the given spelling. Without that context (a cached reply,
-    `model_validate` by hand) any label is accepted.
-    """
+    """One label chosen from the labels given with the text."""
 
     label: str = Field(description="Exactly one of the given labels.")
     reason: str = Field(description="Why, in one short sentence.")
