@@ -11,6 +11,7 @@ import pytest
 import promptcast as pc
 from promptcast.testing import (
     FakeAnthropic,
+    FakeReply,
     error_reply,
     message,
     text_block,
@@ -213,3 +214,81 @@ async def test_async_call_through_the_sdk(
     )
     run = await summarize.arun(text="x")
     assert run.attempts == 2 and run.output.model_dump() == GOOD  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def sdk_messages_built(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every SDK `Message` object built (by the SDK's parse or by promptcast) during the test."""
+    from anthropic.types import Message
+
+    built: list[object] = []
+    construct = Message.construct.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[Message], /, *args: object, **values: object) -> Message:
+        built.append(values)
+        return construct(cls, *args, **values)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Message, "construct", classmethod(counted))
+    monkeypatch.setattr(Message, "model_construct", classmethod(counted))
+    return built
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["run", "arun"])
+async def test_a_valid_reply_is_read_without_building_sdk_objects(
+    summarize: pc.Task[object],
+    fake_anthropic: FakeAnthropic,
+    close_async_clients: None,
+    sdk_messages_built: list[object],
+    use_async: bool,
+) -> None:
+    fake_anthropic.reply(
+        message(
+            [thinking(), text_block("Here."), tool_use_block("SummarizeOutput", GOOD)],
+            input_tokens=40,
+            output_tokens=9,
+        )
+    )
+    run = await summarize.arun(text="x") if use_async else summarize.run(text="x")
+    assert run.output.model_dump() == GOOD  # type: ignore[attr-defined]
+    assert (run.usage.input_tokens, run.usage.output_tokens) == (40, 9)
+    assert sdk_messages_built == []
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["run", "arun"])
+async def test_a_re_ask_builds_the_sdk_message_of_the_failed_reply_only(
+    summarize: pc.Task[object],
+    fake_anthropic: FakeAnthropic,
+    close_async_clients: None,
+    sdk_messages_built: list[object],
+    use_async: bool,
+) -> None:
+    bad = tool_use_block("SummarizeOutput", {"summary": "x", "bullets": "not a list"})
+    fake_anthropic.reply(message([bad]), message([tool_use_block("SummarizeOutput", GOOD)]))
+    run = await summarize.arun(text="x") if use_async else summarize.run(text="x")
+    assert run.attempts == 2
+    assert [values["content"] for values in sdk_messages_built] == [[bad]]  # type: ignore[index]
+    [result] = fake_anthropic.requests[1]["messages"][-1]["content"]
+    assert result["tool_use_id"] == bad["id"] and result["is_error"] is True
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        FakeReply(
+            raw=b"<html><body>Bad gateway</body></html>", headers={"content-type": "text/html"}
+        ),
+        FakeReply(raw=b'{"id": "msg_01", "content": [{"type": "te'),
+        FakeReply(raw=b""),
+        FakeReply(raw=b"null"),
+        FakeReply(raw=b'"a string"'),
+    ],
+    ids=["html-page", "truncated-json", "empty", "json-null", "json-string"],
+)
+def test_a_2xx_body_that_is_not_a_message_is_a_retryable_backend_error(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic, reply: FakeReply
+) -> None:
+    fake_anthropic.reply(*[reply] * 3)
+    with pc.override(retry_max_wait_s=0.01), pytest.raises(pc.BackendError) as info:
+        summarize.run(text="x")
+    assert info.value.retryable and info.value.provider == "anthropic"
+    assert len(fake_anthropic.requests) == 3
