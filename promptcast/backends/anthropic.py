@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -170,12 +170,8 @@ class AnthropicBackend(Backend):
             clients = self._async.setdefault(asyncio.get_running_loop(), {})
         client = clients.get(endpoint)
         if client is None:
-            sdk = _sdk()
-            client = clients[endpoint] = sdk.AsyncAnthropic(
-                api_key=endpoint[0],
-                base_url=endpoint[1],
-                max_retries=0,
-                http_client=sdk.DefaultAsyncHttpxClient(limits=_async_limits()),
+            client = clients[endpoint] = _sdk().AsyncAnthropic(
+                api_key=endpoint[0], base_url=endpoint[1], max_retries=0
             )
         return client
 
@@ -308,19 +304,6 @@ def _tracing_headers(task: str | None, template_hash: str | None) -> dict[str, s
     return ModelRequest(
         model="", prompt=_EMPTY, output_model=None, task=task, template_hash=template_hash
     ).tracing_headers()
-
-
-@cache
-def _async_limits() -> Any:
-    """The async client's connection pool: the SDK's limit on connections, and every one of them
-    kept alive (the SDK keeps 100, so with more calls in flight each reply closed a connection and
-    the next request paid for a new one)."""
-    limits = _sdk().DEFAULT_CONNECTION_LIMITS
-    return type(limits)(
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-    )
 
 
 def _body(request: ModelRequest, response: Any) -> Any:

@@ -92,7 +92,7 @@ def test_module_class_schema_task_runs_through_the_sdk(
     assert sent["messages"][0]["content"] == "two apples"
     assert sent["tools"][0]["name"] == "Order"
     assert sent["tools"][0]["input_schema"]["$defs"]["Item"]["required"] == ["name", "qty"]
-    assert run.output.items[0].qty == 1  # type: ignore[attr-defined]
+    assert run.output.items[0].qty == 1
 
 
 def test_thinking_block_before_the_tool_call_is_skipped(
