@@ -8,6 +8,7 @@ stay flat). A benchmark that prints, not a test. The fake server runs in another
 CPU is not counted.
 
 Run: python benchmarks/throughput.py [--calls 4096] [--in-flight 256 1024] [--rounds 5] [--no-rss]
+    [--fake asyncio|threads]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fake_anthropic_process
+from _common import async_fake_anthropic_process, fake_anthropic_process
 from pydantic import BaseModel
 
 TASK = """\
@@ -149,14 +150,22 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-rss", action="store_true", help="skip the batch RSS measurement")
+    parser.add_argument(
+        "--fake",
+        choices=["asyncio", "threads"],
+        default="asyncio",
+        help="the fake server: one asyncio loop (default), or FakeAnthropic's thread per "
+        "connection, which itself becomes the bottleneck with many requests in flight",
+    )
     args = parser.parse_args()
-    with fake_anthropic_process(delay_s=0.05) as base_url:
+    fake = async_fake_anthropic_process if args.fake == "asyncio" else fake_anthropic_process
+    with fake(delay_s=0.05) as base_url:
         results = asyncio.run(main_async(args.calls, args.in_flight, args.rounds))
         rss = {} if args.no_rss else {n: batch_rss(n, base_url) for n in (1_000, 10_000)}
     for flight, rates in results.items():
         ratios = [ours / raw for ours, raw in zip(rates["promptcast"], rates["raw"], strict=True)]
         print(
-            f"{args.calls} calls, {flight} in flight, 50 ms fake latency, "
+            f"{args.calls} calls, {flight} in flight, 50 ms fake latency ({args.fake} fake), "
             f"{args.rounds} interleaved rounds (medians)"
         )
         print(f"  raw anthropic SDK   {statistics.median(rates['raw']):8.0f} tasks/s")

@@ -272,6 +272,10 @@ def compile_template(
 
     A render that fails at run time (a `range` too large, recursion, a bad operation on a value)
     raises `TaskInputError` naming the template line, never a bare Python error.
+
+    A template without inputs renders the same prompt every time, so it is rendered once here and
+    each call gets a copy; unless it draws random text (the `random` filter, `lipsum()`), or its
+    render fails (then every call raises the failure, as before).
     """
     template, problems = _compile(source, declared, path, first_line)
     if problems or template is None:
@@ -297,7 +301,39 @@ def compile_template(
             _blocks.reset(token)
         return _assemble(text, nonce, collected)
 
-    return render
+    if declared or not _deterministic(source):
+        return render
+    try:
+        fixed = render({})
+    except TaskInputError:
+        return render
+
+    def rendered(values: dict[str, Any]) -> Prompt:
+        messages: list[Message] = [
+            {"role": m["role"], "content": m["content"]} for m in fixed.messages
+        ]
+        return Prompt(system=fixed.system, messages=messages)
+
+    return rendered
+
+
+# What may make two renders of the same values differ: the random built-ins, and objects made per
+# render whose text shows their memory address.
+_UNSTABLE_GLOBALS = frozenset({"lipsum", "cycler", "joiner", "namespace"})
+
+
+def _deterministic(source: str) -> bool:
+    """Whether a (compiled, checked) template renders the same text every time it gets the same
+    values: no `random` filter (also by name, as in `map('random')`), no `lipsum()` and none of
+    the globals that make a new object per render."""
+    tree = _ENV.parse(source)
+    if any(node.name == "random" for node in tree.find_all(nodes.Filter)):
+        return False
+    if any(node.value == "random" for node in tree.find_all(nodes.Const)):
+        return False
+    return not any(
+        node.name in _UNSTABLE_GLOBALS for node in tree.find_all(nodes.Name) if node.ctx == "load"
+    )
 
 
 def _compile(
