@@ -292,3 +292,30 @@ def test_a_2xx_body_that_is_not_a_message_is_a_retryable_backend_error(
         summarize.run(text="x")
     assert info.value.retryable and info.value.provider == "anthropic"
     assert len(fake_anthropic.requests) == 3
+
+
+async def test_sequential_async_calls_use_one_client_and_concurrent_ones_spread(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    import asyncio
+
+    from promptcast.backends.anthropic import AnthropicBackend
+
+    backend = AnthropicBackend()
+    with pc.override(backends={"anthropic": backend}):
+        for _ in range(3):
+            await summarize.arun(text="x")
+        [pool] = backend._async[asyncio.get_running_loop()].values()
+        assert [c is not None for c in pool.clients].count(True) == 1
+
+        fake_anthropic.handler = lambda request: FakeReply(
+            message([tool_use_block("SummarizeOutput", GOOD)]), delay_s=0.2
+        )
+        runs = await asyncio.gather(*(summarize.arun(text=str(i)) for i in range(16)))
+        assert all(run.output.model_dump() == GOOD for run in runs)  # type: ignore[attr-defined]
+        created = [c for c in pool.clients if c is not None]
+        assert len(created) == pool.SHARDS and pool.busy == [0] * pool.SHARDS
+        assert len(fake_anthropic.requests) == 3 + 16
+    await backend.aclose()
+    assert all(client.is_closed() for client in created)
+    assert asyncio.get_running_loop() not in backend._async
