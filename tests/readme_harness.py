@@ -360,6 +360,7 @@ class Runner:
     failures: list[str] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
     ran: list[str] = field(default_factory=list)
+    printed: dict[str, str] = field(default_factory=dict)  # command -> its stdout and stderr
     last_stdout: str = ""
     _sessions: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     _server: subprocess.Popen[bytes] | None = None
@@ -539,6 +540,7 @@ class Runner:
             )
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"`{command}` did not finish in {exc.timeout} s") from None
+        self.printed[command] = result.stdout + result.stderr
         assert result.returncode == 0, (
             f"`{command}` exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
@@ -552,6 +554,7 @@ class Runner:
         finally:
             pc.reset_defaults()
             _close_leftover_loop()
+        self.printed[command] = result.stdout + result.stderr
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise AssertionError(f"`{command}` raised {result.exception!r}\n{result.output}")
         assert result.exit_code == 0, f"`{command}` exited {result.exit_code}:\n{result.output}"

@@ -256,14 +256,21 @@ def test_the_security_section_says_what_is_guaranteed_and_what_is_not() -> None:
     for promise in (
         "Types hold data",
         "ImmutableSandboxedEnvironment",
-        "fence()",
-        "`Host` header",
-        "One set of secret patterns",
+        "`fence()`",
+        "`Host` names loopback",
+        "One set of credential patterns",
         "Settings are validated",
         "without aliases",
     ):
         assert promise in guaranteed, promise
-    for duty in ("TLS", "timeouts", "body limit", "Rotate tokens", "scan-cassettes"):
+    for duty in (
+        "Terminate TLS",
+        "client_header_timeout",
+        "client_body_timeout",
+        "PROMPTCAST_MAX_BODY_BYTES",
+        "Rotate tokens",
+        "promptcast scan-cassettes",
+    ):
         assert duty in operator, duty
 
 
