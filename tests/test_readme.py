@@ -303,3 +303,15 @@ def test_readme_task_file_loads_renders_and_runs_on_a_scripted_backend(tmp_path:
     with pc.override(model="test/reviews", backends={"test/reviews": script}):
         run = tasks.summarize_review.run(text="Great blender, a bit loud.")
     assert run.attempts == 2 and run.output.points == ["great", "loud"]  # type: ignore[attr-defined]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("anchor", sorted(set(re.findall(r"\]\(#([^)]+)\)", README))))
+def test_every_link_inside_the_readme_lands_on_a_heading(anchor: str) -> None:
+    text = re.sub(r"```.*?```", "", README, flags=re.DOTALL)
+    headings = {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)}
+    assert anchor in headings
