@@ -225,8 +225,11 @@ def _check_extras(runner: Runner, command: str) -> None:
 
 
 def _check_venv(runner: Runner, command: str) -> None:
-    """The venv the README's install line creates is the one these tests run in."""
-    assert (ROOT / ".venv" / "bin" / "python").exists() or VENV_BIN.name == "bin"
+    """These tests run in the venv that line makes (`.ci/run` makes it the same way)."""
+    import venv  # noqa: F401 - the stdlib module the command runs
+
+    assert sys.prefix != sys.base_prefix, "the tests do not run in a virtual environment"
+    assert "python3 -m venv .venv" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def _check_ci(runner: Runner, command: str) -> None:
