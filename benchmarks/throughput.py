@@ -47,16 +47,18 @@ class Label(BaseModel):
     confidence: float
 
 
-async def timed(calls: int, in_flight: int, one: Any) -> float:
+async def timed(calls: int, in_flight: int, one: Any) -> tuple[float, float]:
+    """Tasks per second, and this process's CPU µs per call, over `calls` calls."""
     gate = asyncio.Semaphore(in_flight)
 
     async def bounded(i: int) -> None:
         async with gate:
             await one(i)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(bounded(i) for i in range(calls)))
-    return calls / (time.perf_counter() - started)
+    rate = calls / (time.perf_counter() - started)
+    return rate, (time.process_time() - cpu) / calls * 1e6
 
 
 def batch_rss(lines: int, base_url: str) -> float:
@@ -102,7 +104,7 @@ def batch_rss(lines: int, base_url: str) -> float:
 
 async def main_async(
     calls: int, in_flight: list[int], rounds: int
-) -> dict[int, dict[str, list[float]]]:
+) -> dict[int, dict[str, list[tuple[float, float]]]]:
     import anthropic
 
     import promptcast as pc
@@ -132,7 +134,7 @@ async def main_async(
     async def ours(i: int) -> Any:
         return await task.acall(text=f"item {i}")
 
-    results: dict[int, dict[str, list[float]]] = {}
+    results: dict[int, dict[str, list[tuple[float, float]]]] = {}
     for flight in in_flight:
         await timed(flight, flight, raw)  # warm connections and imports
         await timed(flight, flight, ours)
@@ -162,17 +164,24 @@ def main() -> None:
     with fake(delay_s=0.05) as base_url:
         results = asyncio.run(main_async(args.calls, args.in_flight, args.rounds))
         rss = {} if args.no_rss else {n: batch_rss(n, base_url) for n in (1_000, 10_000)}
-    for flight, rates in results.items():
+    for flight, samples in results.items():
+        rates = {name: [rate for rate, _ in values] for name, values in samples.items()}
+        cpu = {name: [micros for _, micros in values] for name, values in samples.items()}
         ratios = [ours / raw for ours, raw in zip(rates["promptcast"], rates["raw"], strict=True)]
+        cpu_ratios = [ours / raw for ours, raw in zip(cpu["promptcast"], cpu["raw"], strict=True)]
         print(
             f"{args.calls} calls, {flight} in flight, 50 ms fake latency ({args.fake} fake), "
             f"{args.rounds} interleaved rounds (medians)"
         )
-        print(f"  raw anthropic SDK   {statistics.median(rates['raw']):8.0f} tasks/s")
-        print(f"  promptcast arun     {statistics.median(rates['promptcast']):8.0f} tasks/s")
+        for name, label in (("raw", "raw anthropic SDK"), ("promptcast", "promptcast arun")):
+            print(
+                f"  {label:<19} {statistics.median(rates[name]):8.0f} tasks/s   "
+                f"client CPU {statistics.median(cpu[name]):6.0f} µs/call"
+            )
         print(
-            f"  promptcast/raw = {statistics.median(ratios):.2f} (target >= 1.00; rounds: "
-            f"{', '.join(f'{r:.2f}' for r in ratios)})"
+            f"  promptcast/raw throughput = {statistics.median(ratios):.2f} (target >= 1.00; "
+            f"rounds: {', '.join(f'{r:.2f}' for r in ratios)}); CPU per call = "
+            f"{statistics.median(cpu_ratios):.2f}x"
         )
     if rss:
         print(
