@@ -98,8 +98,14 @@ class _Skeleton:
     ends: list[int]
 
 
+@functools.lru_cache(maxsize=256)
+def _closing(tag: str) -> re.Pattern[str]:
+    """The `<` of a closing `tag` (any case, spacing or attributes), compiled once per tag."""
+    return re.compile(r"<(?=\s*/\s*" + re.escape(tag) + r"(?:[\s/>]|$))", re.IGNORECASE)
+
+
 def _neutralise(text: str, tag: str) -> str:
-    closing = re.compile(r"<(?=\s*/\s*" + re.escape(tag) + r"(?:[\s/>]|$))", re.IGNORECASE)
+    closing = _closing(tag)
     if _PLAIN.fullmatch(text):  # the common case: nothing can be disguised
         return closing.sub(_STAND_IN, text)
     skeleton = _visible(
