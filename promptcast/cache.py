@@ -279,26 +279,28 @@ def open_cache(url: str, *, timeout_s: float = 0.25) -> Cache | None:
     return RedisCache(url, timeout_s=timeout_s)
 
 
-_shared: dict[str, Cache] = {}
+_shared: dict[tuple[str, float], Cache] = {}
 _shared_lock = threading.Lock()
 _failing: set[int] = set()
 
 
 def shared_cache(config: Settings) -> Cache | None:
-    """The process-wide cache the settings name, opened once per URL."""
+    """The process-wide cache the settings name, opened once per URL and timeout (the sync path
+    relies on the store's own timeouts, so a scope with another `cache_timeout_s` gets its own)."""
     setting = config.cache
     if not isinstance(setting, str):
         return typing.cast(Cache, setting)
     if setting == "off":
         return None
-    opened = _shared.get(setting)
+    key = (setting, config.cache_timeout_s)
+    opened = _shared.get(key)
     if opened is None:
         with _shared_lock:
-            opened = _shared.get(setting)
+            opened = _shared.get(key)
             if opened is None:
                 opened = open_cache(setting, timeout_s=config.cache_timeout_s)
                 assert opened is not None
-                _shared[setting] = opened
+                _shared[key] = opened
     return opened
 
 

@@ -591,3 +591,15 @@ def test_the_cache_key_never_holds_the_api_key(
     with pc.override(providers={"anthropic": {"api_key": "sk-ant-second-key-11111"}}):
         assert task.run(text="The blender is loud.").cached
     assert len(fake_anthropic.requests) == 1
+
+
+def test_a_scope_with_another_cache_timeout_gets_a_store_with_that_timeout(tmp_path: Path) -> None:
+    """The sync path relies on the store's own timeouts (SQLite busy wait, Redis sockets)."""
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    pc.configure(cache=url)
+    default = shared_cache(pc.get_config())
+    with pc.override(cache_timeout_s=0.05):
+        scoped = shared_cache(pc.get_config())
+    assert isinstance(default, SQLiteCache) and isinstance(scoped, SQLiteCache)
+    assert (default.timeout_s, scoped.timeout_s) == (0.25, 0.05)
+    assert shared_cache(pc.get_config()) is default
