@@ -42,21 +42,57 @@ _ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 _TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
+class TextPart(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class MediaPart(TypedDict):
+    """An image or document placed at this point of a message (`promptcast.media`)."""
+
+    type: Literal["media"]
+    value: Any
+
+
+class CachePoint(TypedDict):
+    """The end of a static prefix: backends that cache prompts put a breakpoint after the part
+    before it."""
+
+    type: Literal["cachepoint"]
+
+
+Part = TextPart | MediaPart | CachePoint
+Content = str | list[Part]
+"""A message's content: a plain string for text-only prompts (the common case, kept cheap), a list
+of provider-neutral parts when it holds media or cache breakpoints. Backends convert parts."""
+
+
 class Message(TypedDict):
     role: Literal["user", "assistant"]
-    content: str
+    content: Content
+
+
+def content_text(content: Content) -> str:
+    """The text of `content`, media shown as a placeholder (logs, token estimates, `as_text`)."""
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part["text"] if part["type"] == "text" else f"[{type(part['value']).__name__.lower()}]"
+        for part in content
+        if part["type"] != "cachepoint"
+    )
 
 
 @dataclass(frozen=True)
 class Prompt:
     """A rendered task: an optional system prompt and alternating user/assistant messages."""
 
-    system: str | None
+    system: Content | None
     messages: list[Message] = field(default_factory=list)
 
     def as_text(self) -> str:
-        parts = [f"[system]\n{self.system}"] if self.system else []
-        parts += [f"[{m['role']}]\n{m['content']}" for m in self.messages]
+        parts = [f"[system]\n{content_text(self.system)}"] if self.system else []
+        parts += [f"[{m['role']}]\n{content_text(m['content'])}" for m in self.messages]
         return "\n\n".join(parts)
 
 
@@ -417,7 +453,9 @@ def _assemble(text: str, nonce: str, blocks: list[tuple[Role, str]]) -> Prompt:
         if role == "system":
             system.append(content)
         elif messages and messages[-1]["role"] == role:
-            messages[-1]["content"] += "\n\n" + content
+            previous = messages[-1]["content"]
+            assert isinstance(previous, str)  # assembled from text only
+            messages[-1]["content"] = previous + "\n\n" + content
         else:
             messages.append({"role": role, "content": content})
     return Prompt(system="\n\n".join(system) or None, messages=messages)
