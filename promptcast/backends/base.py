@@ -48,6 +48,12 @@ class ModelRequest:
     template_hash: str | None = None
     timeout_s: float | None = None
     history: tuple[Any, ...] = ()
+    # how the answer's shape is asked for: "native" (constrained decoding), "tool" (a forced tool
+    # call), "prompted" (the schema in the prompt, JSON read from text); "text" when
+    # `output_model` is None. Resolved before the request is built (`promptcast._modes`).
+    output_mode: str = "tool"
+    thinking_budget: int | None = None
+    prompt_caching: bool = False
 
     def tracing_headers(self) -> dict[str, str]:
         """Headers naming the task and its template hash: they let a replayed test tell prompt
@@ -70,10 +76,16 @@ class ModelReply:
 
     data: Any
     text: str
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: int = 0  # uncached input only
+    output_tokens: int = 0  # thinking included
     truncated: bool = False
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     raw: Any = field(default=None, repr=False)
+    # what the provider says about the reply, for traces (GenAI semantic conventions)
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
