@@ -40,6 +40,9 @@ from promptcast.render import Prompt, compile_template
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec, parse_task_file
 
+if typing.TYPE_CHECKING:
+    from promptcast.stream import AsyncStream, Stream
+
 __all__ = ["BoundTask", "Task", "TaskRegistry", "builtin_tasks", "load_tasks", "task"]
 
 T = TypeVar("T")
@@ -211,6 +214,22 @@ class Task(Generic[T]):
                     )
         except StopIteration as done:
             return typing.cast(Run[T], done.value)
+
+    def stream(self, /, **inputs: Any) -> Stream[T]:
+        """Call the model, streaming: iterate the partial outputs (output-model instances whose
+        fields fill in as the reply arrives), then read `stream.run`. Re-asks, fallbacks, budgets
+        and usage work as in `run()`; a voided attempt raises `stream.attempt`."""
+        from promptcast.stream import Stream, events
+
+        self._check(inputs)  # a wrong input fails here, not at the first iteration
+        return Stream(events(self._plan(inputs)))
+
+    def astream(self, /, **inputs: Any) -> AsyncStream[T]:
+        """`stream` for `async for`; use `async with task.astream(…) as stream:` to stop early."""
+        from promptcast.stream import AsyncStream, aevents
+
+        self._check(inputs)
+        return AsyncStream(aevents(self._plan(inputs)))
 
     # the call, written once
 
@@ -561,6 +580,12 @@ class BoundTask(Generic[P, R]):
 
     def arun(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[Run[R]]:
         return self.task.arun(**self._inputs(args, kwargs))
+
+    def stream(self, *args: P.args, **kwargs: P.kwargs) -> Stream[R]:
+        return self.task.stream(**self._inputs(args, kwargs))
+
+    def astream(self, *args: P.args, **kwargs: P.kwargs) -> AsyncStream[R]:
+        return self.task.astream(**self._inputs(args, kwargs))
 
     def render(self, *args: P.args, **kwargs: P.kwargs) -> Prompt:
         return self.task.render(**self._inputs(args, kwargs))

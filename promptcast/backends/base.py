@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ __all__ = [
     "ModelReply",
     "ModelRequest",
     "ProviderBatches",
+    "StreamDelta",
     "is_transport_failure",
     "json_in_text",
     "malformed_reply",
@@ -88,6 +89,15 @@ class ModelReply:
     finish_reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """A piece of the answer as it arrives: the next characters of the answer's text (the JSON of
+    the output in tool, native and prompted modes; the text itself for free-text output).
+    Thinking and other blocks never arrive as deltas."""
+
+    text: str
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do beyond one request: the task loop and the server ask, never guess."""
@@ -139,6 +149,17 @@ class Backend(abc.ABC):
     async def arequest(self, request: ModelRequest) -> ModelReply:
         """Send one request without blocking the event loop."""
 
+    def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
+        """Send one request as a stream: `StreamDelta`s as the answer arrives, then the complete
+        `ModelReply` (last). Closing the iterator early closes the provider's stream."""
+        raise _no_streaming(self, request)
+        yield  # pragma: no cover - makes this a generator
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
+        """`stream` without blocking the event loop."""
+        raise _no_streaming(self, request)
+        yield  # pragma: no cover - makes this an async generator
+
     def check(self, model: str) -> None:  # noqa: B027 - a hook: nothing to check by default
         """Raise `ConfigurationError` when `model` cannot be called as configured (no credential,
         no base URL), before anything is sent. No I/O."""
@@ -180,6 +201,17 @@ class Backend(abc.ABC):
             },
         )
         return replace(request, history=request.history + history)
+
+
+def _no_streaming(backend: Backend, request: ModelRequest) -> BackendError:
+    return BackendError(
+        f"the {backend.provider} backend cannot stream replies; call the task with run()/arun(), "
+        "or use a model whose backend streams (anthropic/…, litellm providers, test/…)",
+        provider=backend.provider,
+        retryable=False,
+        task=request.task,
+        model=f"{backend.provider}/{request.model}",
+    )
 
 
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)

@@ -6,14 +6,16 @@ Wire it to a `test/<name>` model string for one block with
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
 
-from promptcast.backends.base import Backend, ModelReply, ModelRequest
+from promptcast.backends.base import Backend, Capabilities, ModelReply, ModelRequest, StreamDelta
 
 __all__ = ["ScriptedBackend"]
 
@@ -27,12 +29,23 @@ class ScriptedBackend(Backend):
     An item may be a `ModelReply`, a pydantic model or dict (a structured answer), a string (the
     raw answer text, parsed as JSON when the task wants structure) or an exception to raise.
     Every request is kept in `requests`.
+
+    `stream()` sends each reply's text in pieces of `chunk_chars` characters, `chunk_delay_s`
+    apart; `streams_closed` counts the streams their consumer closed before the end.
     """
 
     __test__ = False
     provider = "test"
+    capabilities = Capabilities(streaming=True)
 
-    def __init__(self, handler: Handler | Iterable[Reply], *, tokens: tuple[int, int] = (10, 5)):
+    def __init__(
+        self,
+        handler: Handler | Iterable[Reply],
+        *,
+        tokens: tuple[int, int] = (10, 5),
+        chunk_chars: int = 8,
+        chunk_delay_s: float = 0.0,
+    ):
         if callable(handler):
             self._handler: Handler = handler
         else:
@@ -48,6 +61,9 @@ class ScriptedBackend(Backend):
             self._handler = scripted
         self._tokens = tokens
         self.requests: list[ModelRequest] = []
+        self.chunk_chars = max(1, chunk_chars)
+        self.chunk_delay_s = chunk_delay_s
+        self.streams_closed = 0
 
     def request(self, request: ModelRequest) -> ModelReply:
         self.requests.append(request)
@@ -64,6 +80,32 @@ class ScriptedBackend(Backend):
         if inspect.isawaitable(result):
             result = await result
         return self._to_reply(request, result)
+
+    def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
+        reply = self.request(request)
+        finished = False
+        try:
+            for start in range(0, len(reply.text), self.chunk_chars):
+                if start and self.chunk_delay_s:
+                    time.sleep(self.chunk_delay_s)
+                yield StreamDelta(reply.text[start : start + self.chunk_chars])
+            finished = True
+            yield reply
+        finally:
+            self.streams_closed += not finished
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
+        reply = await self.arequest(request)
+        finished = False
+        try:
+            for start in range(0, len(reply.text), self.chunk_chars):
+                if start and self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+                yield StreamDelta(reply.text[start : start + self.chunk_chars])
+            finished = True
+            yield reply
+        finally:
+            self.streams_closed += not finished
 
     def _to_reply(self, request: ModelRequest, item: Reply) -> ModelReply:
         if isinstance(item, Exception):
@@ -82,4 +124,12 @@ class ScriptedBackend(Backend):
                     data = None
         else:
             text = json.dumps(item, ensure_ascii=False)
-        return ModelReply(data, text, self._tokens[0], self._tokens[1])
+        return ModelReply(
+            data,
+            text,
+            self._tokens[0],
+            self._tokens[1],
+            response_id=f"scripted-{len(self.requests)}",
+            response_model=request.model,
+            finish_reason="stop",
+        )
