@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -229,16 +230,29 @@ class LiteLLMBackend(Backend):
         except (openai.APIError, ValueError) as exc:
             status = int(getattr(exc, "status_code", 0) or 0)
             text = str(getattr(exc, "message", exc))
-            quota = "insufficient_quota" in text or ("quota" in text.lower() and status == 429)
+            if code := _GOOGLE_CODE.search(text):  # litellm maps any "overloaded" text to a 500
+                status = int(code[1])
+            # Gemini sends every 429 as RESOURCE_EXHAUSTED ("… check quota"), per-minute limits
+            # included, with the wait in a RetryInfo detail of the body instead of a header
+            quota = "insufficient_quota" in text or (
+                "quota" in text.lower() and status == 429 and "RESOURCE_EXHAUSTED" not in text
+            )
             headers = getattr(exc, "litellm_response_headers", None) or {}
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is None and (delay := _RETRY_DELAY.search(text)):
+                retry_after = float(delay[1])
             raise BackendError(
                 f"{self.provider} returned HTTP {status or '?'}: {text}",
                 provider=self.provider,
                 status=status or None,
                 retryable=(not status or is_retryable_status(status)) and not quota,
-                retry_after=parse_retry_after(headers.get("retry-after")),
+                retry_after=retry_after,
                 **context,
             ) from exc
+
+
+_RETRY_DELAY = re.compile(r'"retryDelay":\s*"(\d+(?:\.\d+)?)s"')
+_GOOGLE_CODE = re.compile(r'\{\s*"error":\s*\{\s*"code":\s*(\d{3})\b')  # Google's error body
 
 
 @lru_cache(maxsize=256)
@@ -287,4 +301,7 @@ def _reply(request: ModelRequest, response: Any) -> ModelReply:
         output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
         truncated=choice.finish_reason == "length",
         raw=response,
+        response_id=getattr(response, "id", None) or None,
+        response_model=getattr(response, "model", None) or None,
+        finish_reason=getattr(choice, "finish_reason", None) or None,
     )

@@ -14,24 +14,36 @@ from promptcast.testing._fake_anthropic import (
     text_block,
     tool_use_block,
 )
+from promptcast.testing._fake_gemini import (
+    FakeGemini,
+    function_call_part,
+    gemini_error,
+    generate_content,
+    text_part,
+)
 from promptcast.testing._fake_openai import FakeOpenAI, chat_completion, openai_error, tool_call
 from promptcast.testing._fake_server import FakeReply, FakeServer
 from promptcast.testing.cassettes import recording, replay, vcr_config
 
 __all__ = [
     "FakeAnthropic",
+    "FakeGemini",
     "FakeOpenAI",
     "FakeReply",
     "FakeServer",
     "ScriptedBackend",
     "chat_completion",
     "error_reply",
+    "function_call_part",
+    "gemini_error",
+    "generate_content",
     "message",
     "openai_error",
     "placeholder",
     "recording",
     "replay",
     "text_block",
+    "text_part",
     "tool_call",
     "tool_use_block",
     "vcr_config",
