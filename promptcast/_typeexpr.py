@@ -50,6 +50,8 @@ import pydantic
 import typing_extensions
 from pydantic import BaseModel
 
+from promptcast.media import Document, Image
+
 __all__ = ["SAFE_TYPES", "TypeExprError", "check_data_type", "import_object", "parse_type"]
 
 _SAFE_PYDANTIC = (
@@ -105,6 +107,8 @@ _NAMES: dict[str, Any] = {
     "timedelta": datetime.timedelta,
     "Decimal": decimal.Decimal,
     "UUID": uuid.UUID,
+    "image": Image,
+    "document": Document,
 }
 _GENERICS: dict[str, Any] = {
     "list": list,
@@ -113,7 +117,10 @@ _GENERICS: dict[str, Any] = {
     "set": set,
     "frozenset": frozenset,
 }
-_LEAVES: tuple[Any, ...] = (str, int, float, bool, bytes, type(None), Any, *SAFE_TYPES.values())
+_LEAVES: tuple[Any, ...] = (
+    *(str, int, float, bool, bytes, type(None), Any, Image, Document),
+    *SAFE_TYPES.values(),
+)
 _CONTAINERS = (
     list,
     tuple,

@@ -14,8 +14,8 @@ import html
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
@@ -26,6 +26,7 @@ from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
+from promptcast.media import Media
 
 __all__ = [
     "MAX_SIZE",
@@ -89,6 +90,8 @@ class Prompt:
 
     system: Content | None
     messages: list[Message] = field(default_factory=list)
+    # the system block uses no input variables (and so can end a cached prefix)
+    system_static: bool = False
 
     def as_text(self) -> str:
         parts = [f"[system]\n{content_text(self.system)}"] if self.system else []
@@ -108,6 +111,12 @@ def fence(value: Any, tag: str = "data", **attributes: Any) -> str:
     """
     if not _TAG.match(tag) or not all(_TAG.match(name) for name in attributes):
         raise ValueError(f"fence tag {tag!r} and attribute names must be letters, digits, '_', '-'")
+    if isinstance(value, Media):
+        raise TaskInputError(
+            "template",
+            None,
+            f"fence() takes text, not {value!r}; place {{{{ {value.kind} }}}} outside the fence",
+        )
     text = str(value)
     attrs = "".join(
         f' {name}="{html.escape(str(val), quote=True)}"' for name, val in attributes.items()
@@ -223,6 +232,31 @@ def _decode_entities(source: _Skeleton) -> _Skeleton | None:
 _blocks: contextvars.ContextVar[tuple[str, list[tuple[Role, str]]]] = contextvars.ContextVar(
     "promptcast_role_blocks"
 )
+# The images and documents a render placed, in order; the text holds `\x01{nonce}:{index}\x01`.
+_media: contextvars.ContextVar[list[Media]] = contextvars.ContextVar("promptcast_media")
+
+
+def _finalize(value: Any) -> Any:
+    """`{{ value }}`: an image or document becomes a marker for the content block at this point."""
+    if isinstance(value, Media):
+        placed = _media.get()
+        placed.append(value)
+        return f"\x01{_blocks.get()[0]}:{len(placed) - 1}\x01"
+    return value
+
+
+class _CachePointExtension(Extension):
+    """`{% cachepoint %}`: the static prefix ends here (after long static content such as product
+    docs); backends that cache prompts put a breakpoint after the text before it."""
+
+    tags = {"cachepoint"}
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        return nodes.Output([self.call_method("_cachepoint", lineno=lineno)], lineno=lineno)
+
+    def _cachepoint(self) -> str:
+        return f"\x01{_blocks.get()[0]}:c\x01"
 
 
 class _RoleExtension(Extension):
@@ -289,8 +323,9 @@ def environment() -> ImmutableSandboxedEnvironment:
     env = _Environment(
         undefined=StrictUndefined,
         autoescape=False,
-        extensions=[_RoleExtension],
+        extensions=[_RoleExtension, _CachePointExtension],
         keep_trailing_newline=False,
+        finalize=_finalize,
     )
     env.filters["fence"] = fence
     return env
@@ -300,15 +335,27 @@ _ENV = environment()
 
 
 def template_problems(
-    source: str, *, declared: set[str], path: str, first_line: int
+    source: str,
+    *,
+    declared: set[str],
+    path: str,
+    first_line: int,
+    media: frozenset[str] = frozenset(),
 ) -> list[TaskDefinitionError]:
-    """Every load-time problem of a template: syntax, constructs the sandbox cannot run, and
-    variables that are not declared inputs. Empty when it compiles."""
-    return _compile(source, declared, path, first_line)[1]
+    """Every load-time problem of a template: syntax, constructs the sandbox cannot run,
+    variables that are not declared inputs, and `media` inputs (images, documents) placed inside
+    `fence` or the system role. Empty when it compiles."""
+    return _compile(source, declared, path, first_line, media)[1]
 
 
 def compile_template(
-    source: str, *, task: str, declared: set[str], path: str, first_line: int
+    source: str,
+    *,
+    task: str,
+    declared: set[str],
+    path: str,
+    first_line: int,
+    media: frozenset[str] = frozenset(),
 ) -> Callable[[dict[str, Any]], Prompt]:
     """Compile a template after checking it (see `template_problems`); raises the first problem.
 
@@ -319,14 +366,17 @@ def compile_template(
     each call gets a copy; unless it draws random text (the `random` filter, `lipsum()`), or its
     render fails (then every call raises the failure, as before).
     """
-    template, problems = _compile(source, declared, path, first_line)
+    template, problems = _compile(source, declared, path, first_line, media)
     if problems or template is None:
         raise problems[0]
+    static = _system_static(_ENV.parse(source), declared)
 
     def render(values: dict[str, Any]) -> Prompt:
         nonce = secrets.token_hex(16)
         collected: list[tuple[Role, str]] = []
+        placed: list[Media] = []
         token = _blocks.set((nonce, collected))
+        media_token = _media.set(placed)
         try:
             text = template.render(values)
         except PromptcastError:
@@ -341,7 +391,9 @@ def compile_template(
             ) from None
         finally:
             _blocks.reset(token)
-        return _assemble(text, nonce, collected)
+            _media.reset(media_token)
+        prompt = _assemble(text, nonce, collected, placed)
+        return replace(prompt, system_static=True) if static and prompt.system else prompt
 
     if declared or not _deterministic(source):
         return render
@@ -354,7 +406,7 @@ def compile_template(
         messages: list[Message] = [
             {"role": m["role"], "content": m["content"]} for m in fixed.messages
         ]
-        return Prompt(system=fixed.system, messages=messages)
+        return Prompt(system=fixed.system, messages=messages, system_static=fixed.system_static)
 
     return rendered
 
@@ -379,7 +431,11 @@ def _deterministic(source: str) -> bool:
 
 
 def _compile(
-    source: str, declared: set[str], path: str, first_line: int
+    source: str,
+    declared: set[str],
+    path: str,
+    first_line: int,
+    media: frozenset[str] = frozenset(),
 ) -> tuple[Template | None, list[TaskDefinitionError]]:
     def problem(message: str, lineno: int | None) -> TaskDefinitionError:
         return TaskDefinitionError(message, file=path, line=first_line + (lineno or 1) - 1)
@@ -397,6 +453,10 @@ def _compile(
             node.lineno,
         )
         for node in tree.find_all(tuple(_UNSUPPORTED))
+    ]
+    problems += [problem(message, lineno) for message, lineno in _misplaced_media(tree, media)]
+    problems += [
+        problem(message, lineno) for message, lineno in _data_before_cachepoint(tree, declared)
     ]
     try:
         undeclared = meta.find_undeclared_variables(tree) - declared - set(_ENV.globals)
@@ -425,6 +485,129 @@ def _compile(
         return None, [problem("the template nests too deeply to compile", 1)]
 
 
+def _is_role(node: nodes.Node, role: str | None = None) -> bool:
+    """Whether `node` is a `{% role %}` block (of `role`, when given, as a constant)."""
+    call = getattr(node, "call", None)
+    if not (
+        isinstance(node, nodes.CallBlock)
+        and isinstance(call, nodes.Call)
+        and isinstance(call.node, nodes.ExtensionAttribute)
+        and call.node.name == "_role"
+    ):
+        return False
+    if role is None:
+        return True
+    first = call.args[0] if call.args else None
+    return isinstance(first, nodes.Const) and first.value == role
+
+
+def _is_cachepoint(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.ExtensionAttribute) and node.name == "_cachepoint"
+
+
+def _loads(node: nodes.Node) -> set[str]:
+    return {n.name for n in node.find_all(nodes.Name) if n.ctx == "load"}
+
+
+def _system_static(tree: nodes.Template, declared: set[str]) -> bool:
+    """Whether the system block is the same whatever the inputs: every `{% role "system" %}` sits
+    at the top level (not in a loop, condition or macro) and reads no input and calls no macro."""
+    macros = {m.name for m in tree.find_all(nodes.Macro)}
+    top = [n for n in tree.body if _is_role(n, "system")]
+    if len(top) != sum(1 for n in tree.find_all(nodes.CallBlock) if _is_role(n, "system")):
+        return False
+    if any(
+        _is_role(n)
+        and not _is_role(n, "user")
+        and not _is_role(n, "assistant")
+        and not _is_role(n, "system")
+        for n in tree.find_all(nodes.CallBlock)
+    ):
+        return False  # a role computed at render time may be "system"
+    return not any(_loads(block) & (declared | macros) for block in top)
+
+
+def _data_before_cachepoint(tree: nodes.Template, declared: set[str]) -> list[tuple[str, int]]:
+    """Cache points after template data: a breakpoint must end a prefix that holds no input, so
+    no variable may be read before it (in template order), nor in a system block (which providers
+    put first) unless the cache point is itself in that system block before the data."""
+    found: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    system_data: set[str] = set()
+    for block in tree.find_all(nodes.CallBlock):
+        if _is_role(block, "system"):
+            system_data |= _loads(block) & declared
+    in_system = {
+        id(node)
+        for block in tree.find_all(nodes.CallBlock)
+        if _is_role(block, "system")
+        for node in block.find_all(nodes.ExtensionAttribute)
+    }
+    for node in tree.find_all((nodes.Name, nodes.ExtensionAttribute)):
+        if isinstance(node, nodes.Name):
+            if node.ctx == "load" and node.name in declared:
+                seen.add(node.name)
+            continue
+        if not _is_cachepoint(node):
+            continue
+        before = seen if id(node) in in_system else seen | system_data
+        if before:
+            found.append(
+                (
+                    f"{{% cachepoint %}} comes after template data ({', '.join(sorted(before))}): "
+                    "a cached prefix must hold static text only; move the cache point before "
+                    "the first variable",
+                    node.lineno,
+                )
+            )
+    return found
+
+
+def _misplaced_media(tree: nodes.Template, media: frozenset[str]) -> list[tuple[str, int]]:
+    """Media inputs where no content block can go: inside `fence(...)` (its text is data) and in
+    a system role block (providers take images and documents in user messages only)."""
+    if not media:
+        return []
+
+    def used(node: nodes.Node) -> list[nodes.Name]:
+        found = [node] if isinstance(node, nodes.Name) else list(node.find_all(nodes.Name))
+        return [n for n in found if n.name in media and n.ctx == "load"]
+
+    found: list[tuple[str, int]] = []
+    for node in tree.find_all(nodes.Filter):
+        if node.name == "fence" and node.node is not None:
+            found += [
+                (
+                    f"input {name.name!r} is an image or document and cannot go inside fence(); "
+                    f"place {{{{ {name.name} }}}} outside the fence",
+                    node.lineno,
+                )
+                for name in used(node.node)
+            ]
+    for block in tree.find_all(nodes.CallBlock):
+        call = block.call
+        role = call.args[0] if isinstance(call, nodes.Call) and call.args else None
+        if not (
+            isinstance(call, nodes.Call)
+            and isinstance(call.node, nodes.ExtensionAttribute)
+            and call.node.name == "_role"
+            and isinstance(role, nodes.Const)
+            and role.value == "system"
+        ):
+            continue
+        for output in block.find_all(nodes.Output):
+            found += [
+                (
+                    f"input {name.name!r} is an image or document and cannot go in the system "
+                    "role; place it in a user message",
+                    name.lineno,
+                )
+                for child in output.nodes
+                for name in used(child)
+            ]
+    return found
+
+
 def _where(exc: BaseException, path: str, first_line: int) -> str:
     """` at file:line` for the template line a render failed on, from Jinja's rewritten traceback."""
     lineno = None
@@ -436,7 +619,9 @@ def _where(exc: BaseException, path: str, first_line: int) -> str:
     return f" at {path}:{first_line + lineno - 1}" if lineno else ""
 
 
-def _assemble(text: str, nonce: str, blocks: list[tuple[Role, str]]) -> Prompt:
+def _assemble(
+    text: str, nonce: str, blocks: list[tuple[Role, str]], media: Sequence[Media] = ()
+) -> Prompt:
     parts = text.split(f"\x00{nonce}:")
     pieces: list[tuple[Role, str]] = [("user", parts[0])]
     for part in parts[1:]:
@@ -458,4 +643,65 @@ def _assemble(text: str, nonce: str, blocks: list[tuple[Role, str]]) -> Prompt:
             messages[-1]["content"] = previous + "\n\n" + content
         else:
             messages.append({"role": role, "content": content})
-    return Prompt(system="\n\n".join(system) or None, messages=messages)
+    prompt = Prompt(system="\n\n".join(system) or None, messages=messages)
+    prompt = _place_media(prompt, nonce, media) if media else prompt
+    cachepoint = f"\x01{nonce}:c\x01"
+    if cachepoint in text or any(cachepoint in body for _, body in blocks):
+        prompt = _place_cachepoints(prompt, cachepoint)
+    return prompt
+
+
+def _place_cachepoints(prompt: Prompt, marker: str) -> Prompt:
+    """Turn `{% cachepoint %}` markers into cache-point parts after the text before them; a cache
+    point with nothing before it in its message is dropped."""
+
+    def split(content: Content) -> Content:
+        parts: list[Part] = (
+            [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        )
+        if not any(p["type"] == "text" and marker in p["text"] for p in parts):
+            return content
+        out: list[Part] = []
+        for part in parts:
+            if part["type"] != "text" or marker not in part["text"]:
+                out.append(part)
+                continue
+            for i, piece in enumerate(part["text"].split(marker)):
+                if i and out and out[-1]["type"] != "cachepoint":
+                    out.append({"type": "cachepoint"})
+                if piece.strip():
+                    out.append({"type": "text", "text": piece})
+        if len(out) == 1 and out[0]["type"] == "text":
+            return out[0]["text"]
+        return out
+
+    system = split(prompt.system) if prompt.system else prompt.system
+    messages: list[Message] = [
+        {"role": m["role"], "content": split(m["content"])} for m in prompt.messages
+    ]
+    return Prompt(system=system, messages=messages)
+
+
+def _place_media(prompt: Prompt, nonce: str, media: Sequence[Media]) -> Prompt:
+    """Turn the media markers of a render into media parts at their places in the messages."""
+    marker = re.compile(f"\x01{nonce}:(\\d+)\x01")
+    if isinstance(prompt.system, str) and marker.search(prompt.system):
+        raise TaskInputError(
+            "template",
+            None,
+            "an image or document cannot go in the system role; place it in a user message",
+        )
+    messages: list[Message] = []
+    for message in prompt.messages:
+        content = message["content"]
+        if isinstance(content, str) and marker.search(content):
+            pieces = marker.split(content)
+            parts: list[Part] = []
+            for i, piece in enumerate(pieces):
+                if i % 2:
+                    parts.append({"type": "media", "value": media[int(piece)]})
+                elif piece:
+                    parts.append({"type": "text", "text": piece})
+            content = parts
+        messages.append({"role": message["role"], "content": content})
+    return Prompt(system=prompt.system, messages=messages)

@@ -15,9 +15,9 @@ import difflib
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -29,6 +29,7 @@ from promptcast.errors import TaskDefinitionError
 __all__ = [
     "MAX_TASK_FILE_BYTES",
     "MAX_YAML_DEPTH",
+    "TASK_FILE_SUFFIXES",
     "Budget",
     "Example",
     "InputSpec",
@@ -56,6 +57,13 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_cost_usd: float | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
+
+
+class Thinking(BaseModel):
+    """Extended thinking: how many tokens the model may think for before it answers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    budget_tokens: int = Field(ge=1024)
 
 
 class _InputForm(BaseModel):
@@ -89,6 +97,9 @@ class _Frontmatter(BaseModel):
     budget: Budget | None = None
     examples: list[_ExampleForm] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    output_mode: Literal["auto", "native", "tool", "prompted"] = "auto"
+    prompt_caching: Literal["auto", "off"] | bool = "auto"  # YAML reads a bare off as false
+    thinking: Thinking | None = None
 
     @_field_validator("model")
     @classmethod
@@ -101,6 +112,7 @@ class _Frontmatter(BaseModel):
 _KNOWN_KEYS: dict[Any, Sequence[str]] = {
     None: tuple(_Frontmatter.model_fields),
     "budget": tuple(Budget.model_fields),
+    "thinking": tuple(Thinking.model_fields),
     "examples": tuple(_ExampleForm.model_fields),
 }
 
@@ -154,6 +166,9 @@ class TaskSpec:
     metadata: dict[str, Any] = field(default_factory=dict)
     source_hash: str = ""
     input_model: type[BaseModel] = field(default=BaseModel, repr=False, compare=False)
+    output_mode: str = "auto"  # auto | native | tool | prompted (promptcast._modes)
+    prompt_caching: bool = True  # cache breakpoints at the end of the static prefix
+    thinking_budget: int | None = None
 
     @property
     def template_hash(self) -> str:
@@ -161,9 +176,27 @@ class TaskSpec:
         return self.source_hash
 
 
+#: The task files `load_tasks` and `promptcast check` read: ours, Prompty's and Dotprompt's.
+TASK_FILE_SUFFIXES = (".jinja", ".prompty", ".prompt")
+
+
 def parse_task_file(path: str | Path) -> TaskSpec:
-    """Read and check one task file; raises the first problem as a `TaskDefinitionError`."""
-    return parse_task_text(_read(Path(path)), path=str(path))
+    """Read and check one task file; raises the first problem as a `TaskDefinitionError`.
+
+    A `.prompty` or `.prompt` file is read as the task file it converts to (`promptcast
+    convert`), and its problems point at the original file."""
+    from promptcast._convert import convert, is_foreign
+
+    text = _read(Path(path))
+    if not is_foreign(path):
+        return parse_task_text(text, path=str(path))
+    converted = convert(text, str(path))
+    try:
+        spec = parse_task_text(converted.text, path=str(path))
+    except TaskDefinitionError as exc:
+        raise converted.remap(exc, str(path)) from None
+    source_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return replace(spec, template_line=converted.body_line, source_hash=source_hash)
 
 
 def parse_task_text(text: str, *, path: str = "<string>", name: str | None = None) -> TaskSpec:
@@ -178,21 +211,31 @@ def parse_task_text(text: str, *, path: str = "<string>", name: str | None = Non
 def check_task_file(path: str | Path) -> list[TaskDefinitionError]:
     """Every problem of one task file, frontmatter and template, in file order; empty when it
     loads."""
+    from promptcast._convert import convert, is_foreign
     from promptcast.render import template_problems
 
+    converted = None
     try:
         text = _read(Path(path))
+        if is_foreign(path):
+            converted = convert(text, str(path))
+            text = converted.text
     except TaskDefinitionError as exc:
         return [exc]
     parsed = _parse(text, str(path), None)
     problems = list(parsed.problems)
     if parsed.template is not None:
+        from promptcast.media import media_inputs
+
         problems += template_problems(
             parsed.template,
             declared=parsed.declared,
             path=str(path),
             first_line=parsed.template_line,
+            media=media_inputs(parsed.spec) if parsed.spec is not None else frozenset(),
         )
+    if converted is not None:
+        problems = [converted.remap(p, str(path)) for p in problems]
     return sorted(problems, key=lambda p: p.line or 0)
 
 
@@ -352,6 +395,9 @@ def _build(
         metadata=front.metadata,
         source_hash=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
         input_model=input_model,
+        output_mode=front.output_mode,
+        prompt_caching=front.prompt_caching not in ("off", False),
+        thinking_budget=front.thinking.budget_tokens if front.thinking else None,
     )
 
 

@@ -21,7 +21,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
+from promptcast import _modes, _telemetry
 from promptcast import cache as _cache
+from promptcast import media as _media
 from promptcast._config import Settings, get_config, overridden
 from promptcast._retry import backoff
 from promptcast.backends import resolve
@@ -36,9 +38,9 @@ from promptcast.errors import (
     TaskNotFoundError,
 )
 from promptcast.pricing import cost_usd
-from promptcast.render import Prompt, compile_template
+from promptcast.render import Prompt, compile_template, content_text
 from promptcast.result import Attempt, Run, Usage
-from promptcast.spec import TaskSpec, parse_task_file
+from promptcast.spec import TASK_FILE_SUFFIXES, TaskSpec, parse_task_file
 
 if typing.TYPE_CHECKING:
     from promptcast.stream import AsyncStream, Stream
@@ -61,6 +63,7 @@ class _Send:
 
     backend: Backend
     request: ModelRequest
+    span: _telemetry.RequestSpan = _telemetry.NO_REQUEST_SPAN  # current while it is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,9 @@ class Task(Generic[T]):
             declared=set(spec.inputs),
             path=spec.path,
             first_line=spec.template_line,
+            media=_media.media_inputs(spec),
         )
+        self._media = bool(_media.media_inputs(spec))
 
     @classmethod
     def from_file(cls, path: str | Path) -> Task[Any]:
@@ -143,11 +148,25 @@ class Task(Generic[T]):
 
     def request(self, /, **inputs: Any) -> ModelRequest:
         """The first request a call would send to its model (for provider batch APIs)."""
-        _, model_name = resolve(self.model)
-        return self._model_request(model_name, self.render(**inputs))
+        backend, model_name = resolve(self.model)
+        return self._model_request(model_name, self.render(**inputs), backend)
 
-    def _model_request(self, model_name: str, prompt: Prompt) -> ModelRequest:
+    def _model_request(
+        self, model_name: str, prompt: Prompt, backend: Backend | None = None
+    ) -> ModelRequest:
         spec = self.spec
+        if backend is None:
+            backend = resolve(self.model)[0]
+        mode = _modes.choose(
+            backend.provider,
+            model_name,
+            task_mode=spec.output_mode,
+            has_output=spec.output_model is not None,
+            thinking=spec.thinking_budget is not None,
+            supported=backend.capabilities.output_modes,
+        )
+        if mode == "prompted" and spec.output_model is not None:
+            prompt = _modes.prompted_prompt(prompt, spec.output_model)
         return ModelRequest(
             model=model_name,
             prompt=prompt,
@@ -156,6 +175,9 @@ class Task(Generic[T]):
             temperature=spec.temperature,
             task=spec.name,
             template_hash=spec.template_hash,
+            output_mode=mode,
+            thinking_budget=spec.thinking_budget,
+            prompt_caching=spec.prompt_caching and get_config().prompt_caching,
         )
 
     def validate_reply(self, reply: ModelReply, inputs: Mapping[str, Any] | None = None) -> T:
@@ -179,7 +201,8 @@ class Task(Generic[T]):
                 result = None
                 if isinstance(step, _Send):
                     try:
-                        result = step.backend.request(step.request)
+                        with step.span:
+                            result = step.backend.request(step.request)
                     except BackendError as exc:
                         result = _Thrown(exc)
                 elif isinstance(step, _Sleep):
@@ -201,7 +224,8 @@ class Task(Generic[T]):
                 result = None
                 if isinstance(step, _Send):
                     try:
-                        result = await step.backend.arequest(step.request)
+                        with step.span:
+                            result = await step.backend.arequest(step.request)
                     except BackendError as exc:
                         result = _Thrown(exc)
                 elif isinstance(step, _Sleep):
@@ -246,10 +270,26 @@ class Task(Generic[T]):
                 message = f"is not declared by the task (declared inputs: {declared})"
             else:
                 message = f"{err['msg']} (expected {self.spec.inputs[str(field)].type_text})"
+            if err["type"] == "media_too_large":
+                raise _media.MediaTooLargeError(self.name, field, err["msg"]) from None
             raise TaskInputError(self.name, field, message) from None
-        return {name: getattr(checked, name) for name in self.spec.inputs}
+        values = {name: getattr(checked, name) for name in self.spec.inputs}
+        if self._media:
+            _media.check_total(self.name, values.values())
+        return values
 
     def _plan(self, inputs: Mapping[str, Any]) -> _Plan[T]:
+        """`_steps` inside the call's task span (OpenTelemetry), which ends when the plan does."""
+        traced = _telemetry.task_span(self.spec)
+        try:
+            run = yield from self._steps(inputs, traced)
+        except BaseException as exc:
+            traced.fail(exc)
+            raise
+        traced.finish(run)
+        return run
+
+    def _steps(self, inputs: Mapping[str, Any], traced: _telemetry.TaskSpan) -> _Plan[T]:
         """The whole call as a generator of steps (`_Send`, `_Sleep`, `_CacheGet`, `_CachePut`);
         receives each step's result (a failed send comes back as `_Thrown`); returns the `Run`.
 
@@ -274,6 +314,7 @@ class Task(Generic[T]):
         timeout = (budget.timeout_s if budget else None) or config.timeout_s
         started = time.perf_counter()
         call = _Call(self, started + timeout if timeout else None, timeout, max_cost, config)
+        call.traced = traced
         cache = _cache.shared_cache(config)
         key: str | None = None
         if cache is not None:
@@ -284,14 +325,20 @@ class Task(Generic[T]):
                 return hit
         failure: BackendError | OutputValidationError | None = None
         for model, backend, model_name in routes:
-            request = self._model_request(model_name, prompt)
+            request = self._model_request(model_name, prompt, backend)
             reply: ModelReply | None = None
             errors: list[dict[str, Any]] = []
             try:
                 for attempt in range(1, max_attempts + 1):
                     call.check_budget(model, request)
-                    reply = yield from call.send(model, backend, request)
-                    spent = Usage.of(model, reply.input_tokens, reply.output_tokens)
+                    reply = yield from call.send(model, backend, request, attempt)
+                    spent = Usage.of(
+                        model,
+                        reply.input_tokens,
+                        reply.output_tokens,
+                        cache_read_tokens=reply.cache_read_tokens,
+                        cache_write_tokens=reply.cache_write_tokens,
+                    )
                     call.usage += spent
                     if reply.truncated:
                         call.log(model, "truncated", spent, "max_tokens")
@@ -331,6 +378,7 @@ class Task(Generic[T]):
                         template_hash=spec.template_hash,
                         latency_s=time.perf_counter() - started,
                         attempt_log=tuple(call.attempts),
+                        output_mode=request.output_mode,
                     )
                 failure = OutputValidationError(
                     f"no valid output after {max_attempts} attempt(s); last errors: "
@@ -352,12 +400,12 @@ class Task(Generic[T]):
         return _cache.cache_key(
             model,
             spec.template_hash,
-            prompt,
+            _media.described_prompt(prompt) if self._media else prompt,
             spec.output_model,
             spec.max_tokens,
             spec.temperature,
             endpoint=backend.endpoint(model_name),
-            output_mode=backend.output_mode(self._model_request(model_name, prompt)),
+            output_mode=backend.output_mode(self._model_request(model_name, prompt, backend)),
         )
 
     def _validate(self, reply: ModelReply, inputs: Mapping[str, Any] | None = None) -> T:
@@ -415,6 +463,7 @@ class _Call:
         self.usage = Usage()
         self.attempts: list[Attempt] = []
         self._sent = 0.0
+        self.traced = _telemetry.NO_TASK_SPAN
 
     def context(self, model: str) -> dict[str, Any]:
         return {
@@ -443,7 +492,8 @@ class _Call:
         """Refuse to send a request whose estimated cost does not fit what is left."""
         if self.max_cost is None:
             return
-        estimate = cost_usd(model, _estimate_input_tokens(request), request.max_tokens)
+        provider = model.partition("/")[0]
+        estimate = cost_usd(model, _estimate_input_tokens(request, provider), request.max_tokens)
         spent = self.usage.cost_usd or 0.0
         if estimate is not None and spent + estimate > self.max_cost:
             raise BudgetExceededError(
@@ -455,17 +505,23 @@ class _Call:
             )
 
     def send(
-        self, model: str, backend: Backend, request: ModelRequest
+        self, model: str, backend: Backend, request: ModelRequest, attempt: int = 1
     ) -> Generator[_Step, Any, ModelReply]:
-        """One request with transport retries; raises the last `BackendError` when they run out."""
+        """One request with transport retries; raises the last `BackendError` when they run out.
+        Each request is one client span (retries are siblings), a child of the task span."""
         for retry in range(self.max_retries + 1):
             timeout = self.remaining(model)
             self._sent = time.perf_counter()
             sent = replace(request, timeout_s=timeout) if timeout is not None else request
-            result = yield _Send(backend, sent)
+            span = _telemetry.request_span(
+                backend, sent, model=model, attempt=attempt, retry=retry, parent=self.traced
+            )
+            result = yield _Send(backend, sent, span)
             if not isinstance(result, _Thrown):
+                span.ok(result)
                 return typing.cast(ModelReply, result)
             exc = result.error
+            span.failed(exc)
             self.log(model, "error", Usage(), str(exc))
             if not exc.retryable or retry == self.max_retries:
                 raise exc
@@ -480,14 +536,23 @@ class _Call:
         raise AssertionError("unreachable")
 
 
-def _estimate_input_tokens(request: ModelRequest) -> int:
-    """A cheap upper-side guess: about four characters per token of everything sent."""
+def _estimate_input_tokens(request: ModelRequest, provider: str = "anthropic") -> int:
+    """A cheap upper-side guess: about four characters per token of the text sent, and images
+    and documents by the provider's formula (`promptcast.media.estimate_tokens`)."""
     prompt = request.prompt
-    size = len(prompt.system or "") + sum(len(m["content"]) for m in prompt.messages)
+    contents = [prompt.system or "", *(m["content"] for m in prompt.messages)]
+    size = sum(len(content_text(c)) for c in contents)
     size += len(json.dumps(list(request.history), default=str))
     if request.output_model is not None:
         size += len(json.dumps(request.output_model.model_json_schema()))
-    return size // 4 + 8
+    media = sum(
+        _media.estimate_tokens(part["value"], provider)
+        for content in contents
+        if not isinstance(content, str)
+        for part in content
+        if part["type"] == "media"
+    )
+    return size // 4 + 8 + media
 
 
 def _feedback(errors: list[dict[str, Any]]) -> str:
@@ -538,13 +603,14 @@ class TaskRegistry(Mapping[str, Task[Any]]):
 
 
 def load_tasks(*dirs: str | Path) -> TaskRegistry:
-    """Load every `*.jinja` file in the given folders (default: `PROMPTCAST_PROMPTS`)."""
+    """Load every task file (`*.jinja`, and Prompty's `*.prompty` and Dotprompt's `*.prompt`)
+    in the given folders (default: `PROMPTCAST_PROMPTS`)."""
     folders = [Path(d) for d in dirs] or [Path(d) for d in get_config().prompts]
     registry = TaskRegistry()
     for folder in folders:
         if not folder.is_dir():
             raise TaskDefinitionError("no such folder of task files", file=str(folder))
-        for path in sorted(folder.glob("*.jinja")):
+        for path in sorted(p for p in folder.iterdir() if p.suffix in TASK_FILE_SUFFIXES):
             registry.add(Task.from_file(path))
     return registry
 

@@ -26,11 +26,13 @@ from pydantic_core import from_json
 
 from promptcast._config import endpoint_settings
 from promptcast._retry import is_retryable_status, parse_retry_after
+from promptcast.backends._parts import anthropic_content, anthropic_messages, has_media
 from promptcast.backends.base import (
     Backend,
     Capabilities,
     ModelReply,
     ModelRequest,
+    StreamDelta,
     is_transport_failure,
     json_in_text,
     malformed_reply,
@@ -53,6 +55,18 @@ def _sdk() -> Any:
             extra="anthropic",
         ) from exc
     return anthropic
+
+
+@lru_cache(maxsize=1)
+def _no_sdk_spans() -> dict[str, Any]:
+    """The option that switches off the SDK's own `anthropic.messages.create` span on the clients
+    promptcast creates: promptcast's `chat {model}` span (promptcast._telemetry) carries the same
+    GenAI attributes, and two client spans per request would count every token twice. Clients
+    handed in keep their own setting."""
+    import inspect
+
+    accepted = inspect.signature(_sdk().Anthropic.__init__).parameters
+    return {"open_telemetry": False} if "open_telemetry" in accepted else {}
 
 
 @lru_cache(maxsize=512)
@@ -92,7 +106,9 @@ class AnthropicBackend(Backend):
     """
 
     provider = "anthropic"
-    capabilities = Capabilities(batch=True)
+    capabilities = Capabilities(
+        batch=True, streaming=True, output_modes=frozenset({"native", "tool", "prompted"})
+    )
 
     def __init__(
         self,
@@ -153,7 +169,7 @@ class AnthropicBackend(Backend):
                 client = self._sync.get(endpoint)
                 if client is None:
                     client = _sdk().Anthropic(
-                        api_key=endpoint[0], base_url=endpoint[1], max_retries=0
+                        api_key=endpoint[0], base_url=endpoint[1], max_retries=0, **_no_sdk_spans()
                     )
                     self._sync[endpoint] = client
         return client
@@ -217,6 +233,41 @@ class AnthropicBackend(Backend):
         finally:
             pool.busy[shard] -= 1
         return _reply(request, body)
+
+    # Streaming: the same parameters through the SDK's `messages.stream()`
+
+    def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
+        from promptcast.backends import _anthropic_stream as streaming
+
+        kwargs = _kwargs(request)
+        answer = streaming.Answer(request, _answer_tool(request))
+        return streaming.stream_reply(
+            _sdk(),
+            self.client(request.model),
+            kwargs,
+            request,
+            answer,
+            lambda message: _reply(request, message),
+            _mapped_errors,
+        )
+
+    def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
+        from promptcast.backends import _anthropic_stream as streaming
+
+        if self._given is not None and self._given_async is None:
+            return streaming.in_thread(self.stream(request))
+        kwargs = _kwargs(request)
+        answer = streaming.Answer(request, _answer_tool(request))
+        client = self._given_async or self._async_pool(request.model).first()
+        return streaming.astream_reply(
+            _sdk(),
+            client,
+            kwargs,
+            request,
+            answer,
+            lambda message: _reply(request, message),
+            _mapped_errors,
+        )
 
     # Message Batches: the same requests at half the price, for work that can wait
 
@@ -318,6 +369,7 @@ class _AsyncPool:
                 base_url=self.endpoint[1],
                 max_retries=0,
                 http_client=sdk.DefaultAsyncHttpxClient(limits=share),
+                **_no_sdk_spans(),
             )
         return client
 
@@ -345,13 +397,18 @@ def _kwargs(request: ModelRequest) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_tokens,
-        "messages": [*prompt.messages, *request.history],
+        "messages": [
+            *anthropic_messages(prompt.messages, caching=request.prompt_caching),
+            *request.history,
+        ],
     }
     if prompt.system:
-        kwargs["system"] = prompt.system
+        kwargs["system"] = anthropic_content(prompt.system, caching=request.prompt_caching)
     if request.timeout_s is not None:
         kwargs["timeout"] = request.timeout_s
-    if request.task or request.template_hash:
+    if has_media(prompt):  # the media header names each image's input and hash
+        kwargs["extra_headers"] = request.tracing_headers()
+    elif request.task or request.template_hash:
         kwargs["extra_headers"] = _tracing_headers(request.task, request.template_hash)
     if request.temperature is not None:
         # anthropic>=1.0 dropped `temperature` from the signature; the API still takes it on models
@@ -360,6 +417,13 @@ def _kwargs(request: ModelRequest) -> dict[str, Any]:
     if request.output_model is not None:
         _, kwargs["tools"], kwargs["tool_choice"] = _tool_params(request.output_model)
     return kwargs
+
+
+def _answer_tool(request: ModelRequest) -> str | None:
+    """The name of the tool whose input is the answer (tool mode), for picking stream deltas."""
+    if request.output_model is None:
+        return None
+    return _tool_params(request.output_model)[0]
 
 
 @lru_cache(maxsize=1024)
@@ -419,6 +483,9 @@ def _read_reply(request: ModelRequest, body: dict[str, Any]) -> ModelReply:
         output_tokens=usage["output_tokens"],
         truncated=body.get("stop_reason") == "max_tokens",
         raw=body,
+        response_id=body.get("id"),
+        response_model=body.get("model"),
+        finish_reason=body.get("stop_reason"),
     )
 
 

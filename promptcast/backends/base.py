@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from promptcast.errors import BackendError
+from promptcast.media import media_header
 from promptcast.render import Prompt
 
 __all__ = [
@@ -64,6 +65,9 @@ class ModelRequest:
             headers["x-promptcast-task"] = self.task
         if self.template_hash:
             headers["x-promptcast-template-hash"] = self.template_hash
+        media = media_header(self.prompt)
+        if media:
+            headers["x-promptcast-media"] = media
         return headers
 
 
@@ -175,8 +179,9 @@ class Backend(abc.ABC):
         return f"{self.provider}:"
 
     def output_mode(self, request: ModelRequest) -> str:
-        """How the answer's shape is asked for (`tool`, `json_schema`, `text`, …)."""
-        return "text" if request.output_model is None else "tool"
+        """How the answer's shape is asked for (`native`, `tool`, `prompted`, `text`): the
+        request's resolved mode (part of the response cache key)."""
+        return "text" if request.output_model is None else request.output_mode
 
     def warm_up(self, request: ModelRequest) -> None:  # noqa: B027 - a hook
         """Do the one-time work of a first request now (SDK import, schema building)."""

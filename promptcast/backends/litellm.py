@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from promptcast._config import endpoint_settings, get_config
 from promptcast._retry import is_retryable_status, parse_retry_after
+from promptcast.backends._parts import openai_content, openai_messages
 from promptcast.backends.base import (
     Backend,
     ModelReply,
@@ -141,10 +142,13 @@ class LiteLLMBackend(Backend):
         elif self.provider == "ollama":
             model = f"openai/{request.model}"
         prompt = request.prompt
+        caching = request.prompt_caching
         messages: list[Any] = (
-            [{"role": "system", "content": prompt.system}] if prompt.system else []
+            [{"role": "system", "content": openai_content(prompt.system, caching=caching)}]
+            if prompt.system
+            else []
         )
-        messages += [*prompt.messages, *request.history]
+        messages += [*openai_messages(prompt.messages, caching=caching), *request.history]
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": messages,

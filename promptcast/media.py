@@ -1,0 +1,534 @@
+"""Images and documents as task inputs: `pc.Image` and `pc.Document`.
+
+A value is made from bytes, a `pathlib.Path`, a data URL (`data:image/png;base64,…`), a mapping
+`{"media_type": …, "data": <base64>}` or an `http(s)://` URL (for providers that fetch URLs). The
+media type is sniffed from the bytes (magic numbers, with the `filetype` package), never taken from
+the caller: a PNG-named GIF is sent as a GIF, a text file given as an image is refused. Only the
+types the providers accept are taken, and each value is refused before anything is read past its
+size limit.
+
+A plain string is never read as a file path: only a `Path` (from Python, the CLI's `@path` or a
+batch file) reads a file, so an HTTP caller cannot make the server read its disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import io
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from promptcast.errors import TaskInputError
+
+if TYPE_CHECKING:
+    from promptcast.render import Prompt
+    from promptcast.spec import TaskSpec
+
+__all__ = [
+    "DOCUMENT_TYPES",
+    "IMAGE_TYPES",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_IMAGE_BYTES",
+    "MAX_REQUEST_MEDIA_BYTES",
+    "Document",
+    "Image",
+    "Media",
+    "MediaTooLargeError",
+    "check_total",
+    "described",
+    "described_prompt",
+    "estimate_tokens",
+    "find_media",
+    "is_media_type",
+    "media_header",
+    "media_inputs",
+    "sniff",
+]
+
+#: The image types every supported provider takes (Anthropic, OpenAI, Gemini).
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+#: The document types: PDF everywhere, plain text where the provider takes it (Anthropic).
+DOCUMENT_TYPES = ("application/pdf", "text/plain")
+#: Anthropic's per-image limit over the API (OpenAI's is larger): a bigger image is refused here
+#: rather than by the provider after the upload.
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+#: Anthropic's request size limit, which a PDF has to fit in.
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+#: All media of one call together (the provider's whole-request limit).
+MAX_REQUEST_MEDIA_BYTES = 32 * 1024 * 1024
+
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)"
+                       r";base64,(?P<data>.*)$", re.DOTALL)  # fmt: skip
+_URL = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
+_TEXT_CONTROLS = frozenset(range(32)) - {9, 10, 12, 13}
+
+
+class MediaTooLargeError(TaskInputError):
+    """An image or document, or all of a call's media together, is over its size limit; nothing
+    was sent. The server answers it with 413."""
+
+    def __init__(self, task: str | None, field: str | None, message: str) -> None:
+        super().__init__(task or "", field, message)
+        self.reason = message
+        if not task:
+            self.args = (message[:1].upper() + message[1:],)
+
+
+class Media:
+    """An image or document: its bytes and sniffed media type, or a URL the provider fetches.
+
+    Immutable; equal when the content (or URL) is. `name` is the input it was given as, when it
+    came through a task's inputs (cassette mismatches name it).
+    """
+
+    kind: ClassVar[str] = "media"
+    accepted: ClassVar[tuple[str, ...]] = ()
+    max_bytes: ClassVar[int] = MAX_DOCUMENT_BYTES
+
+    def __init__(
+        self, data: bytes | None = None, *, url: str | None = None, name: str | None = None
+    ) -> None:
+        if (data is None) == (url is None):
+            raise ValueError(
+                f"{_article(self.kind)} is either bytes or a URL: pass one of data= or url="
+            )
+        self._name = name
+        self._url: str | None = None
+        self._data: bytes | None = None
+        self._media_type: str | None = None
+        if url is not None:
+            if not isinstance(url, str) or not _URL.match(url):
+                raise ValueError(
+                    f"{_article(self.kind)} URL must be http:// or https://, not {url!r}"
+                )
+            self._url = url
+            return
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"{self.kind} data must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        self._check_size(len(data))
+        self._media_type = self._sniffed(data)
+        self._data = data
+
+    # making one
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, name: str | None = None) -> Any:
+        """Read a file; its size is checked before it is read, its extension is not trusted."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            if size <= cls.max_bytes:
+                with path.open("rb") as handle:
+                    data = handle.read(cls.max_bytes + 1)
+            else:
+                data = b""
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read {cls.kind} file {str(path)!r} ({exc.strerror})"
+            ) from None
+        cls._check_size(max(size, len(data)), where=f" ({path.name})")
+        return cls(data, name=name)
+
+    @classmethod
+    def from_data_url(cls, text: str, *, name: str | None = None) -> Any:
+        """Decode `data:<type>;base64,<data>`; the type written in it is ignored (sniffed)."""
+        match = _DATA_URL.match(text.strip())
+        if not match:
+            raise ValueError(
+                f"not a base64 data URL; send the {cls.kind} as 'data:<media type>;base64,<data>'"
+            )
+        return cls(_b64decode(match["data"], cls), name=name)
+
+    @classmethod
+    def coerce(cls, value: Any, *, name: str | None = None) -> Any:
+        """A value of this class from any accepted form (see the module docstring)."""
+        if isinstance(value, cls):
+            return value if name is None or value._name == name else value._renamed(name)
+        if isinstance(value, Media):
+            raise ValueError(f"expected {_article(cls.kind)}, got {_article(value.kind)}")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return cls(bytes(value), name=name)
+        if isinstance(value, Path):
+            return cls.from_path(value, name=name)
+        if isinstance(value, str):
+            stripped = value.strip()
+            if stripped[:5].lower() == "data:":
+                return cls.from_data_url(stripped, name=name)
+            if _URL.match(stripped):
+                return cls(url=stripped, name=name)
+            raise ValueError(
+                f"{_article(cls.kind)} as text is a data URL ('data:<media type>;base64,…') or an "
+                "http(s) URL; to read a file, pass a pathlib.Path (or @path on the command line)"
+            )
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"media_type", "data"}
+            if unknown or not isinstance(value.get("data"), str):
+                raise ValueError(
+                    f'{_article(cls.kind)} as an object is {{"media_type": …, "data": "<base64>"}}'
+                )
+            return cls(_b64decode(value["data"], cls), name=name)
+        raise ValueError(
+            f"{_article(cls.kind)} is bytes, a pathlib.Path, a data URL, an http(s) URL, "
+            f"{{media_type, data}} or pc.{cls.__name__}, not {type(value).__name__}"
+        )
+
+    # reading it
+
+    @property
+    def data(self) -> bytes | None:
+        """The bytes, or `None` for a URL."""
+        return self._data
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def media_type(self) -> str | None:
+        """The sniffed type (`image/png`, `application/pdf`, …); `None` for a URL."""
+        return self._media_type
+
+    @property
+    def size(self) -> int:
+        return len(self._data) if self._data is not None else 0
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """A hex digest of the content (of the URL, for a URL): how cassettes and caches tell
+        two values apart without storing them."""
+        return hashlib.sha256(
+            self._data if self._data is not None else str(self._url).encode()
+        ).hexdigest()
+
+    @property
+    def base64(self) -> str:
+        if self._data is None:
+            raise ValueError(f"this {self.kind} is a URL; it has no data to encode")
+        return base64.b64encode(self._data).decode("ascii")
+
+    @property
+    def data_url(self) -> str:
+        """`data:<type>;base64,…`, or the URL."""
+        if self._url is not None:
+            return self._url
+        return f"data:{self._media_type};base64,{self.base64}"
+
+    @property
+    def text(self) -> str | None:
+        """The text of a `text/plain` document, else `None`."""
+        if self._media_type == "text/plain" and self._data is not None:
+            return self._data.decode("utf-8")
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """A short JSON-able stand-in (cache keys, logs): type, size and hash, never the data."""
+        described: dict[str, Any] = {"type": self.kind, "sha256": self.sha256}
+        if self._url is not None:
+            described["url"] = self._url
+        else:
+            described.update(media_type=self._media_type, bytes=self.size)
+        return described
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Media):
+            return NotImplemented
+        return (self.kind, self.sha256) == (other.kind, other.sha256)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.sha256))
+
+    def __repr__(self) -> str:
+        label = f" {self._name}" if self._name else ""
+        if self._url is not None:
+            return f"<{type(self).__name__}{label} {self._url}>"
+        return f"<{type(self).__name__}{label} {self._media_type}, {self.size} bytes>"
+
+    def __str__(self) -> str:
+        # what `str()` of it shows outside a template's `{{ }}` (which places the block itself)
+        return f"[{self.kind}]"
+
+    # internals
+
+    def _renamed(self, name: str) -> Any:
+        copy = object.__new__(type(self))
+        copy._data, copy._url, copy._media_type, copy._name = (
+            self._data,
+            self._url,
+            self._media_type,
+            name,
+        )
+        return copy
+
+    @classmethod
+    def _check_size(cls, size: int, where: str = "") -> None:
+        if size > cls.max_bytes:
+            raise MediaTooLargeError(
+                None,
+                None,
+                f"the {cls.kind}{where} is {_mb(size)}, over the limit of {_mb(cls.max_bytes)}; "
+                f"send a smaller {cls.kind}",
+            )
+
+    @classmethod
+    def _sniffed(cls, data: bytes) -> str:
+        found = sniff(data)
+        if found not in cls.accepted:
+            what = f"{found} data" if found else "data of no known type"
+            raise ValueError(
+                f"{what} is not {_article(cls.kind)} promptcast can send; "
+                f"accepted: {', '.join(cls.accepted)}"
+            )
+        return found
+
+    # pydantic: the input type of a task file
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _serialize, when_used="json"
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        types = ", ".join(cls.accepted)
+        return {
+            "title": cls.__name__,
+            "description": f"{_article(cls.kind).capitalize()} ({types}; at most "
+            f"{_mb(cls.max_bytes)}): a data URL 'data:<media type>;base64,<data>', an object "
+            '{"media_type", "data": <base64>}, or an http(s) URL the provider fetches. The media '
+            "type is read from the bytes, not from the caller.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "format": "data-url",
+                    "contentEncoding": "base64",
+                    "pattern": "^data:[^,]*;base64,",
+                },
+                {"type": "string", "format": "uri", "pattern": "^https?://"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "media_type": {"type": "string", "enum": list(cls.accepted)},
+                        "data": {"type": "string", "contentEncoding": "base64"},
+                    },
+                    "required": ["data"],
+                    "additionalProperties": False,
+                },
+            ],
+        }
+
+    @classmethod
+    def _validate(cls, value: Any, info: core_schema.ValidationInfo) -> Any:
+        try:
+            return cls.coerce(value, name=info.field_name)
+        except MediaTooLargeError as exc:
+            raise PydanticCustomError(
+                "media_too_large", "{reason}", {"reason": exc.reason}
+            ) from None
+        except ValueError as exc:
+            raise PydanticCustomError(
+                f"invalid_{cls.kind}", "{reason}", {"reason": str(exc)}
+            ) from None
+
+
+class Image(Media):
+    """An image input: PNG, JPEG, GIF or WebP, at most `MAX_IMAGE_BYTES`."""
+
+    kind = "image"
+    accepted = IMAGE_TYPES
+    max_bytes = MAX_IMAGE_BYTES
+
+    @functools.cached_property
+    def dimensions(self) -> tuple[int, int] | None:
+        """`(width, height)` in pixels read from the image's header, `None` when unknown."""
+        if self._data is None:
+            return None
+        import imagesize  # type: ignore[import-untyped]
+
+        try:
+            width, height = imagesize.get(io.BytesIO(self._data))
+        except Exception:  # a header imagesize cannot read: no size, not an error
+            return None
+        return (int(width), int(height)) if width > 0 and height > 0 else None
+
+
+class Document(Media):
+    """A document input: a PDF, or plain UTF-8 text, at most `MAX_DOCUMENT_BYTES`."""
+
+    kind = "document"
+    accepted = DOCUMENT_TYPES
+    max_bytes = MAX_DOCUMENT_BYTES
+
+    @functools.cached_property
+    def pages(self) -> int | None:
+        """The page count of a PDF (counted from its page objects), else `None`."""
+        if self._media_type != "application/pdf" or self._data is None:
+            return None
+        return len(re.findall(rb"/Type\s*/Page(?![A-Za-z])", self._data)) or 1
+
+
+def sniff(data: bytes) -> str | None:
+    """The media type of `data` from its magic numbers; `text/plain` for UTF-8 text without
+    control characters; `None` when neither."""
+    import filetype  # type: ignore[import-untyped]
+
+    kind = filetype.guess(data[:8192])
+    if kind is not None:
+        return str(kind.mime)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text and not any(ord(ch) in _TEXT_CONTROLS for ch in text):
+        return "text/plain"
+    return None
+
+
+def is_media_type(tp: Any) -> bool:
+    """Whether an input type holds media anywhere (`image`, `image | None`, `list[document]`)."""
+    if isinstance(tp, type) and issubclass(tp, Media):
+        return True
+    import typing
+
+    return any(is_media_type(arg) for arg in typing.get_args(tp))
+
+
+def media_inputs(spec: TaskSpec) -> frozenset[str]:
+    """The names of a task's inputs that hold images or documents."""
+    return frozenset(name for name, item in spec.inputs.items() if is_media_type(item.type))
+
+
+def described(value: Any) -> Any:
+    """`value` (content parts, inputs) with every `Media` replaced by its short `describe()`:
+    JSON-able, and without the data (cache keys, logs)."""
+    if isinstance(value, Media):
+        return value.describe()
+    if isinstance(value, (list, tuple)):
+        return [described(item) for item in value]
+    if isinstance(value, dict):
+        return {key: described(item) for key, item in value.items()}
+    return value
+
+
+def described_prompt(prompt: Prompt) -> Prompt:
+    """`prompt` with its media described (see `described`), for a cache key."""
+    from promptcast.render import Prompt
+
+    return Prompt(system=described(prompt.system), messages=described(prompt.messages))
+
+
+def media_header(prompt: Prompt) -> str | None:
+    """`name=sha256:<12 hex>` of each image and document of a prompt, `;`-separated, or `None`:
+    sent as a request header, so a cassette miss can name the input whose content changed."""
+    contents = [prompt.system, *(m["content"] for m in prompt.messages)]
+    found = [
+        part["value"]
+        for content in contents
+        if isinstance(content, list)
+        for part in content
+        if part["type"] == "media"
+    ]
+    if not found:
+        return None
+    return ";".join(
+        f"{m.name or f'{m.kind}{i}'}=sha256:{m.sha256[:12]}" for i, m in enumerate(found, 1)
+    )
+
+
+def find_media(value: Any) -> Iterator[Media]:
+    """Every `Media` inside an input value (lists, tuples, dicts)."""
+    if isinstance(value, Media):
+        yield value
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from find_media(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from find_media(item)
+
+
+def check_total(task: str, values: Iterable[Any]) -> None:
+    """Raise `MediaTooLargeError` when a call's media together exceed `MAX_REQUEST_MEDIA_BYTES`."""
+    total = sum(m.size for value in values for m in find_media(value))
+    if total > MAX_REQUEST_MEDIA_BYTES:
+        raise MediaTooLargeError(
+            task,
+            None,
+            f"the images and documents of this call are {_mb(total)} together, over the limit "
+            f"of {_mb(MAX_REQUEST_MEDIA_BYTES)} per request; send fewer or smaller files",
+        )
+
+
+def estimate_tokens(media: Media, provider: str = "anthropic") -> int:
+    """Input tokens `media` costs, by the provider's documented formula (an upper-side guess where
+    the size is unknown).
+
+    Images: Anthropic scales an image to fit 1568 px on the long side (and about 1.15 megapixels)
+    and counts width * height / 750; OpenAI fits it in 2048 x 2048, scales the short side to
+    768 px and counts 85 + 170 per 512 px tile. PDFs: up to about 3,000 tokens a page (the text
+    and an image of each page). Text documents: four characters a token.
+    """
+    if isinstance(media, Image):
+        size = media.dimensions
+        if provider in ("openai", "azure", "litellm"):
+            return _openai_image_tokens(*(size or (2048, 2048)))
+        return _anthropic_image_tokens(*(size or (1568, 1568)))
+    if isinstance(media, Document):
+        if media.text is not None:
+            return len(media.text) // 4 + 8
+        return 3000 * (media.pages or 1) if media.data is not None else 3000
+    return 0
+
+
+def _anthropic_image_tokens(width: int, height: int) -> int:
+    scale = min(1.0, 1568 / max(width, height), math.sqrt(1_150_000 / (width * height)))
+    return max(1, math.ceil(width * scale * height * scale / 750))
+
+
+def _openai_image_tokens(width: int, height: int) -> int:
+    scale = min(1.0, 2048 / max(width, height))
+    scale *= min(1.0, 768 / (min(width, height) * scale))
+    return 85 + 170 * math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+
+
+def _b64decode(text: str, cls: type[Media]) -> bytes:
+    compact = "".join(text.split())
+    cls._check_size(len(compact) * 3 // 4)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"the {cls.kind} data is not valid base64") from None
+
+
+def _serialize(value: Media) -> Any:
+    return value.data_url
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB" if size >= 100 * 1024 else f"{size} bytes"
