@@ -22,6 +22,7 @@ from rich.text import Text
 import promptcast as pc
 from promptcast._secrets import scrub
 from promptcast.errors import PromptcastError, TaskInputError
+from promptcast.spec import TASK_FILE_SUFFIXES
 from promptcast.task import BUILTIN_PROMPTS
 
 # rich_markup_mode=None: help text is printed literally (`promptcast[server]` keeps its brackets)
@@ -48,6 +49,7 @@ PromptsOption = Annotated[
     ),
 ]
 DEMO_TASKS = ("extract_ticket", "answer_product_question", "translate")
+_ALSO = " (nor Prompty's *.prompty or Dotprompt's *.prompt files)"
 
 
 def _registry(prompts: list[Path] | None) -> pc.TaskRegistry:
@@ -209,7 +211,9 @@ def check(
     where = ", ".join("built-in tasks" if t == BUILTIN_PROMPTS else str(t) for t in targets)
     if not files:
         err.print(
-            Text.assemble(("error:", "bold red"), f" no task files (*.jinja) found in {where}"),
+            Text.assemble(
+                ("error:", "bold red"), f" no task files (*.jinja) found in {where}{_ALSO}"
+            ),
             soft_wrap=True,
         )
         raise typer.Exit(1)
@@ -231,9 +235,9 @@ def _check_targets(targets: list[Path]) -> tuple[list[Path], list[str]]:
     problems: list[str] = []
     for target in targets:
         if target.is_dir():
-            found = sorted(target.glob("*.jinja"))
+            found = sorted(p for p in target.iterdir() if p.suffix in TASK_FILE_SUFFIXES)
             if not found:
-                problems.append(f"{target}: no task files (*.jinja) in this folder")
+                problems.append(f"{target}: no task files (*.jinja) in this folder{_ALSO}")
             files += found
         elif target.exists():
             files.append(target)
