@@ -80,6 +80,14 @@ class ProviderSettings(BaseModel):
 
     api_key: SecretStr | None = None
     base_url: str | None = None
+    # per model: how the answer's shape is asked for (see promptcast._modes), and the form of a
+    # native request on OpenAI-compatible servers ("json_object" for servers that take only that)
+    output_mode: Literal["auto", "native", "tool", "prompted"] | None = None
+    native_format: Literal["json_schema", "json_object"] | None = None
+    # local/<path.gguf> models (llama-cpp-python): context size, CPU threads, layers on the GPU
+    n_ctx: Annotated[int, Field(ge=0)] | None = None
+    n_threads: Annotated[int, Field(ge=1)] | None = None
+    n_gpu_layers: Annotated[int, Field(ge=-1)] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -109,6 +117,8 @@ class Settings(BaseModel):
     cache: Any = Field(default="off", repr=False)
     cache_ttl_s: PositiveFloat | None = None
     cache_timeout_s: PositiveFloat = 0.25
+    output_mode: Literal["auto", "native", "tool", "prompted"] = "auto"
+    prompt_caching: bool = True  # cache breakpoints where a task allows them (prompt_caching: auto)
     # promptcast serve
     api_tokens: CommaList = Field(default=(), repr=False)
     allowed_hosts: CommaList = ()

@@ -36,11 +36,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from promptcast import _batch_files
+from promptcast import _batch_files, _telemetry
 from promptcast._secrets import scrub
 from promptcast.backends.base import ModelReply, ModelRequest, ProviderBatches
 from promptcast.errors import ConfigurationError, PromptcastError, TaskInputError
-from promptcast.pricing import cost_usd
 from promptcast.result import Usage
 from promptcast.task import Task
 
@@ -122,6 +121,9 @@ class BatchResult:
             "output_tokens": self.usage.output_tokens,
             "cost_usd": self.usage.cost_usd,
         }
+        if self.usage.cache_read_tokens or self.usage.cache_write_tokens:  # prompt caching used
+            line["usage"]["cache_read_tokens"] = self.usage.cache_read_tokens
+            line["usage"]["cache_write_tokens"] = self.usage.cache_write_tokens
         line["model"] = self.model
         line["attempts"] = self.attempts
         text = json.dumps(line, ensure_ascii=False)
@@ -398,11 +400,22 @@ async def _run(
     limiter = _RateLimiter(rate)
     source = iter(items)
     pending: set[asyncio.Task[BatchResult]] = set()
+    # one run span, one span per item under it (items are their own asyncio tasks)
+    traced = _telemetry.run_span(f"batch {task.name}", {"promptcast.task": task.name})
+    counts = {"ok": 0, "error": 0}
 
     async def one(item: BatchItem) -> BatchResult:
-        if item.problem is None:
-            await limiter.wait()
-        return await run_item(task, item)
+        attributes = {"promptcast.task": task.name, "promptcast.batch.item_id": item.key}
+        with _telemetry.run_span(f"batch.item {task.name}", attributes, parent=traced) as span:
+            if item.problem is None:
+                await limiter.wait()
+            result = await run_item(task, item)
+            outcome = "ok" if result.error is None else "error"
+            counts[outcome] += 1
+            span.set("promptcast.outcome", outcome)
+            if result.error is not None:
+                span.set("error.type", result.error["type"])
+            return result
 
     def refill() -> None:
         for item in source:
@@ -423,6 +436,9 @@ async def _run(
             running.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        traced.set("promptcast.batch.ok", counts["ok"])
+        traced.set("promptcast.batch.errors", counts["error"])
+        traced.end()
 
 
 @contextmanager
@@ -701,8 +717,14 @@ async def _reply_line(
         kind = "BatchItem" + reply.split(":")[0].capitalize()
         return BatchResult(item.id, error=_failure(kind, f"batch {batch_id}: {reply}"))
     model = task.model
-    cost = cost_usd(model, reply.input_tokens, reply.output_tokens)
-    usage = Usage(reply.input_tokens, reply.output_tokens, None if cost is None else cost / 2)
+    usage = Usage.of(  # priced through genai-prices' batch price context
+        model,
+        reply.input_tokens,
+        reply.output_tokens,
+        cache_read_tokens=reply.cache_read_tokens,
+        cache_write_tokens=reply.cache_write_tokens,
+        batch=True,
+    )
     try:
         if reply.truncated:
             raise ValueError("truncated")

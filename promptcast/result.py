@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 __all__ = ["Attempt", "Run", "Usage"]
 
@@ -13,25 +13,61 @@ T = TypeVar("T")
 class Usage:
     """Tokens and cost. `cost_usd` is `None` when a model's price is unknown.
 
-    The price lookup runs when `cost_usd` is first read, not on the call's hot path: a caller
-    that never reads the cost never pays for it.
+    `input_tokens` counts only uncached input; tokens written to and read from the provider's
+    prompt cache are `cache_write_tokens` and `cache_read_tokens` (each priced at its own rate),
+    and `output_tokens` includes thinking. The price lookup runs when `cost_usd` is first read,
+    not on the call's hot path: a caller that never reads the cost never pays for it.
     """
 
-    __slots__ = ("_cost", "_unpriced", "input_tokens", "output_tokens")
+    __slots__ = (
+        "_cost",
+        "_unpriced",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "input_tokens",
+        "output_tokens",
+    )
 
     def __init__(
-        self, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float | None = 0.0
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float | None = 0.0,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> None:
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        self.cache_read_tokens = cache_read_tokens
+        self.cache_write_tokens = cache_write_tokens
         self._cost = cost_usd
-        self._unpriced: tuple[tuple[str, int, int], ...] = ()
+        self._unpriced: tuple[_Priced, ...] = ()
 
     @classmethod
-    def of(cls, model: str, input_tokens: int, output_tokens: int) -> Usage:
-        """The usage of one request to `model`, priced on first read."""
-        usage = cls(input_tokens, output_tokens)
-        usage._unpriced = ((model, input_tokens, output_tokens),)
+    def of(
+        cls,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        batch: bool = False,
+    ) -> Usage:
+        """The usage of one request to `model`, priced on first read (at the provider's batch
+        price with `batch=True`)."""
+        usage = cls(
+            input_tokens,
+            output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
+        usage._unpriced = (
+            _Priced(
+                model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, batch
+            ),
+        )
         return usage
 
     @property
@@ -40,40 +76,80 @@ class Usage:
             from promptcast.pricing import cost_usd
 
             total = self._cost
-            for model, tokens_in, tokens_out in self._unpriced:
-                total = _add_cost(total, cost_usd(model, tokens_in, tokens_out))
+            for p in self._unpriced:
+                total = _add_cost(
+                    total,
+                    cost_usd(
+                        p.model,
+                        p.input_tokens,
+                        p.output_tokens,
+                        cache_read_tokens=p.cache_read_tokens,
+                        cache_write_tokens=p.cache_write_tokens,
+                        batch=p.batch,
+                    ),
+                )
             self._cost, self._unpriced = total, ()
         return self._cost
 
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        """Every input token (uncached, written to and read from the cache) plus output."""
+        return (
+            self.input_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+            + self.output_tokens
+        )
 
     def __add__(self, other: Usage) -> Usage:
         total = Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             _add_cost(self._cost, other._cost),
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
         total._unpriced = self._unpriced + other._unpriced
         return total
 
+    def _key(self) -> tuple[int, int, int, int, float | None]:
+        return (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.cost_usd,
+        )
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Usage):
             return NotImplemented
-        return (self.input_tokens, self.output_tokens, self.cost_usd) == (
-            other.input_tokens,
-            other.output_tokens,
-            other.cost_usd,
-        )
+        return self._key() == other._key()
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return (
-            f"Usage(input_tokens={self.input_tokens}, output_tokens={self.output_tokens}, "
-            f"cost_usd={self.cost_usd!r})"
+        cached = (
+            f", cache_read_tokens={self.cache_read_tokens}, "
+            f"cache_write_tokens={self.cache_write_tokens}"
+            if self.cache_read_tokens or self.cache_write_tokens
+            else ""
         )
+        return (
+            f"Usage(input_tokens={self.input_tokens}, output_tokens={self.output_tokens}"
+            f"{cached}, cost_usd={self.cost_usd!r})"
+        )
+
+
+class _Priced(NamedTuple):
+    """One request's tokens, kept until the cost is first read."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    batch: bool
 
 
 def _add_cost(a: float | None, b: float | None) -> float | None:
@@ -107,6 +183,7 @@ class Run(Generic[T]):
     latency_s: float
     attempt_log: tuple[Attempt, ...] = field(default=())
     cached: bool = False  # answered from the response cache: no request, zero usage and cost
+    output_mode: str = "tool"  # how the answer's shape was asked for: native, tool, prompted, text
 
     @property
     def attempts(self) -> int:
