@@ -90,12 +90,12 @@ def _parse_partial(text: str) -> Any:
     lists and objects are closed where they stop). A number at the very end may be cut in two
     (`12` of `125`), so it is left out until something follows it. `None` when unreadable."""
     try:
-        if text[-1:].isdigit():
-            try:  # a digit that ends inside a string keeps the string open and valid
-                from_json(text + '"', allow_partial="trailing-strings")
-            except ValueError:
-                text = _TRAILING_NUMBER.sub("", text)
-        return from_json(text, allow_partial="trailing-strings")
+        value = from_json(text, allow_partial="trailing-strings")
+        # a digit at the end is either in an open string (one more character shows in its value)
+        # or ends a number that may go on: then the number is left out for now
+        if text[-1:].isdigit() and from_json(text + "x", allow_partial="trailing-strings") == value:
+            value = from_json(_TRAILING_NUMBER.sub("", text), allow_partial="trailing-strings")
+        return value
     except ValueError:
         return None
 

@@ -2,7 +2,9 @@
 
 It speaks the wire format (`POST /v1/messages`, message and error bodies as the API sends them),
 keeps every request, and answers from a queue, a handler, or by default with a tool call whose
-input is a placeholder built from the request's tool schema.
+input is a placeholder built from the request's tool schema. A `"stream": true` request gets the
+same reply as the Messages API streams it (`message_start`, `content_block_*` with `text_delta`,
+`input_json_delta`, `thinking_delta`, `message_delta`, `message_stop`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ __all__ = [
     "error_reply",
     "message",
     "placeholder",
+    "sse_event",
+    "stream_events",
     "text_block",
     "tool_use_block",
 ]
@@ -71,6 +75,66 @@ def error_reply(status: int, kind: str, text: str, **headers: str) -> FakeReply:
         "request_id": f"req_fake{next(_ids):08d}",
     }
     return FakeReply(body, status, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def sse_event(kind: str, data: dict[str, Any]) -> bytes:
+    """One server-sent event frame as the Messages API writes it."""
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def stream_events(body: dict[str, Any], *, chunk_chars: int = 8) -> list[bytes]:
+    """A Messages API response body as its stream: text, tool input and thinking cut into deltas
+    of `chunk_chars` characters; other blocks (redacted thinking, server tools) arrive whole."""
+
+    def pieces(text: str) -> list[str]:
+        return [text[i : i + chunk_chars] for i in range(0, len(text), chunk_chars)]
+
+    usage = dict(body.get("usage") or {})
+    start = {**body, "content": [], "stop_reason": None, "stop_sequence": None}
+    start["usage"] = {**usage, "output_tokens": 1}
+    events = [sse_event("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(body.get("content") or []):
+        kind = block.get("type")
+        deltas: list[dict[str, Any]] = []
+        if kind == "text":
+            opening: dict[str, Any] = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": p} for p in pieces(block["text"])]
+        elif kind == "tool_use":
+            opening = {**block, "input": {}}
+            raw = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces(raw)]
+        elif kind == "thinking":
+            opening = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [{"type": "thinking_delta", "thinking": p} for p in pieces(block["thinking"])]
+            deltas.append({"type": "signature_delta", "signature": block.get("signature", "")})
+        else:
+            opening = block
+        events.append(
+            sse_event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": opening},
+            )
+        )
+        if index == 0:
+            events.append(sse_event("ping", {"type": "ping"}))
+        for delta in deltas:
+            events.append(
+                sse_event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            )
+        events.append(
+            sse_event("content_block_stop", {"type": "content_block_stop", "index": index})
+        )
+    final = {
+        "type": "message_delta",
+        "delta": {"stop_reason": body.get("stop_reason"), "stop_sequence": None},
+        "usage": {"output_tokens": usage.get("output_tokens", 0)},
+    }
+    events.append(sse_event("message_delta", final))
+    events.append(sse_event("message_stop", {"type": "message_stop"}))
+    return events
 
 
 def placeholder(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
@@ -205,6 +269,13 @@ class FakeAnthropic(FakeServer):
 
     def auto(self, request: dict[str, Any]) -> dict[str, Any]:
         return _auto(request)
+
+    def sse(self, request: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        return stream_events(body, chunk_chars=self.stream_chunk_chars)
+
+    def stream_error(self, kind: str, text: str) -> bytes:
+        """The `error` event the API sends when a stream fails midway (e.g. `overloaded_error`)."""
+        return sse_event("error", {"type": "error", "error": {"type": kind, "message": text}})
 
     def error(self, status: int, kind: str, text: str) -> FakeReply:
         return error_reply(status, kind, text)

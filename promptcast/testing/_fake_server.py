@@ -3,6 +3,10 @@
 Replies come from a queue, then a handler, then the provider's automatic answer. Each reply can
 be delayed, carry any status and headers (e.g. `retry-after`), a malformed body, or drop the
 connection without answering. The server counts requests in flight, so tests can check limits.
+
+A request with `"stream": true` is answered as the provider streams: its reply body is cut into
+the provider's server-sent events (`FakeServer.sse`), sent `stream_interval_s` apart (50 ms by
+default); `streams` records when each event went out and whether the client hung up early.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeReply", "FakeServer"]
+__all__ = ["FakeReply", "FakeServer", "StreamLog"]
 
 
 @dataclass
@@ -25,6 +29,8 @@ class FakeReply:
 
     `body` is sent as JSON; `raw` replaces it with exact bytes (a malformed or truncated body);
     `drop=True` closes the connection without any response; `delay_s` waits first.
+    `events` (server-sent event frames) makes it a streamed reply; with `drop=True` too, the
+    connection is closed after the events, without ending the stream.
     """
 
     body: dict[str, Any] | None = None
@@ -33,6 +39,18 @@ class FakeReply:
     delay_s: float = 0.0
     raw: bytes | None = None
     drop: bool = False
+    events: list[bytes] | None = None
+
+
+@dataclass
+class StreamLog:
+    """One streamed reply as the fake sent it: when each event went out (`perf_counter` times),
+    how many there were, and whether the client closed the connection before the end."""
+
+    total: int
+    sent_at: list[float] = field(default_factory=list)
+    closed_by_client: bool = False
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 Handler = Callable[[dict[str, Any]], "FakeReply | dict[str, Any]"]
@@ -69,6 +87,9 @@ class FakeServer:
         self.peak_in_flight = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self.stream_interval_s = 0.05
+        self.stream_chunk_chars = 8
+        self.streams: list[StreamLog] = []
 
     # provider-specific parts
 
@@ -79,6 +100,10 @@ class FakeServer:
     def error(self, status: int, kind: str, text: str) -> FakeReply:
         """An error reply in the provider's format."""
         return FakeReply({"error": {"type": kind, "message": text}}, status)
+
+    def sse(self, request: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """The reply `body` as the provider streams it: server-sent event frames."""
+        raise NotImplementedError
 
     def get(self, path: str) -> FakeReply:
         """Answer a GET; none by default."""
@@ -107,7 +132,16 @@ class FakeServer:
             item = queued
         else:
             item = self.handler(body) if self.handler else self.auto(body)
-        return item if isinstance(item, FakeReply) else FakeReply(item)
+        reply = item if isinstance(item, FakeReply) else FakeReply(item)
+        if (
+            body.get("stream") is True
+            and reply.events is None
+            and reply.status == 200
+            and reply.body is not None
+            and reply.raw is None
+        ):
+            reply = replace(reply, events=self.sse(body, reply.body))
+        return reply
 
     def _answer(self, path: str, raw: bytes, headers: dict[str, str]) -> FakeReply:
         if path.split("?")[0] not in self.paths:
@@ -140,10 +174,42 @@ class FakeServer:
                 finally:
                     with fake._lock:
                         fake.in_flight -= 1
+                if reply.events is not None:
+                    self._stream(reply, reply.events)
+                    return
                 if reply.drop:
                     self.close_connection = True
                     return
                 self._send(reply)
+
+            def _stream(self, reply: FakeReply, events: list[bytes]) -> None:
+                log = StreamLog(len(events))
+                with fake._lock:
+                    fake.streams.append(log)
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "text/event-stream; charset=utf-8")
+                    self.send_header("cache-control", "no-cache")
+                    self.send_header("transfer-encoding", "chunked")
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    for number, event in enumerate(events):
+                        if number:
+                            time.sleep(fake.stream_interval_s)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                        self.wfile.flush()
+                        log.sent_at.append(time.perf_counter())
+                    if reply.drop:
+                        self.close_connection = True
+                    else:
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
+                except OSError:  # the client hung up (a closed stream): what tests look for
+                    log.closed_by_client = True
+                    self.close_connection = True
+                finally:
+                    log.done.set()
 
             def do_GET(self) -> None:
                 self._send(fake.get(self.path))

@@ -1,0 +1,432 @@
+"""Streaming: typed partial outputs in Python, through the real SDKs against the loopback fakes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import promptcast as pc
+from promptcast.backends import aclose_shared
+from promptcast.backends.base import Backend
+from promptcast.backends.scripted import ScriptedBackend
+from promptcast.errors import BackendError, BudgetExceededError
+from promptcast.stream import Final, Partial, Restart, StreamClosedError, partial_output
+from promptcast.tasks.qa import ProductAnswer
+from promptcast.testing import FakeAnthropic, FakeReply, message, text_block, tool_use_block
+
+ANSWER = {
+    "answer": "Yes: the Aero X2 crushes ice with the Pulse setting, for at most 30 seconds at a "
+    "time; the jar is dishwasher safe.",
+    "answered": True,
+    "cited_document_ids": ["manual-3", "faq-1"],
+}
+INPUTS: dict[str, Any] = {
+    "question": "Can the Aero X2 crush ice?",
+    "documents": {"manual-3": "Pulse crushes ice.", "faq-1": "Jar is dishwasher safe."},
+}
+TOOL = "ProductAnswer"
+
+FREE_TEXT = """
+---
+inputs:
+  text: str
+output: str
+model: anthropic/claude-haiku-4-5
+---
+Say something about {{ text }}.
+"""
+
+
+TOOL_MODEL = "anthropic/claude-3-5-haiku-20241022"  # no native structured output: tool mode
+NATIVE_MODEL = "anthropic/claude-sonnet-4-6"  # native structured output: text deltas of JSON
+
+
+@pytest.fixture
+def qa() -> pc.Task[ProductAnswer]:
+    return pc.builtin_tasks().answer_product_question.with_model(TOOL_MODEL)
+
+
+def _known(partial: BaseModel) -> dict[str, Any]:
+    return {name: getattr(partial, name) for name in partial.model_fields_set}
+
+
+def _grows(before: Any, after: Any) -> bool:
+    """`after` keeps everything `before` knew: strings extend, lists extend, the rest is equal."""
+    if isinstance(before, str):
+        return isinstance(after, str) and after.startswith(before)
+    if isinstance(before, list):
+        return (
+            isinstance(after, list)
+            and len(after) >= len(before)
+            and all(_grows(a, b) for a, b in zip(before[:-1], after, strict=False))
+            and (not before or _grows(before[-1], after[len(before) - 1]))
+        )
+    if isinstance(before, BaseModel):
+        return all(_grows(v, getattr(after, k)) for k, v in _known(before).items())
+    return bool(before == after)
+
+
+# partial outputs from incomplete JSON
+
+
+class Item(BaseModel):
+    name: str
+    qty: int
+
+
+class Order(BaseModel):
+    customer: str
+    total: float
+    urgent: bool = False
+    items: list[Item] = []
+    note: str | None = None
+
+
+@pytest.mark.parametrize(
+    ("text", "known"),
+    [
+        ('{"customer": "Ad', {"customer": "Ad"}),
+        ('{"customer": "Ada", "total": 12', {"customer": "Ada"}),  # 12 may be 125
+        ('{"customer": "Ada", "total": 12.', {"customer": "Ada"}),
+        ('{"customer": "Ada", "total": -', {"customer": "Ada"}),
+        ('{"customer": "Ada", "total": 12,', {"customer": "Ada", "total": 12.0}),
+        ('{"customer": "Ada", "total": 1e3}', {"customer": "Ada", "total": 1000.0}),
+        ('{"customer": "A1', {"customer": "A1"}),  # a digit inside a string is text
+        ('{"customer": "Ada", "urgent": tr', {"customer": "Ada"}),
+        ('{"customer": "Ada", "urgent": true', {"customer": "Ada", "urgent": True}),
+        ('{"customer": "Ada", "note": nu', {"customer": "Ada"}),
+        ('{"customer": "x\\u00e', {"customer": "x"}),
+        ('{"items": [{"name": "ca', {"items": [Item.model_construct(name="ca", qty=None)]}),
+        (
+            '{"items": [{"name": "cable", "qty": 2}, {"na',
+            {"items": [Item(name="cable", qty=2), Item.model_construct(qty=None, name=None)]},
+        ),
+        ('```json\n{"customer": "Ada"', {"customer": "Ada"}),  # prompted mode: a fence first
+        ('Here it is: {"customer": "Ada"', {"customer": "Ada"}),
+    ],
+)
+def test_partial_outputs_of_incomplete_json(text: str, known: dict[str, Any]) -> None:
+    partial = partial_output(Order, text)
+    assert isinstance(partial, Order)
+    assert _known(partial) == known
+    for name in set(Order.model_fields) - set(known):  # unknown fields: None or their default
+        default = Order.model_fields[name].get_default(call_default_factory=True)
+        assert getattr(partial, name) == (
+            None if Order.model_fields[name].is_required() else default
+        )
+
+
+@pytest.mark.parametrize("text", ["", "```json\n", "Sure, ", "[1, 2"])
+def test_no_partial_output_before_the_object_starts(text: str) -> None:
+    assert partial_output(Order, text) is None
+
+
+def test_an_enum_value_appears_only_once_it_is_valid() -> None:
+    from promptcast.tasks.ticket import Ticket
+
+    assert partial_output(Ticket, '{"issue": "down", "urgency": "hi').urgency is None
+    assert partial_output(Ticket, '{"issue": "down", "urgency": "high"').urgency == "high"
+
+
+# the stream object, with the scripted backend
+
+
+def _scripted(*replies: Any, **options: Any) -> ScriptedBackend:
+    return ScriptedBackend(list(replies), chunk_chars=options.pop("chunk_chars", 7), **options)
+
+
+def test_scripted_stream_partials_grow_and_final_equals_run(qa: pc.Task[ProductAnswer]) -> None:
+    backend = _scripted(json.dumps(ANSWER), json.dumps(ANSWER))
+    with pc.override(model="test/qa", backends={"test/qa": backend}):
+        expected = qa.with_model("test/qa").run(**INPUTS)
+        stream = qa.with_model("test/qa").stream(**INPUTS)
+        partials = list(stream)
+    assert len(partials) > 10
+    assert all(isinstance(p, ProductAnswer) for p in partials)
+    for before, after in itertools.pairwise(partials):
+        assert _grows(before, after), (before, after)
+    assert partials[-1] == expected.output == stream.run.output == stream.output
+    assert stream.run.attempts == 1 and stream.attempt == 1
+    assert stream.run.usage == expected.usage
+
+
+async def test_async_stream_gives_the_same_partials(qa: pc.Task[ProductAnswer]) -> None:
+    with pc.override(
+        model="test/qa", backends={"test/qa": _scripted(json.dumps(ANSWER), json.dumps(ANSWER))}
+    ):
+        sync_partials = list(qa.with_model("test/qa").stream(**INPUTS))
+        async with qa.with_model("test/qa").astream(**INPUTS) as stream:
+            async_partials = [p async for p in stream]
+    assert async_partials == sync_partials
+    assert stream.run.output == ProductAnswer(**ANSWER)
+
+
+def test_bound_task_streams(tmp_path: Path) -> None:
+    @pc.task(pc.builtin_tasks().answer_product_question)
+    def answer(question: str, documents: dict[str, str]) -> ProductAnswer: ...
+
+    with pc.override(model="test/qa", backends={"test/qa": _scripted(json.dumps(ANSWER))}):
+        stream = answer.stream(**INPUTS)
+        assert list(stream)[-1] == ProductAnswer(**ANSWER)
+
+
+def test_free_text_streams_text(write_task: Callable[..., Path]) -> None:
+    task = pc.Task.from_file(write_task("say", FREE_TEXT))
+    text = "Ice is frozen water, and the blender crushes it."
+    with pc.override(model="test/t", backends={"test/t": _scripted(text)}):
+        stream = task.stream(text="ice")
+        partials = list(stream)
+    assert partials[0] == text[:7] and partials[-1] == text == stream.run.output
+    assert all(b.startswith(a) for a, b in itertools.pairwise(partials))
+
+
+def test_invalid_reply_then_valid_restarts_and_counts_both(qa: pc.Task[ProductAnswer]) -> None:
+    invalid = {"answer": "Perhaps.", "answered": "maybe"}
+    backend = _scripted(json.dumps(invalid), json.dumps(ANSWER))
+    with pc.override(model="test/qa", backends={"test/qa": backend}):
+        stream = qa.with_model("test/qa").stream(**INPUTS)
+        events = list(stream.events())
+    restarts = [e for e in events if isinstance(e, Restart)]
+    assert restarts == [Restart(attempt=2, model="test/qa", reason="invalid")]
+    at = events.index(restarts[0])
+    assert {e.attempt for e in events[:at] if isinstance(e, Partial)} == {1}
+    assert {e.attempt for e in events[at:] if isinstance(e, Partial)} == {2}
+    final = events[-1]
+    assert isinstance(final, Final) and final.run.output == ProductAnswer(**ANSWER)
+    assert final.run.attempts == 2 and stream.attempt == 2
+    assert final.run.usage.input_tokens == 20 and final.run.usage.output_tokens == 10
+    assert len(backend.requests) == 2 and backend.requests[1].history  # the re-ask
+
+
+def test_fallback_model_streams_after_the_first_fails(qa: pc.Task[ProductAnswer]) -> None:
+    failing = ScriptedBackend(
+        [BackendError("down", provider="test", retryable=False)], chunk_chars=7
+    )
+    backends = {"test/a": failing, "test/b": _scripted(json.dumps(ANSWER))}
+    with pc.override(model="test/a", fallbacks=["test/b"], backends=backends):
+        stream = qa.with_model("test/a").stream(**INPUTS)
+        events = list(stream.events())
+    assert [e for e in events if isinstance(e, Restart)] == [
+        Restart(attempt=2, model="test/b", reason="error")
+    ]
+    assert stream.run.model == "test/b" and stream.run.output == ProductAnswer(**ANSWER)
+
+
+def test_a_cached_answer_streams_as_one_partial(qa: pc.Task[ProductAnswer], tmp_path: Path) -> None:
+    backend = _scripted(json.dumps(ANSWER))
+    with pc.override(
+        model="test/qa", backends={"test/qa": backend}, cache=f"sqlite:///{tmp_path}/c.db"
+    ):
+        first = qa.with_model("test/qa").stream(**INPUTS)
+        assert len(list(first)) > 1
+        second = qa.with_model("test/qa").stream(**INPUTS)
+        assert list(second) == [ProductAnswer(**ANSWER)]
+    assert second.run.cached and len(backend.requests) == 1
+
+
+def test_wrong_input_fails_when_the_stream_is_made(qa: pc.Task[ProductAnswer]) -> None:
+    with pytest.raises(pc.TaskInputError, match="question"):
+        qa.stream(documents={})
+
+
+def test_budget_applies_to_streams(qa: pc.Task[ProductAnswer]) -> None:
+    backend = _scripted(json.dumps(ANSWER), chunk_chars=4, chunk_delay_s=0.02)
+    with (
+        pc.override(model="test/qa", backends={"test/qa": backend}, timeout_s=0.15),
+        pytest.raises(BudgetExceededError, match="timeout_s"),
+    ):
+        list(qa.with_model("test/qa").stream(**INPUTS))
+    assert backend.streams_closed == 1
+
+
+def test_closing_early_closes_the_backend_stream(qa: pc.Task[ProductAnswer]) -> None:
+    backend = _scripted(json.dumps(ANSWER))
+    with pc.override(model="test/qa", backends={"test/qa": backend}):
+        stream = qa.with_model("test/qa").stream(**INPUTS)
+        for _ in stream:
+            break
+        assert backend.streams_closed == 1
+        with pytest.raises(StreamClosedError):
+            _ = stream.run
+
+
+def test_a_backend_without_streaming_says_so(qa: pc.Task[ProductAnswer]) -> None:
+    class Plain(Backend):
+        provider = "plain"
+
+        def request(self, request: Any) -> Any:
+            raise AssertionError
+
+        async def arequest(self, request: Any) -> Any:
+            raise AssertionError
+
+    with (
+        pc.override(model="test/p", backends={"test/p": Plain()}),
+        pytest.raises(BackendError, match="cannot stream"),
+    ):
+        list(qa.with_model("test/p").stream(**INPUTS))
+
+
+# through the anthropic SDK against the loopback fake
+
+
+def _answer_message(fake: FakeAnthropic, data: dict[str, Any] = ANSWER) -> dict[str, Any]:
+    return message([tool_use_block(TOOL, data)], input_tokens=300, output_tokens=60)
+
+
+def test_anthropic_tool_mode_first_partial_before_a_quarter(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(_answer_message(fake_anthropic), _answer_message(fake_anthropic))
+    fake_anthropic.stream_interval_s = 0
+    expected = qa.run(**INPUTS)
+    fake_anthropic.stream_interval_s = 0.05
+    stream = qa.stream(**INPUTS)
+    first_at: float | None = None
+    partials = []
+    for partial in stream:
+        first_at = first_at or time.perf_counter()
+        partials.append(partial)
+    [log] = fake_anthropic.streams
+    deltas = sum(
+        b"content_block_delta" in e for e in fake_anthropic.sse({}, _answer_message(fake_anthropic))
+    )
+    assert deltas >= 20
+    assert first_at is not None and first_at < log.sent_at[log.total // 4]
+    assert all(isinstance(p, ProductAnswer) for p in partials)
+    for before, after in itertools.pairwise(partials):
+        assert _grows(before, after)
+    assert stream.run.output == expected.output and partials[-1] == expected.output
+    assert stream.run.usage.input_tokens == 300 and stream.run.usage.output_tokens == 60
+    sent = fake_anthropic.requests[1]
+    assert sent.pop("stream") is True
+    assert sent == fake_anthropic.requests[0]  # the same request, plus stream: true
+
+
+def test_anthropic_thinking_and_other_text_are_not_partials(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    thinking = {"type": "thinking", "thinking": '{"answer": "no"} hmm', "signature": "c2ln"}
+    fake_anthropic.stream_interval_s = 0
+    fake_anthropic.reply(
+        message(
+            [thinking, text_block('I will answer. {"answer": "x"}'), tool_use_block(TOOL, ANSWER)]
+        )
+    )
+    partials = list(qa.stream(**INPUTS))
+    assert all(p.answer is None or ANSWER["answer"].startswith(p.answer) for p in partials)
+    assert partials[-1] == ProductAnswer(**ANSWER)
+
+
+def test_anthropic_native_mode_streams_text_deltas(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    native = qa.with_model(NATIVE_MODEL)
+    assert native.request(**INPUTS).output_mode == "native"
+    fake_anthropic.stream_interval_s = 0
+    thinking = {"type": "thinking", "thinking": "The manual says Pulse.", "signature": "c2ln"}
+    fake_anthropic.reply(message([thinking, text_block(json.dumps(ANSWER))]))
+    stream = native.stream(**INPUTS)
+    partials = list(stream)
+    assert len(partials) > 10 and partials[0].answer is not None
+    for before, after in itertools.pairwise(partials):
+        assert _grows(before, after)
+    assert partials[-1] == stream.run.output == ProductAnswer(**ANSWER)
+    assert stream.run.output_mode == "native"
+
+
+def test_anthropic_free_text_streams_text_deltas(
+    write_task: Callable[..., Path], fake_anthropic: FakeAnthropic
+) -> None:
+    task = pc.Task.from_file(write_task("say", FREE_TEXT))
+    fake_anthropic.stream_interval_s = 0
+    text = "Ice is frozen water; the Aero X2 crushes it with Pulse."
+    fake_anthropic.reply(message([text_block(text)]))
+    stream = task.stream(text="ice")
+    partials = list(stream)
+    assert len(partials) == -(-len(text) // 8) and partials[-1] == text == stream.run.output
+
+
+def test_anthropic_invalid_stream_then_valid(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.stream_interval_s = 0
+    fake_anthropic.reply(
+        _answer_message(fake_anthropic, {"answer": "Perhaps.", "answered": "maybe"}),
+        _answer_message(fake_anthropic),
+    )
+    stream = qa.stream(**INPUTS)
+    events = list(stream.events())
+    assert [e.attempt for e in events if isinstance(e, Restart)] == [2]
+    assert stream.run.output == ProductAnswer(**ANSWER)
+    assert stream.run.usage.input_tokens == 600 and stream.run.usage.output_tokens == 120
+    reask = fake_anthropic.requests[1]["messages"]
+    assert reask[-1]["content"][0]["type"] == "tool_result"  # answers the streamed tool call
+
+
+def test_anthropic_error_event_mid_stream_is_retried(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.stream_interval_s = 0
+    events = fake_anthropic.sse({}, _answer_message(fake_anthropic))
+    broken = [*events[:8], fake_anthropic.stream_error("overloaded_error", "Overloaded")]
+    fake_anthropic.reply(FakeReply(events=broken), _answer_message(fake_anthropic))
+    with pc.override(retry_max_wait_s=0.01):
+        stream = qa.stream(**INPUTS)
+        seen = list(stream.events())
+    assert [(e.attempt, e.reason) for e in seen if isinstance(e, Restart)] == [(2, "error")]
+    assert stream.run.output == ProductAnswer(**ANSWER)
+    assert [a.status for a in stream.run.attempt_log] == ["error", "ok"]
+
+
+def test_anthropic_dropped_connection_mid_stream_is_a_backend_error(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.stream_interval_s = 0
+    events = fake_anthropic.sse({}, _answer_message(fake_anthropic))
+    fake_anthropic.reply(*[FakeReply(events=events[:8], drop=True)] * 3)
+    with (
+        pc.override(retry_max_wait_s=0.01, max_retries=2),
+        pytest.raises(BackendError, match="broke off"),
+    ):
+        list(qa.stream(**INPUTS))
+
+
+def test_anthropic_break_closes_the_connection(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(_answer_message(fake_anthropic))
+    fake_anthropic.stream_interval_s = 0.02
+    for partial in qa.stream(**INPUTS):
+        assert isinstance(partial, ProductAnswer)
+        break
+    [log] = fake_anthropic.streams
+    assert log.done.wait(5)
+    assert log.closed_by_client and len(log.sent_at) < log.total
+
+
+async def test_anthropic_async_stream_and_early_close(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.stream_interval_s = 0
+    fake_anthropic.reply(_answer_message(fake_anthropic))
+    stream = qa.astream(**INPUTS)
+    partials = [p async for p in stream]
+    assert partials[-1] == (await stream.result()).output == ProductAnswer(**ANSWER)
+    fake_anthropic.stream_interval_s = 0.02
+    fake_anthropic.reply(_answer_message(fake_anthropic))
+    async with qa.astream(**INPUTS) as early:
+        async for _ in early:
+            break
+    log = fake_anthropic.streams[-1]
+    assert log.done.wait(5) and log.closed_by_client
+    with pytest.raises(StreamClosedError):
+        _ = early.run
+    await aclose_shared()
