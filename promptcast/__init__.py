@@ -34,6 +34,7 @@ from promptcast.errors import (
     TaskNotFoundError,
 )
 from promptcast.evals import EvalReport, aevaluate, evaluate
+from promptcast.media import Document, Image
 from promptcast.render import Message, Prompt, fence
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec
@@ -50,7 +51,9 @@ __all__ = [
     "BoundTask",
     "BudgetExceededError",
     "ConfigurationError",
+    "Document",
     "EvalReport",
+    "Image",
     "Message",
     "OutputTruncatedError",
     "OutputValidationError",

@@ -237,11 +237,14 @@ _media: contextvars.ContextVar[list[Media]] = contextvars.ContextVar("promptcast
 
 
 def _finalize(value: Any) -> Any:
-    """`{{ value }}`: an image or document becomes a marker for the content block at this point."""
+    """`{{ value }}`: an image or document (or a list of them) becomes a marker for the content
+    block at this point."""
     if isinstance(value, Media):
         placed = _media.get()
         placed.append(value)
         return f"\x01{_blocks.get()[0]}:{len(placed) - 1}\x01"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Media) for v in value):
+        return "".join(_finalize(v) for v in value)
     return value
 
 

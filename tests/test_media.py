@@ -1,0 +1,552 @@
+"""Images and documents as task inputs: coercion, sniffing, limits, placement in the prompt, the
+provider blocks each backend sends, token estimates, cache keys and cassettes."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import promptcast as pc
+from promptcast import media
+from promptcast.backends.base import ModelRequest
+from promptcast.media import Document, Image, MediaTooLargeError
+from promptcast.render import Prompt
+from promptcast.task import _estimate_input_tokens
+from promptcast.testing import FakeAnthropic, FakeOpenAI
+
+# --- sample files, made here -------------------------------------------------------------------
+
+
+def png(width: int = 2, height: int = 2, seed: int = 0) -> bytes:
+    """A real PNG (grey pixels); `seed` changes the pixels, so the bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes([seed % 256]) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def gif(width: int = 1, height: int = 1) -> bytes:
+    return (
+        b"GIF89a"
+        + struct.pack("<HH", width, height)
+        + b"\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+        + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
+
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 32
+WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32
+PDF = (
+    b"%PDF-1.4\n1 0 obj <</Type /Catalog /Pages 2 0 R>> endobj\n"
+    b"2 0 obj <</Type /Pages /Kids [3 0 R 4 0 R] /Count 2>> endobj\n"
+    b"3 0 obj <</Type /Page /Parent 2 0 R>> endobj\n4 0 obj <</Type /Page /Parent 2 0 R>> endobj\n"
+    b"trailer <</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+def data_url(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+TICKET = """\
+---
+inputs:
+  message: str
+  screenshot: {type: "image | None", default: null}
+output: str
+model: anthropic/claude-sonnet-4-6
+---
+{{ message | fence("message") }}
+{% if screenshot %}The customer attached this screenshot: {{ screenshot }} (see above){% endif %}
+"""
+
+CONTRACT = """\
+---
+inputs:
+  contract: document
+output: str
+model: anthropic/claude-sonnet-4-6
+---
+Read this contract: {{ contract }}
+List the parties.
+"""
+
+
+@pytest.fixture
+def ticket(write_task: Callable[..., Path]) -> pc.Task[Any]:
+    return pc.Task.from_file(write_task("ticket", TICKET))
+
+
+def _text_reply(text: str = "ok") -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 10, "output_tokens": 2},
+    }
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["bytes", "path", "data_url", "mapping", "image", "bytearray"])
+def test_every_form_gives_the_same_image(form: str, tmp_path: Path) -> None:
+    raw = png()
+    path = tmp_path / "crash.png"
+    path.write_bytes(raw)
+    value: Any = {
+        "bytes": raw,
+        "bytearray": bytearray(raw),
+        "path": path,
+        "data_url": data_url(raw),
+        "mapping": {"media_type": "image/png", "data": base64.b64encode(raw).decode()},
+        "image": Image(raw),
+    }[form]
+    image = Image.coerce(value)
+    assert (image.data, image.media_type, image.size) == (raw, "image/png", len(raw))
+    assert image == Image(raw)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(png(), "image/png"), (gif(), "image/gif"), (JPEG, "image/jpeg"), (WEBP, "image/webp")],
+)
+@pytest.mark.parametrize("claimed", ["image/png", "image/jpeg", "application/pdf", "text/plain"])
+def test_the_media_type_is_sniffed_never_taken_from_the_caller(
+    data: bytes, expected: str, claimed: str
+) -> None:
+    assert Image.coerce(data_url(data, claimed)).media_type == expected
+    assert (
+        Image.coerce({"media_type": claimed, "data": base64.b64encode(data).decode()}).media_type
+        == expected
+    )
+
+
+def test_a_png_named_file_holding_a_gif_is_a_gif(tmp_path: Path) -> None:
+    path = tmp_path / "crash.png"
+    path.write_bytes(gif())
+    assert Image.coerce(path).media_type == "image/gif"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"just some text\n", b"%PDF-1.4 not an image", b"\x00\x01\x02\x03garbage", b"", PDF],
+    ids=["text", "pdf-header", "binary", "empty", "pdf"],
+)
+def test_what_is_not_an_image_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not an image promptcast can send|no known type"):
+        Image(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(PDF, "application/pdf"), (b"Terms: pay in 30 days.\n", "text/plain")],
+)
+def test_documents_are_pdf_or_text(data: bytes, expected: str) -> None:
+    assert Document(data).media_type == expected
+
+
+@pytest.mark.parametrize("data", [png(), b"\x00\x01binary\x02", b"tab\x07bell"])
+def test_what_is_not_a_document_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="not a document"):
+        Document(data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/etc/passwd",
+        "crash.png",
+        "data:image/png,not-base64-flagged",
+        "data:image/png;base64,@@@not base64@@@",
+        "ftp://example.com/a.png",
+        "file:///etc/passwd",
+    ],
+)
+def test_text_is_a_data_url_or_an_http_url_never_a_file_path(text: str) -> None:
+    with pytest.raises(ValueError):
+        Image.coerce(text)
+
+
+def test_urls_are_kept_for_the_provider_to_fetch() -> None:
+    image = Image.coerce("https://example.com/crash.png")
+    assert (image.url, image.data, image.media_type) == (
+        "https://example.com/crash.png",
+        None,
+        None,
+    )
+    assert image.data_url == "https://example.com/crash.png"
+
+
+def test_an_image_is_not_a_document() -> None:
+    with pytest.raises(ValueError, match="expected a document, got an image"):
+        Document.coerce(Image(png()))
+
+
+@pytest.mark.parametrize("form", ["bytes", "path", "data_url", "mapping"])
+def test_an_image_over_the_limit_is_refused_before_it_is_read(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "max_bytes", 1000)
+    big = png(200, 200, seed=7) + b"\x00" * 1000
+    path = tmp_path / "big.png"
+    path.write_bytes(big)
+    value: Any = {
+        "bytes": big,
+        "path": path,
+        "data_url": data_url(big),
+        "mapping": {"data": base64.b64encode(big).decode()},
+    }[form]
+    with pytest.raises(MediaTooLargeError, match=r"over the limit of 1000 bytes"):
+        Image.coerce(value)
+
+
+# --- the task: validation, rendering and the provider blocks --------------------------------------
+
+
+@pytest.mark.parametrize("form", ["path", "bytes", "data_url", "image"])
+def test_a_png_reaches_anthropic_as_one_image_block_at_its_place(
+    form: str, ticket: pc.Task[Any], fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    raw = png(3, 2)
+    path = tmp_path / "crash.png"
+    path.write_bytes(raw)
+    value = {"path": path, "bytes": raw, "data_url": data_url(raw), "image": Image(raw)}[form]
+    fake_anthropic.reply(_text_reply())
+    assert ticket(message="Checkout crashes", screenshot=value) == "ok"
+    (message,) = fake_anthropic.requests[0]["messages"]
+    blocks = message["content"]
+    assert [b["type"] for b in blocks] == ["text", "image", "text"]
+    assert blocks[0]["text"].endswith("The customer attached this screenshot: ")
+    assert blocks[1] == {
+        "type": "image",
+        "source": {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": base64.b64encode(raw).decode(),
+        },
+    }
+    assert blocks[2]["text"] == " (see above)"
+    assert fake_anthropic.request_headers[0]["x-promptcast-media"].startswith("screenshot=sha256:")
+
+
+def test_a_gif_named_png_is_sent_as_gif(
+    ticket: pc.Task[Any], fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    path = tmp_path / "crash.png"
+    path.write_bytes(gif())
+    fake_anthropic.reply(_text_reply())
+    ticket(message="m", screenshot=path)
+    block = fake_anthropic.requests[0]["messages"][0]["content"][1]
+    assert block["source"]["media_type"] == "image/gif"
+
+
+def test_without_the_optional_image_the_prompt_stays_text(
+    ticket: pc.Task[Any], fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.reply(_text_reply())
+    ticket(message="no picture")
+    assert isinstance(fake_anthropic.requests[0]["messages"][0]["content"], str)
+    assert "x-promptcast-media" not in fake_anthropic.request_headers[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "source"),
+    [
+        (
+            PDF,
+            {
+                "type": "base64",
+                "media_type": "application/pdf",
+                "data": base64.b64encode(PDF).decode(),
+            },
+        ),
+        (
+            b"Party A and Party B agree.",
+            {"type": "text", "media_type": "text/plain", "data": "Party A and Party B agree."},
+        ),
+    ],
+    ids=["pdf", "text"],
+)
+def test_a_document_is_a_document_block(
+    data: bytes,
+    source: dict[str, str],
+    write_task: Callable[..., Path],
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    task = pc.Task.from_file(write_task("contract", CONTRACT))
+    fake_anthropic.reply(_text_reply())
+    task(contract=data)
+    blocks = fake_anthropic.requests[0]["messages"][0]["content"]
+    assert blocks[1] == {"type": "document", "source": source}
+    assert [b["type"] for b in blocks] == ["text", "document", "text"]
+
+
+@pytest.mark.parametrize("kind", ["image", "document"])
+def test_urls_become_url_sources(
+    kind: str, write_task: Callable[..., Path], fake_anthropic: FakeAnthropic
+) -> None:
+    task = pc.Task.from_file(
+        write_task("look", f"---\ninputs:\n  it: {kind}\noutput: str\n---\nLook: {{{{ it }}}}\n")
+    )
+    fake_anthropic.reply(_text_reply())
+    task(it=f"https://example.com/{kind}")
+    block = fake_anthropic.requests[0]["messages"][0]["content"][1]
+    assert block == {"type": kind, "source": {"type": "url", "url": f"https://example.com/{kind}"}}
+
+
+def test_a_list_of_images_places_each_in_order(
+    write_task: Callable[..., Path], fake_anthropic: FakeAnthropic
+) -> None:
+    task = pc.Task.from_file(
+        write_task(
+            "compare",
+            '---\ninputs:\n  photos: "list[image]"\noutput: str\n---\n'
+            "{% for photo in photos %}Photo {{ loop.index }}: {{ photo }}\n{% endfor %}Compare them.",
+        )
+    )
+    fake_anthropic.reply(_text_reply())
+    task(photos=[png(seed=1), gif(), png(seed=2)])
+    blocks = fake_anthropic.requests[0]["messages"][0]["content"]
+    assert [b["type"] for b in blocks] == [
+        "text",
+        "image",
+        "text",
+        "image",
+        "text",
+        "image",
+        "text",
+    ]
+    types = [b["source"]["media_type"] for b in blocks if b["type"] == "image"]
+    assert types == ["image/png", "image/gif", "image/png"]
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (b"this is a text file, not a picture", "not an image"),
+        ("crash.png", "data URL"),
+        (12, "not int"),
+        (PDF, "application/pdf data is not an image"),
+    ],
+)
+def test_a_wrong_image_is_a_task_input_error_before_any_request(
+    value: Any, match: str, ticket: pc.Task[Any], fake_anthropic: FakeAnthropic
+) -> None:
+    with pytest.raises(pc.TaskInputError, match=match) as caught:
+        ticket(message="m", screenshot=value)
+    assert caught.value.field == "screenshot"
+    assert fake_anthropic.requests == []
+
+
+@pytest.mark.parametrize("form", ["bytes", "path", "data_url"])
+def test_an_image_over_the_limit_is_refused_before_any_request(
+    form: str,
+    ticket: pc.Task[Any],
+    fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Image, "max_bytes", 500)
+    big = png(100, 100) + b"\x00" * 600
+    path = tmp_path / "big.png"
+    path.write_bytes(big)
+    value = {"bytes": big, "path": path, "data_url": data_url(big)}[form]
+    with pytest.raises(MediaTooLargeError, match="over the limit") as caught:
+        ticket(message="m", screenshot=value)
+    assert caught.value.field == "screenshot"
+    assert isinstance(caught.value, pc.TaskInputError)
+    assert fake_anthropic.requests == []
+
+
+def test_all_media_of_a_call_together_have_a_limit(
+    write_task: Callable[..., Path], fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(media, "MAX_REQUEST_MEDIA_BYTES", 2 * len(png(seed=1)))
+    task = pc.Task.from_file(
+        write_task(
+            "many", '---\ninputs:\n  photos: "list[image]"\noutput: str\n---\n{{ photos[0] }}'
+        )
+    )
+    with pytest.raises(MediaTooLargeError, match="together, over the limit") as caught:
+        task(photos=[png(seed=1), png(seed=2), png(seed=3)])
+    assert caught.value.task == "many"
+    assert fake_anthropic.requests == []
+
+
+def test_the_same_task_on_an_openai_compatible_fake_sends_image_url(
+    ticket: pc.Task[Any], fake_openai: FakeOpenAI
+) -> None:
+    raw = png()
+    assert ticket.with_model("openai/gpt-4o-mini")(message="m", screenshot=raw)
+    content = fake_openai.requests[0]["messages"][0]["content"]
+    assert [p["type"] for p in content] == ["text", "image_url", "text"]
+    assert content[1] == {"type": "image_url", "image_url": {"url": data_url(raw)}}
+
+
+@pytest.mark.parametrize("data", [PDF, b"Party A pays Party B."], ids=["pdf", "text"])
+def test_documents_on_an_openai_compatible_fake(
+    data: bytes, write_task: Callable[..., Path], fake_openai: FakeOpenAI
+) -> None:
+    task = pc.Task.from_file(write_task("contract", CONTRACT)).with_model("openai/gpt-4o-mini")
+    task(contract=data)
+    content = fake_openai.requests[0]["messages"][0]["content"]
+    part = content[1]
+    if data == PDF:
+        assert part["type"] == "file"
+        assert part["file"]["file_data"] == data_url(PDF, "application/pdf")
+    else:
+        assert part == {
+            "type": "text",
+            "text": '<document name="contract">\nParty A pays Party B.\n</document>',
+        }
+
+
+# --- load-time checks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "match"),
+    [
+        ('{{ shot | fence("shot") }}', "cannot go inside fence"),
+        ("{{ (shot) | fence }}", "cannot go inside fence"),
+        ('{% role "system" %}Look: {{ shot }}{% endrole %}', "cannot go in the system role"),
+        ('{% role "system" %}{% if shot %}{{ shot }}{% endif %}{% endrole %}', "system role"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["image", "document", '"image | None"', '"list[image]"'])
+def test_media_inside_fence_or_the_system_role_is_a_load_error(
+    template: str, match: str, kind: str, write_task: Callable[..., Path]
+) -> None:
+    path = write_task("bad", f"---\ninputs:\n  shot: {kind}\noutput: str\n---\n{template}\n")
+    with pytest.raises(pc.TaskDefinitionError, match=match) as caught:
+        pc.Task.from_file(path)
+    assert caught.value.line == 6
+    from promptcast.spec import check_task_file
+
+    assert any(match in str(problem) for problem in check_task_file(path))
+
+
+def test_media_reaching_fence_or_system_at_run_time_is_an_input_error(
+    write_task: Callable[..., Path],
+) -> None:
+    """Through a variable the load-time check cannot follow: refused when rendered."""
+    aliased = pc.Task.from_file(
+        write_task(
+            "alias",
+            '---\ninputs:\n  shot: image\noutput: str\n---\n{% set s = shot %}{{ s | fence("x") }}',
+        )
+    )
+    with pytest.raises(pc.TaskInputError, match="fence"):
+        aliased.render(shot=png())
+    in_system = pc.Task.from_file(
+        write_task(
+            "sys",
+            '---\ninputs:\n  shots: "list[image]"\noutput: str\n---\n'
+            '{% role "system" %}{% for s in shots %}{{ s }}{% endfor %}{% endrole %}Hi',
+        )
+    )
+    with pytest.raises(pc.TaskInputError, match="system role"):
+        in_system.render(shots=[png()])
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("image", png()), ('"image | None"', None), ('"list[image]"', [png()]), ("document", PDF)],
+)
+def test_input_types_and_defaults(kind: str, value: Any, write_task: Callable[..., Path]) -> None:
+    task = pc.Task.from_file(
+        write_task("t", f"---\ninputs:\n  it: {kind}\noutput: str\n---\nSee {{{{ it }}}}\n")
+    )
+    prompt = task.render(it=value)
+    content = prompt.messages[0]["content"]
+    assert isinstance(content, list if value is not None else str)
+
+
+def test_an_optional_image_defaults_to_none(ticket: pc.Task[Any]) -> None:
+    assert ticket.spec.inputs["screenshot"].default is None
+    assert ticket.render(message="x").messages[0]["content"] == "<message>\nx\n</message>"
+
+
+def test_typed_binding_takes_pc_image(write_task: Callable[..., Path]) -> None:
+    path = write_task("ticket", TICKET)
+
+    @pc.task(path)
+    def ticket(message: str, screenshot: pc.Image | None = None) -> str: ...
+
+    prompt = ticket.render("m", pc.Image(png()))
+    assert prompt.messages[0]["content"][1]["type"] == "media"  # type: ignore[index]
+
+
+# --- token estimates, cache keys -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "anthropic", "openai"),
+    [
+        ((200, 200), 54, 85 + 170),  # 200*200/750 = 53.3; one 512 px tile
+        ((1000, 1000), 1334, 85 + 170 * 4),  # 1e6/750; short side to 768: 2x2 tiles
+        ((4000, 3000), 1534, 85 + 170 * 4),  # scaled to 1.15 MP; to 2048x1536, then 1024x768
+        ((3000, 500), 547, 85 + 170 * 4),  # long side to 1568; to 2048x341: 4x1 tiles
+        ((1, 1), 1, 85 + 170),
+    ],
+)
+def test_image_tokens_follow_each_providers_formula(
+    size: tuple[int, int], anthropic: int, openai: int
+) -> None:
+    assert media._anthropic_image_tokens(*size) == anthropic
+    assert media._openai_image_tokens(*size) == openai
+
+
+@pytest.mark.parametrize("size", [(1, 1), (200, 100), (640, 480)])
+def test_the_estimate_reads_the_size_from_the_image(size: tuple[int, int]) -> None:
+    image = Image(png(*size))
+    assert image.dimensions == size
+    assert media.estimate_tokens(image, "anthropic") == media._anthropic_image_tokens(*size)
+    assert media.estimate_tokens(image, "openai") == media._openai_image_tokens(*size)
+
+
+def test_pdf_tokens_count_pages() -> None:
+    assert Document(PDF).pages == 2
+    assert media.estimate_tokens(Document(PDF)) == 6000
+
+
+def test_the_budget_estimate_counts_the_image(ticket: pc.Task[Any]) -> None:
+    big = ticket.render(message="m", screenshot=png(1000, 1000))
+    small = ticket.render(message="m", screenshot=png(10, 10))
+
+    def estimate(prompt: Prompt, provider: str) -> int:
+        request = ModelRequest(model="m", prompt=prompt, output_model=None)
+        return _estimate_input_tokens(request, provider)
+
+    assert estimate(big, "anthropic") - estimate(small, "anthropic") == 1334 - 1
+    assert estimate(big, "openai") - estimate(small, "openai") == 765 - 255
+
+
+def test_the_response_cache_keys_on_the_image_content(
+    ticket: pc.Task[Any], fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    pc.configure(cache=f"sqlite:///{tmp_path / 'cache.db'}")
+    fake_anthropic.reply(_text_reply("first"), _text_reply("second"))
+    assert ticket(message="m", screenshot=png(seed=1)) == "first"
+    assert ticket(message="m", screenshot=png(seed=1)) == "first"  # a hit
+    assert ticket(message="m", screenshot=png(seed=2)) == "second"  # another image: a miss
+    assert len(fake_anthropic.requests) == 2
