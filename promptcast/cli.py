@@ -768,6 +768,84 @@ def eval_command(
         )
 
 
+@app.command()
+def typegen(
+    dirs: Annotated[list[Path], typer.Argument(help="Folders (or files) of task files.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE", help="The Python module to write.")
+    ],
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when FILE is not current.")
+    ] = False,
+) -> None:
+    """Write a typed Python module for task files: a typed function per task, a pydantic model
+    per inline output (`from app.ai_tasks import tasks`)."""
+    from promptcast.typegen import generate
+
+    command = " ".join(["promptcast typegen", *(str(d) for d in dirs), "-o", str(output)])
+    try:
+        text = generate(dirs, output, command=command)
+    except PromptcastError as exc:
+        raise _fail(exc) from None
+    current = output.read_text(encoding="utf-8") if output.is_file() else None
+    if check:
+        if current != text:
+            state = "is missing" if current is None else "is stale"
+            err.print(f"error: {output} {state}; run: {command}", markup=False, soft_wrap=True)
+            raise typer.Exit(1)
+        err.print(f"ok: {output} is current", markup=False, soft_wrap=True)
+        return
+    if current != text:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(exc) from None
+    err.print(f"wrote {output}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the task-file frontmatter (for editors and CI)."""
+    from promptcast._schema import schema_text
+
+    sys.stdout.write(schema_text())
+
+
+@app.command()
+def convert(
+    files: Annotated[
+        list[Path], typer.Argument(help="Prompty (.prompty) or Dotprompt (.prompt) files.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="DIR", help="Write NAME.jinja files into DIR."),
+    ] = None,
+) -> None:
+    """Convert Prompty or Dotprompt files to promptcast task files (printed, or written to -o)."""
+    from promptcast._convert import convert as to_task
+    from promptcast.spec import parse_task_text
+
+    for file in files:
+        try:
+            text = to_task(file.read_text(encoding="utf-8"), str(file)).text
+            parse_task_text(text, path=str(file))  # converted files must load
+        except OSError as exc:
+            raise _fail(exc) from None
+        except PromptcastError as exc:
+            raise _fail(exc) from None
+        if output is None:
+            sys.stdout.write(text if len(files) == 1 else f"# {file}\n{text}\n")
+            continue
+        target = output / f"{file.stem}.jinja"
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _fail(exc) from None
+        err.print(f"wrote {target}", markup=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
