@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from promptcast import _telemetry
 from promptcast._secrets import scrub
 from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
 from promptcast.spec import Example
@@ -205,12 +206,20 @@ async def aevaluate(
     gate = asyncio.Semaphore(concurrency)
 
     async def bounded(model: str, index: int, case: Example) -> CaseResult:
+        attributes = {"promptcast.task": task.name, "promptcast.eval.model": model}
         async with gate:
-            return await _one(task, model, index, case, scorer)
+            with _telemetry.run_span(f"eval.case {task.name}", attributes) as span:
+                span.set("promptcast.eval.case", index)
+                result = await _one(task, model, index, case, scorer)
+                span.set("promptcast.outcome", result.outcome)
+                span.set("promptcast.eval.score", result.score)
+                return result
 
-    results = await asyncio.gather(
-        *(bounded(model, i, case) for model in models for i, case in enumerate(chosen))
-    )
+    # one run span, one span per (model, case) under it
+    with _telemetry.run_span(f"eval {task.name}", {"promptcast.task": task.name}):
+        results = await asyncio.gather(
+            *(bounded(model, i, case) for model in models for i, case in enumerate(chosen))
+        )
     return EvalReport(
         task=task.name,
         task_version=task.spec.version,

@@ -24,6 +24,7 @@ from promptcast.errors import (
     TaskInputError,
 )
 from promptcast.server import create_app, is_loopback
+from promptcast.server.logs import JsonFormatter
 from promptcast.testing import (
     FakeAnthropic,
     FakeReply,
@@ -112,9 +113,9 @@ def client(base_url: str, seen: list[httpx.Response]) -> Iterator[httpx.Client]:
 
 def log_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [
-        json.loads(r.getMessage())
+        json.loads(JsonFormatter().format(r))
         for r in caplog.records
-        if r.name == "promptcast.server" and r.getMessage().startswith("{")
+        if r.name == "promptcast.server" and getattr(r, "event", None) == "request"
     ]
 
 
@@ -496,8 +497,8 @@ def test_one_json_log_line_per_request_without_the_prompt(
     assert line["input_tokens"] == INPUT_TOKENS and line["output_tokens"] == OUTPUT_TOKENS
     assert line["cost_usd"] > 0 and line["latency_ms"] > 0 and line["attempts"] == 1
     assert lines["log-2"]["path"] == "/healthz" and lines["log-2"]["status"] == 200
-    assert all(secret_text not in r.getMessage() for r in caplog.records)
-    assert len([r for r in caplog.records if "log-1" in r.getMessage()]) == 1
+    assert all(secret_text not in JsonFormatter().format(r) for r in caplog.records)
+    assert len([r for r in caplog.records if getattr(r, "request_id", None) == "log-1"]) == 1
 
 
 def test_debug_logging_adds_the_inputs(

@@ -20,6 +20,7 @@ import promptcast as pc
 from promptcast.backends import ModelRequest
 from promptcast.errors import BackendError
 from promptcast.server import _openapi, create_app
+from promptcast.server.logs import JsonFormatter
 from promptcast.server.problems import MAX_LISTED_ERRORS, MAX_RETRY_AFTER_S, problem_for_error
 from promptcast.testing import ScriptedBackend
 from tests.serving import TOKEN, metric, running
@@ -213,9 +214,9 @@ def test_a_client_that_disconnects_is_counted_as_499_and_its_call_cancelled(
     assert metric(scraped, "promptcast_task_calls_total", status="500", **labels) == 0
     assert in_flight == 0
     (line,) = [
-        json.loads(r.getMessage())
+        json.loads(JsonFormatter().format(r))
         for r in caplog.records
-        if r.name == "promptcast.server" and "gone-1" in r.getMessage()
+        if r.name == "promptcast.server" and getattr(r, "request_id", None) == "gone-1"
     ]
     assert line["status"] == 499 and line["error"] == "client-disconnected"
 

@@ -26,6 +26,7 @@ from pydantic_core import from_json
 
 from promptcast._config import endpoint_settings
 from promptcast._retry import is_retryable_status, parse_retry_after
+from promptcast._schemas import anthropic_schema
 from promptcast.backends._parts import anthropic_content, anthropic_messages, has_media
 from promptcast.backends.base import (
     Backend,
@@ -313,7 +314,7 @@ class AnthropicBackend(Backend):
         return batch_params(request)
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
-        if request.output_model is None or reply.raw is None:
+        if request.output_model is None or reply.raw is None or request.output_mode != "tool":
             return super().reask(request, reply, error)
         from instructor import Mode, Provider
         from instructor.processing import handle_reask_kwargs
@@ -415,8 +416,96 @@ def _kwargs(request: ModelRequest) -> dict[str, Any]:
         # that support sampling options, so it travels in the body, and only when a task sets it.
         kwargs["extra_body"] = {"temperature": request.temperature}
     if request.output_model is not None:
-        _, kwargs["tools"], kwargs["tool_choice"] = _tool_params(request.output_model)
+        mode = request.output_mode
+        if mode == "native":  # constrained decoding: the reply's text is the JSON
+            kwargs["output_config"] = _output_config(request.output_model)
+        elif mode == "tool":
+            _, kwargs["tools"], kwargs["tool_choice"] = _tool_params(request.output_model)
+            if request.thinking_budget:  # a forced tool call is refused with thinking on
+                kwargs["tool_choice"] = _AUTO_TOOL
+        # prompted: the schema is in the system block already (promptcast._modes)
+    if request.thinking_budget:
+        kwargs["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
+        kwargs["max_tokens"] = request.max_tokens + request.thinking_budget
+    if request.prompt_caching:
+        _cache_breakpoints(kwargs, request)
     return kwargs
+
+
+_AUTO_TOOL = {"type": "auto", "disable_parallel_tool_use": True}
+_EPHEMERAL = {"type": "ephemeral"}
+#: Anthropic caches at most this many breakpoints per request.
+MAX_BREAKPOINTS = 4
+# The shortest prefix each model family caches (tokens); shorter prefixes are sent without one.
+_MIN_CACHEABLE = (
+    ("claude-opus-4-5", 4096),
+    ("claude-opus-4-6", 4096),
+    ("claude-haiku-4-5", 4096),
+    ("claude-3-haiku", 2048),
+    ("claude-3-5-haiku", 2048),
+)
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prompt prefix `model` caches."""
+    return next((n for prefix, n in _MIN_CACHEABLE if model.startswith(prefix)), 1024)
+
+
+@lru_cache(maxsize=512)
+def _output_config(model: type[BaseModel]) -> dict[str, Any]:
+    """`output_config` for native mode, built once per output model."""
+    return {"format": {"type": "json_schema", "schema": anthropic_schema(model)}}
+
+
+def _tokens(value: Any) -> int:
+    """A rough token count of request content (about four characters per token)."""
+    if isinstance(value, str):
+        return len(value) // 4
+    if isinstance(value, dict) and value.get("type") == "text":
+        return len(value.get("text", "")) // 4
+    return len(json.dumps(value, default=str)) // 4
+
+
+def _cache_breakpoints(kwargs: dict[str, Any], request: ModelRequest) -> None:
+    """Place `cache_control` at the end of the static prefix: the system block when it reads no
+    input (after the tools, which it then covers), plus the template's `{% cachepoint %}`s; at
+    most `MAX_BREAKPOINTS` (the last ones), none where the prefix before it is shorter than the
+    model caches. Blocks that hold data are never marked: the renderer refuses a cache point
+    after data, and a system block that reads an input is not static."""
+    system = kwargs.get("system")
+    tools = kwargs.get("tools")
+    if tools:
+        kwargs["tools"] = tools = list(tools)
+    if system and request.prompt.system_static:
+        blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+        blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
+        kwargs["system"] = blocks
+    elif tools:  # the system block holds data: the tools alone are the static prefix
+        tools[-1] = {**tools[-1], "cache_control": _EPHEMERAL}
+    # every block in prefix order, with the list that holds it (to drop a mark where needed)
+    places: list[tuple[list[Any], int]] = []
+    if tools:
+        places += [(tools, i) for i in range(len(tools))]
+    if isinstance(kwargs.get("system"), list):
+        places += [(kwargs["system"], i) for i in range(len(kwargs["system"]))]
+    for message in kwargs["messages"]:
+        if isinstance(message.get("content"), list):
+            places += [(message["content"], i) for i in range(len(message["content"]))]
+        else:
+            places.append(([message], 0))
+    minimum = min_cacheable_tokens(request.model)
+    size = 0
+    marked: list[tuple[list[Any], int]] = []
+    for holder, i in places:
+        block = holder[i]
+        size += _tokens(block.get("content") if "role" in block else block)
+        if isinstance(block, dict) and "cache_control" in block:
+            if size < minimum:
+                holder[i] = {k: v for k, v in block.items() if k != "cache_control"}
+            else:
+                marked.append((holder, i))
+    for holder, i in marked[:-MAX_BREAKPOINTS]:
+        holder[i] = {k: v for k, v in holder[i].items() if k != "cache_control"}
 
 
 def _answer_tool(request: ModelRequest) -> str | None:
@@ -471,15 +560,15 @@ def _read_reply(request: ModelRequest, body: dict[str, Any]) -> ModelReply:
         if calls:
             data = calls[0]["input"]
             raw_text = json.dumps(data, ensure_ascii=False)
-        else:
-            data = json_in_text(text)
+        else:  # native and prompted modes (or a model that wrote JSON instead of the tool call)
+            data = _json_object(text)
     usage = body["usage"]
     return ModelReply(
         data=data,
         text=raw_text,
-        input_tokens=usage["input_tokens"]
-        + (usage.get("cache_creation_input_tokens") or 0)
-        + (usage.get("cache_read_input_tokens") or 0),
+        input_tokens=usage["input_tokens"],  # uncached only: cache tokens have their own prices
+        cache_write_tokens=usage.get("cache_creation_input_tokens") or 0,
+        cache_read_tokens=usage.get("cache_read_input_tokens") or 0,
         output_tokens=usage["output_tokens"],
         truncated=body.get("stop_reason") == "max_tokens",
         raw=body,
@@ -487,6 +576,15 @@ def _read_reply(request: ModelRequest, body: dict[str, Any]) -> ModelReply:
         response_model=body.get("model"),
         finish_reason=body.get("stop_reason"),
     )
+
+
+def _json_object(text: str) -> Any:
+    """The JSON object a text answer holds (the whole text in native mode), else `None`."""
+    try:
+        value = from_json(text)
+    except ValueError:
+        return json_in_text(text)
+    return value if isinstance(value, dict) else None
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
@@ -31,6 +31,7 @@ from promptcast.backends.base import (
     Backend,
     ModelReply,
     ModelRequest,
+    StreamDelta,
     is_transport_failure,
     json_in_text,
     malformed_reply,
@@ -191,6 +192,28 @@ class LiteLLMBackend(Backend):
         with self._mapped_errors(request):
             response = await _litellm().acompletion(**kwargs)
         return self._reply(request, response)
+
+    def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
+        from promptcast.backends import _litellm_stream as streaming
+
+        return streaming.stream_reply(
+            _litellm(),
+            self._kwargs(request),
+            request,
+            lambda response: self._reply(request, response),
+            self._mapped_errors,
+        )
+
+    def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
+        from promptcast.backends import _litellm_stream as streaming
+
+        return streaming.astream_reply(
+            _litellm(),
+            self._kwargs(request),
+            request,
+            lambda response: self._reply(request, response),
+            self._mapped_errors,
+        )
 
     def _reply(self, request: ModelRequest, response: Any) -> ModelReply:
         try:

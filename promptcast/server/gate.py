@@ -9,7 +9,6 @@ parsing.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
 import time
@@ -97,7 +96,9 @@ class Gate:
                     "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                     **info,
                 }
-                logger.info(json.dumps(line, ensure_ascii=False, default=str))
+                # fields as `extra=`: server.logs renders them as JSON; another logging
+                # config gets a plain message and the fields as record attributes
+                logger.info("request %s %s %s", line["method"], line["path"], final, extra=line)
 
         async def watched_receive() -> Message:
             nonlocal gone

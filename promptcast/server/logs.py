@@ -1,17 +1,23 @@
-"""JSON log lines for `promptcast serve`: one object per line, never a stack trace, and uvicorn's
-logging configuration that writes them.
+"""Logging for `promptcast serve`: standard-library records with structured `extra=` fields,
+rendered as one JSON object per line by python-json-logger, and uvicorn's logging configuration
+that writes them.
 
-Request lines from the gate are already JSON objects built from scrubbed parts and pass through;
-other records (uvicorn's startup lines, warnings) are wrapped and scrubbed. Exception info is
-reduced to the exception's type and message, so a traceback never reaches the log.
+The server logs through plain `logging` (`logger.info("request", extra={...})`), so under an
+application's own logging configuration its records are ordinary records whose fields are
+attributes, never JSON text inside a message. Every string that reaches a line (the message and
+each field) goes through the shared scrubber; exception info is reduced to the exception's type
+and message, so a traceback never reaches the log. When an OpenTelemetry span is current, the
+line carries its `trace_id` and `span_id`, so a log line leads to its trace.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import sys
 import time
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 from promptcast.server.problems import scrub
 
@@ -20,26 +26,61 @@ __all__ = ["JsonFormatter", "log_config"]
 REQUEST_LOGGER = "promptcast.server"
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats every record as one JSON line."""
+class JsonFormatter(_JsonFormatter):
+    """One JSON object per line: `ts`, `level`, `logger`, `message`, then the record's extras."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == REQUEST_LOGGER and message.startswith('{"event": "request"'):
-            return message
-        line: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": scrub(message),
-        }
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            line["error"] = scrub(
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
-        return json.dumps(line, ensure_ascii=False)
+    def __init__(self) -> None:
+        super().__init__(
+            ["asctime", "levelname", "name", "message"],
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+            json_ensure_ascii=False,
+            json_default=str,
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+    def formatException(self, ei: Any) -> str:
+        """`Type: first line of the message`; never a traceback."""
+        exc = ei[1] if isinstance(ei, tuple) else None
+        if exc is None:
+            return ""
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{type(exc).__name__}: {text}"
+
+    def formatStack(self, stack_info: str) -> str:
+        return ""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        log_data["level"] = str(log_data.get("level", "")).lower()
+        if "exc_info" in log_data:
+            error = log_data.pop("exc_info")
+            if error:
+                log_data.setdefault("error", error)
+        log_data.pop("stack_info", None)
+        if "opentelemetry.trace" in sys.modules:  # never imported just for logging
+            log_data.update(_trace_ids())
+        return {key: _scrubbed(value) for key, value in log_data.items()}
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(item) for item in value]
+    return value
+
+
+def _trace_ids() -> dict[str, str]:
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
 def log_config(level: str) -> dict[str, Any]:

@@ -1,0 +1,486 @@
+"""OpenTelemetry traces and metrics of task calls, in the GenAI semantic conventions.
+
+Only the OpenTelemetry API is used: the SDK, exporters and sampling are the application's choice
+(`opentelemetry-instrument`, Logfire, their own `TracerProvider`). The API is imported on the first
+call, never by `import promptcast`; where it is not installed every entry point hands back a shared
+do-nothing object, so a minimal install (scripted or local models) imports nothing of it. With the
+API but no SDK configured, spans are the API's non-recording ones and no span attribute is built.
+
+What a call emits:
+
+- a task span `task {name}` (INTERNAL) around the whole call, current while it runs, with the
+  `promptcast.*` attributes (task, version, template hash, output mode, cache hit, attempts, cost);
+- under it one CLIENT span `chat {model}` per provider request: transport retries and validation
+  re-asks are siblings, each with the GenAI attributes (`gen_ai.provider.name`,
+  `gen_ai.request.model`, `gen_ai.response.*`, `gen_ai.usage.*`, `server.address`, `error.type`
+  on failure) and `promptcast.attempt` / `promptcast.retry`;
+- the `gen_ai.client.token.usage` and `gen_ai.client.operation.duration` histograms per request.
+
+Prompt and reply text go into spans only when the application opts in with the conventions'
+switch, `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true` (credentials scrubbed even
+then). The anthropic SDK's own `anthropic.messages.create` span is switched off on the clients
+promptcast creates: ours carries the same attributes, and two CLIENT spans per request would count
+every token twice. A client handed in (`AnthropicBackend(client=...)`) keeps its own setting, and
+its span then nests under ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from promptcast.errors import BackendError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from promptcast.backends.base import Backend, ModelReply, ModelRequest
+    from promptcast.result import Run
+    from promptcast.spec import TaskSpec
+
+__all__ = [
+    "CAPTURE_CONTENT_ENV",
+    "NO_REQUEST_SPAN",
+    "NO_TASK_SPAN",
+    "RequestSpan",
+    "RunSpan",
+    "TaskSpan",
+    "capture_content",
+    "request_span",
+    "run_span",
+    "task_span",
+]
+
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+"""The GenAI conventions' content-capture switch: prompt and reply text in spans only when set."""
+
+SCOPE = "promptcast"
+
+# The conventions' bucket advice for the two GenAI client histograms.
+_TOKEN_BUCKETS = [4**i for i in range(14)]
+_DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]
+
+# litellm's provider prefixes spelled as the conventions' `gen_ai.provider.name` values
+_PROVIDER_NAMES = {
+    "azure": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "bedrock": "aws.bedrock",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "mistral": "mistral_ai",
+    "watsonx": "ibm.watsonx.ai",
+    "xai": "x_ai",
+}
+
+
+def capture_content() -> bool:
+    """Whether the application opted in to prompt and reply text in spans."""
+    value = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower()
+    return value in {"true", "1", "yes", "span_only", "span_and_event"}
+
+
+class _Otel:
+    """The API's modules and promptcast's tracer, meter and instruments, made once."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, metrics, trace
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        self.context = context
+        self.trace = trace
+        self.client = SpanKind.CLIENT
+        self.internal = SpanKind.INTERNAL
+        self.error_code = StatusCode.ERROR
+        self.status = Status
+        version = _version()
+        self.tracer = trace.get_tracer(SCOPE, version)
+        meter = metrics.get_meter(SCOPE, version or "")
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
+        )
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+
+    def fail(self, span: Span, error: BaseException, kind: str) -> None:
+        span.set_attribute("error.type", kind)
+        span.set_status(self.status(self.error_code, f"{type(error).__name__}"))
+
+
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("promptcast")
+    except PackageNotFoundError:
+        return None
+
+
+_loaded: list[_Otel | None] = []
+
+
+def _otel() -> _Otel | None:
+    """The API, loaded on first use; `None` when it is not installed (checked once)."""
+    if not _loaded:
+        try:
+            _loaded.append(_Otel())
+        except ImportError:
+            _loaded.append(None)
+    return _loaded[0]
+
+
+def error_type(error: BaseException) -> str:
+    """A low-cardinality `error.type`: the provider's HTTP status, else the exception's class."""
+    status = getattr(error, "status", None)
+    return str(status) if isinstance(status, int) and status else type(error).__name__
+
+
+class _Current:
+    """Makes a span the current one for a `with` block (spans started inside nest under it)."""
+
+    __slots__ = ("_otel", "_span", "_token")
+
+    def __init__(self, otel: _Otel | None, span: Span | None) -> None:
+        self._otel = otel
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        if self._span is not None and self._otel is not None:
+            self._token = self._otel.context.attach(
+                self._otel.trace.set_span_in_context(self._span)
+            )
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        if self._token is not None and self._otel is not None:
+            self._otel.context.detach(self._token)
+            self._token = None
+
+
+class TaskSpan:
+    """The span of one task call. The call's plan owns it (so a stream's span ends when the
+    stream does): `finish(run)` or `fail(error)` ends it; provider spans name it as their parent
+    explicitly, since a plan's steps run in its driver's context."""
+
+    __slots__ = ("_otel", "_parent", "_span")
+
+    def __init__(self, otel: _Otel | None, span: Span | None) -> None:
+        self._otel = otel
+        self._span = span
+        self._parent: Any = None
+
+    def parent(self) -> Any:
+        """The context whose current span is this one (for its children)."""
+        if self._parent is None and self._otel is not None and self._span is not None:
+            self._parent = self._otel.trace.set_span_in_context(self._span)
+        return self._parent
+
+    def finish(self, run: Run[Any]) -> Run[Any]:
+        span = self._span
+        if span is None:
+            return run
+        if span.is_recording():
+            span.set_attribute("promptcast.model", run.model)
+            span.set_attribute("promptcast.cache_hit", run.cached)
+            span.set_attribute("promptcast.attempts", run.attempts)
+            mode = getattr(run, "output_mode", None)
+            if mode:
+                span.set_attribute("promptcast.output_mode", mode)
+            _set_usage(span, run.usage)
+        span.end()
+        return run
+
+    def fail(self, error: BaseException) -> None:
+        span, otel = self._span, self._otel
+        if span is None or otel is None:
+            return
+        if span.is_recording():
+            if isinstance(error, GeneratorExit):  # a stream closed before its end: no error
+                span.set_attribute("promptcast.closed_early", True)
+            else:
+                otel.fail(span, error, type(error).__name__)
+            usage = getattr(error, "usage", None)
+            if usage is not None:
+                _set_usage(span, usage)
+        span.end()
+
+
+def _set_usage(span: Span, usage: Any) -> None:
+    span.set_attribute("promptcast.usage.input_tokens", usage.input_tokens)
+    span.set_attribute("promptcast.usage.output_tokens", usage.output_tokens)
+    cost = usage.cost_usd
+    if cost is not None:
+        span.set_attribute("promptcast.cost_usd", cost)
+
+
+NO_TASK_SPAN = TaskSpan(None, None)
+
+
+def task_span(spec: TaskSpec) -> TaskSpan:
+    """Start the span of a call of the task `spec`; its parent is the current span."""
+    otel = _otel()
+    if otel is None:
+        return NO_TASK_SPAN
+    span = otel.tracer.start_span(
+        f"task {spec.name}",
+        kind=otel.internal,
+        attributes={
+            "promptcast.task": spec.name,
+            "promptcast.task.version": str(spec.version),
+            "promptcast.template_hash": spec.template_hash,
+        },
+    )
+    return TaskSpan(otel, span)
+
+
+class RunSpan(_Current):
+    """A span around bulk work (a batch or eval run, or one of its items). `with span:` makes it
+    current and ends it; a run whose items run as their own asyncio tasks instead names it as
+    their `parent` and calls `end()` (an async generator must not leave a span current)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> RunSpan:  # type: ignore[override]
+        super().__enter__()
+        return self
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        super().__exit__(kind, error, tb)
+        self.end(error if isinstance(error, BaseException) else None)
+
+    def end(self, error: BaseException | None = None) -> None:
+        span, otel = self._span, self._otel
+        if span is None or otel is None:
+            return
+        if error is not None and span.is_recording():
+            otel.fail(span, error, type(error).__name__)
+        span.end()
+
+    def set(self, name: str, value: Any) -> None:
+        """Set an attribute (when the span records)."""
+        if self._span is not None and self._span.is_recording():
+            self._span.set_attribute(name, value)
+
+    def context(self) -> Any:
+        if self._otel is None or self._span is None:
+            return None
+        return self._otel.trace.set_span_in_context(self._span)
+
+
+_NO_RUN_SPAN = RunSpan(None, None)
+
+
+def run_span(name: str, attributes: dict[str, Any], *, parent: RunSpan | None = None) -> RunSpan:
+    """Start a span around bulk work: a child of `parent`, else of the current span."""
+    otel = _otel()
+    if otel is None:
+        return _NO_RUN_SPAN
+    context = parent.context() if parent is not None else None
+    span = otel.tracer.start_span(name, context, kind=otel.internal, attributes=attributes)
+    return RunSpan(otel, span)
+
+
+class RequestSpan(_Current):
+    """The CLIENT span and the metrics of one provider request; `ok(reply)` or `failed(error)`
+    ends it. Current inside `with` (the driver sends the request there)."""
+
+    __slots__ = ("_metric", "_model", "_started")
+
+    def __init__(
+        self, otel: _Otel | None, span: Span | None, model: str, metric: dict[str, Any]
+    ) -> None:
+        super().__init__(otel, span)
+        self._model = model
+        self._metric = metric
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        super().__exit__(kind, error, tb)
+        # a `BackendError` goes back to the plan, which calls `failed`; anything else ends the
+        # call here, so the span ends here
+        if isinstance(error, Exception) and not isinstance(error, BackendError):
+            self.failed(error)
+
+    def ok(self, reply: ModelReply) -> None:
+        otel = self._otel
+        if otel is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        read, write = reply.cache_read_tokens, reply.cache_write_tokens
+        input_tokens = reply.input_tokens + read + write  # the conventions count cached input too
+        metric = self._metric
+        if reply.response_model:
+            metric = {**metric, "gen_ai.response.model": reply.response_model}
+        otel.duration.record(elapsed, metric)
+        otel.tokens.record(input_tokens, {**metric, "gen_ai.token.type": "input"})
+        otel.tokens.record(reply.output_tokens, {**metric, "gen_ai.token.type": "output"})
+        span = self._span
+        if span is None:
+            return
+        if span.is_recording():
+            if reply.response_id:
+                span.set_attribute("gen_ai.response.id", reply.response_id)
+            if reply.response_model:
+                span.set_attribute("gen_ai.response.model", reply.response_model)
+            if reply.finish_reason:
+                span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason])
+            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", reply.output_tokens)
+            span.set_attribute("gen_ai.usage.cache_read.input_tokens", read)
+            span.set_attribute("gen_ai.usage.cache_creation.input_tokens", write)
+            cost = _cost(self._model, reply)
+            if cost is not None:
+                span.set_attribute("promptcast.cost_usd", cost)
+            if capture_content():
+                span.set_attribute("gen_ai.output.messages", _output_messages(reply))
+        span.end()
+
+    def failed(self, error: BaseException) -> None:
+        otel = self._otel
+        if otel is None:
+            return
+        kind = error_type(error)
+        otel.duration.record(
+            time.perf_counter() - self._started, {**self._metric, "error.type": kind}
+        )
+        span = self._span
+        if span is None:
+            return
+        if span.is_recording():
+            otel.fail(span, error, kind)
+        span.end()
+
+
+NO_REQUEST_SPAN = RequestSpan(None, None, "", {})
+
+
+def request_span(
+    backend: Backend,
+    request: ModelRequest,
+    *,
+    model: str,
+    attempt: int,
+    retry: int,
+    parent: TaskSpan = NO_TASK_SPAN,
+) -> RequestSpan:
+    """Start the span of one provider request (`model` is the whole `provider/name` string)."""
+    otel = _otel()
+    if otel is None:
+        return NO_REQUEST_SPAN
+    provider = provider_name(backend.provider, request.model)
+    address, port = _server(backend.endpoint(request.model))
+    metric: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": request.model,
+    }
+    if address:
+        metric["server.address"] = address
+    span = otel.tracer.start_span(f"chat {request.model}", parent.parent(), kind=otel.client)
+    if span.is_recording():
+        attributes: dict[str, Any] = {
+            **metric,
+            "gen_ai.request.max_tokens": request.max_tokens,
+            "gen_ai.output.type": "text" if request.output_model is None else "json",
+            "promptcast.attempt": attempt,
+            "promptcast.retry": retry,
+            "promptcast.output_mode": "text"
+            if request.output_model is None
+            else getattr(request, "output_mode", None) or backend.output_mode(request),
+        }
+        if port is not None:
+            attributes["server.port"] = port
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.task:
+            attributes["promptcast.task"] = request.task
+        if request.template_hash:
+            attributes["promptcast.template_hash"] = request.template_hash
+        if capture_content():
+            attributes.update(_input_messages(request))
+        span.set_attributes(attributes)
+    return RequestSpan(otel, span, model, metric)
+
+
+def provider_name(provider: str, model_name: str) -> str:
+    """`gen_ai.provider.name` for a backend's provider (litellm's prefixes mapped to the
+    conventions' names; a forced `litellm/<provider>/<model>` named by its provider)."""
+    if provider == "litellm":
+        provider = model_name.partition("/")[0]
+    return _PROVIDER_NAMES.get(provider, provider)
+
+
+@lru_cache(maxsize=256)
+def _server(endpoint: str) -> tuple[str | None, int | None]:
+    try:
+        parts = urlsplit(endpoint)
+        return parts.hostname, parts.port
+    except ValueError:
+        return None, None
+
+
+def _cost(model: str, reply: ModelReply) -> float | None:
+    from promptcast.pricing import cost_usd
+
+    try:
+        return cost_usd(
+            model,
+            reply.input_tokens,
+            reply.output_tokens,
+            cache_read_tokens=reply.cache_read_tokens,
+            cache_write_tokens=reply.cache_write_tokens,
+        )
+    except Exception:  # a price lookup must never fail a call
+        return None
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content
+        )
+    return str(content)
+
+
+def _scrubbed_json(value: Any) -> str:
+    from promptcast._secrets import scrub_data
+
+    return json.dumps(scrub_data(value), ensure_ascii=False, default=str)
+
+
+def _input_messages(request: ModelRequest) -> dict[str, str]:
+    """The conventions' `gen_ai.system_instructions` and `gen_ai.input.messages` (opt-in only)."""
+    prompt = request.prompt
+    messages = [
+        {"role": m["role"], "parts": [{"type": "text", "content": _text(m["content"])}]}
+        for m in [*prompt.messages, *request.history]
+        if isinstance(m, dict) and "role" in m
+    ]
+    attributes = {"gen_ai.input.messages": _scrubbed_json(messages)}
+    if prompt.system:
+        attributes["gen_ai.system_instructions"] = _scrubbed_json(
+            [{"type": "text", "content": _text(prompt.system)}]
+        )
+    return attributes
+
+
+def _output_messages(reply: ModelReply) -> str:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": reply.text}],
+    }
+    if reply.finish_reason:
+        message["finish_reason"] = reply.finish_reason
+    return _scrubbed_json([message])
