@@ -46,7 +46,7 @@ def bind_task(path: str | Path, output: type[BaseModel] | None = None) -> Task[A
     """The task of `path`, for a generated module: with `output` (the generated model of an
     inline output) as its output model, after checking it describes the same JSON as the file's.
     """
-    task: Task[Any] = Task.from_file(path)
+    task: Task[Any] = Task.from_file(Path(path).resolve())
     spec = task.spec
     if output is None:
         return task

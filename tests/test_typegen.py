@@ -1,0 +1,292 @@
+"""`promptcast typegen`: a typed module that mypy --strict and pyright accept, that flags a wrong
+keyword or type, that runs against the fake provider, and that `--check` finds stale."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import promptcast as pc
+from promptcast.cli import app
+from promptcast.task import BUILTIN_PROMPTS
+from promptcast.testing import FakeAnthropic
+from promptcast.typegen import generate
+
+runner = CliRunner()
+VENV_BIN = Path(sys.executable).parent
+
+REVIEW = """\
+---
+description: Summarise a product review for the "support" team.
+model: anthropic/claude-sonnet-4-6
+inputs:
+  text: str
+  tone:
+    type: Literal['neutral', 'friendly']
+    default: neutral
+  max_points: {type: int, default: 3, description: How many bullets}
+  tags:
+    type: list[str]
+    default: []
+  when:
+    type: date | None
+    default: null
+output:
+  summary: str
+  bullets:
+    type: list
+    items: str
+    description: Key points, at most max_points
+  sentiment: Literal['positive', 'negative', 'mixed']
+  author:
+    name: str
+    verified: {type: bool, default: false}
+  quotes: [{text: str, line: int}]
+---
+Summarise ({{ tone }}, {{ max_points }} points, {{ tags }}, {{ when }}):
+{{ text | fence("review") }}
+"""
+
+RATE = """\
+---
+description: Rate a review with the project's own model.
+model: anthropic/claude-sonnet-4-6
+inputs:
+  review: shopmodels:Review
+output: shopmodels:Rating
+---
+Rate {{ review.title }}: {{ review.body }}
+"""
+
+SLOGAN = """\
+---
+model: anthropic/claude-sonnet-4-6
+inputs:
+  product: str
+---
+A slogan for {{ product }}.
+"""
+
+MODELS = """\
+from pydantic import BaseModel
+
+
+class Review(BaseModel):
+    title: str
+    body: str
+
+
+class Rating(BaseModel):
+    stars: int
+    reason: str
+"""
+
+USE_OK = """\
+from __future__ import annotations
+
+import asyncio
+
+from app.ai_tasks import SummarizeReviewOutput, Tasks, rate, tasks
+from shopmodels import Rating, Review
+
+summary: SummarizeReviewOutput = tasks.summarize_review(text="Great", tone="friendly")
+bullets: list[str] = summary.bullets
+rating: Rating = rate(review=Review(title="t", body="b"))
+slogan: str = tasks.slogan(product="tea")
+run_output: SummarizeReviewOutput = tasks.summarize_review.run(text="x").output
+later: SummarizeReviewOutput = asyncio.run(tasks.summarize_review.acall(text="x"))
+every: Tasks = tasks
+"""
+
+USE_BAD = """\
+from __future__ import annotations
+
+from app.ai_tasks import tasks
+
+tasks.summarize_review(txt="typo")
+tasks.summarize_review(text=42)
+tasks.summarize_review(text="x", tone="angry")
+wrong: int = tasks.slogan(product="tea")
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project: pyproject.toml, its own models module, prompts/ and an app/ package."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'shop'\nversion = '0'\n")
+    (tmp_path / "shopmodels.py").write_text(MODELS)
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "summarize_review.jinja").write_text(REVIEW)
+    (prompts / "rate.jinja").write_text(RATE)
+    (prompts / "slogan.jinja").write_text(SLOGAN)
+    shutil.copy(BUILTIN_PROMPTS / "extract_ticket.jinja", prompts)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m in ("shopmodels", "app") or m.startswith("app.")]:
+        del sys.modules[name]
+
+
+def _typegen(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["typegen", "prompts", "-o", "app/ai_tasks.py", *args])
+    return result.exit_code, result.output
+
+
+def test_generated_module_passes_mypy_strict_and_pyright_and_they_flag_wrong_calls(
+    project: Path,
+) -> None:
+    code, output = _typegen()
+    assert code == 0, output
+    (project / "use_ok.py").write_text(USE_OK)
+    (project / "use_bad.py").write_text(USE_BAD)
+
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(project / ".mypy"),
+         "app/ai_tasks.py", "use_ok.py", "use_bad.py"],
+        capture_output=True, text=True, cwd=project, check=False,
+    )  # fmt: skip
+    errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
+    assert not [e for e in errors if not e.startswith("use_bad.py")], mypy.stdout
+    assert {int(e.split(":")[1]) for e in errors} == {5, 6, 7, 8}, mypy.stdout
+    assert 'Unexpected keyword argument "txt"' in mypy.stdout
+
+    pyright = subprocess.run(
+        [str(VENV_BIN / "pyright"), "--pythonpath", sys.executable,
+         "app/ai_tasks.py", "use_ok.py", "use_bad.py"],
+        capture_output=True, text=True, cwd=project, check=False,
+    )  # fmt: skip
+    lines = [line for line in pyright.stdout.splitlines() if " - error:" in line]
+    assert not [e for e in lines if "use_bad.py" not in e], pyright.stdout
+    assert {int(e.split(":")[1]) for e in lines} == {5, 6, 7, 8}, pyright.stdout
+    assert 'No parameter named "txt"' in pyright.stdout
+
+
+def test_generated_module_is_deterministic_formatted_and_lists_file_hashes(project: Path) -> None:
+    first = generate(["prompts"], "app/ai_tasks.py")
+    assert generate(["prompts"], "app/ai_tasks.py") == first
+    assert first.startswith("# Generated by `promptcast typegen`")
+    for name in ("extract_ticket", "rate", "slogan", "summarize_review"):
+        assert f"#   ../prompts/{name}.jinja  sha256:" in first
+    # sorted by task name, whatever order the folder lists them in
+    assert (
+        first.index("def extract_ticket(") < first.index("def rate(") < first.index("def slogan(")
+    )
+    (project / "app" / "ai_tasks.py").write_text(first)
+    ruff = subprocess.run(
+        [str(VENV_BIN / "ruff"), "format", "--check", "--diff", "app/ai_tasks.py"],
+        capture_output=True, text=True, cwd=project, check=False,
+    )  # fmt: skip
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+
+
+def test_generated_functions_call_the_fake_and_return_the_generated_types(
+    project: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    assert _typegen()[0] == 0
+    module = importlib.import_module("app.ai_tasks")
+    summary = module.tasks.summarize_review(text="Sturdy, but the strap broke.")
+    assert isinstance(summary, module.SummarizeReviewOutput)
+    assert isinstance(summary.author, module.SummarizeReviewOutputAuthor)
+    shopmodels = importlib.import_module("shopmodels")
+    rating = module.rate(review=shopmodels.Review(title="Bag", body="ok"))
+    assert isinstance(rating, shopmodels.Rating)
+    ticket = module.tasks.extract_ticket(message="Checkout is down")
+    assert type(ticket).__name__ == "Ticket"
+    assert isinstance(module.tasks.slogan(product="tea"), str)
+    sent = fake_anthropic.requests[0]
+    assert "Sturdy, but the strap broke." in str(sent["messages"])
+    with pytest.raises(pc.TaskInputError):
+        module.tasks.summarize_review(text="x", tone="angry")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("  text: str\n", "  text: str\n  product: str\n"),  # an input added
+        ("  max_points: {type: int, default: 3,", "  max_points: {type: float, default: 3,"),
+        ("    type: Literal['neutral', 'friendly']", "    type: Literal['neutral', 'warm']"),
+        ("  summary: str\n", "  summary: str\n  title: str\n"),  # the output changed
+        ("Summarise (", "Summarise this ("),  # only the template: the hash changed
+    ],
+)
+def test_check_fails_once_a_task_file_changes(project: Path, old: str, new: str) -> None:
+    assert _typegen()[0] == 0
+    code, output = _typegen("--check")
+    assert code == 0 and "is current" in output
+    review = project / "prompts" / "summarize_review.jinja"
+    assert old in review.read_text()
+    review.write_text(review.read_text().replace(old, new))
+    code, output = _typegen("--check")
+    assert code == 1
+    assert "app/ai_tasks.py is stale; run: promptcast typegen prompts -o app/ai_tasks.py" in output
+
+
+def test_check_fails_when_the_module_is_missing(project: Path) -> None:
+    code, output = _typegen("--check")
+    assert code == 1 and "is missing" in output
+    assert not (project / "app" / "ai_tasks.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("  summary: str\n", "  summary: int\n", "no longer matches the task file's output"),
+        ("  text: str\n", "  text: str\n  extra: str\n", "differ from the file's inputs"),
+        ("    default: neutral", "    default: friendly", "must have default 'friendly'"),
+    ],
+)
+def test_a_stale_module_fails_at_import(project: Path, old: str, new: str, message: str) -> None:
+    assert _typegen()[0] == 0
+    review = project / "prompts" / "summarize_review.jinja"
+    text = review.read_text().replace(old, new)
+    review.write_text(text.replace("{{ text", "{{ extra }}{{ text") if "extra" in new else text)
+    with pytest.raises(pc.TaskDefinitionError, match=message):
+        importlib.import_module("app.ai_tasks")
+
+
+def test_typegen_reports_a_broken_task_file_and_an_empty_folder(project: Path) -> None:
+    (project / "prompts" / "broken.jinja").write_text("---\ninputs: {a: nope}\n---\n{{ a }}\n")
+    code, output = _typegen()
+    assert code == 1 and "broken.jinja" in output and "nope" in output
+    (project / "empty").mkdir()
+    result = runner.invoke(app, ["typegen", "empty", "-o", "x.py"])
+    assert result.exit_code == 1 and "no task files" in result.output
+
+
+def test_prompty_tasks_get_types_too(project: Path) -> None:
+    (project / "prompts" / "ask.prompty").write_text(
+        textwrap.dedent(
+            """\
+            ---
+            name: Ask
+            inputs:
+              question:
+                type: string
+            outputs:
+              answer:
+                type: string
+            ---
+            system:
+            Answer briefly.
+            user:
+            {{question}}
+            """
+        )
+    )
+    assert _typegen()[0] == 0
+    text = (project / "app" / "ai_tasks.py").read_text()
+    assert "class AskOutput(BaseModel):\n    answer: str\n" in text
+    assert "def ask(*, question: str) -> AskOutput:" in text
+    module = importlib.import_module("app.ai_tasks")
+    assert module.tasks.ask.render(question="Why?").messages[-1]["content"] == "Why?"
