@@ -4,6 +4,8 @@ provider blocks each backend sends, token estimates, cache keys and cassettes.""
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import struct
 import zlib
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import promptcast as pc
 from promptcast import media
@@ -550,3 +553,66 @@ def test_the_response_cache_keys_on_the_image_content(
     assert ticket(message="m", screenshot=png(seed=1)) == "first"  # a hit
     assert ticket(message="m", screenshot=png(seed=2)) == "second"  # another image: a miss
     assert len(fake_anthropic.requests) == 2
+
+
+# --- cassettes ----------------------------------------------------------------------------------
+
+
+def big_png(seed: int) -> bytes:
+    """A PNG whose base64 is long enough to be stored as a hash in a cassette."""
+    return png(seed=seed) + bytes((i * (seed + 3)) % 256 for i in range(3000))
+
+
+@pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4-6", "openai/gpt-4o-mini"])
+def test_a_cassette_with_an_image_replays_and_another_image_is_a_named_mismatch(
+    model: str,
+    ticket: pc.Task[Any],
+    fake_anthropic: FakeAnthropic,
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    from promptcast.testing.cassettes import NoRecordingError, recording, replay
+
+    task = ticket.with_model(model)
+    path = tmp_path / "ticket.yaml"
+    fake_anthropic.reply(_text_reply("recorded"))
+    with recording(path):
+        recorded = task(message="It crashed", screenshot=big_png(1))
+    text = path.read_text()
+    assert base64.b64encode(big_png(1)).decode()[:200] not in text  # stored as a hash
+    stored = json.dumps(yaml.safe_load(text)["interactions"][0]["request"]["parsed_body"])
+    assert f"[sha256:{Image(big_png(1)).sha256}, {len(big_png(1))} bytes]" in stored
+    assert len(text) < 6000  # readable: the image is not in the file
+
+    fake_anthropic.replies.clear()
+    fake_openai.replies.clear()
+    sent = len(fake_anthropic.requests) + len(fake_openai.requests)
+    with replay(path):
+        assert task(message="It crashed", screenshot=big_png(1)) == recorded
+    with pytest.raises(NoRecordingError) as caught, replay(path):
+        task(message="It crashed", screenshot=big_png(2))
+    assert len(fake_anthropic.requests) + len(fake_openai.requests) == sent  # nothing sent
+    message = str(caught.value)
+    assert "input 'screenshot'" in message
+    assert Image(big_png(1)).sha256[:12] in message and Image(big_png(2)).sha256[:12] in message
+    assert "[image" in message  # the diff shows the image as a short label, not base64
+    assert base64.b64encode(big_png(2)).decode()[:100] not in message
+
+
+def test_short_payloads_stay_as_they_are_in_a_cassette() -> None:
+    from promptcast.testing.cassettes import hashed_media
+
+    long = base64.b64encode(bytes(range(256)) * 3).decode()
+    digest = f"[sha256:{hashlib.sha256(bytes(range(256)) * 3).hexdigest()}, 768 bytes]"
+    kept = [
+        {"type": "text", "text": "x" * 600},  # long text, even base64-looking, is not media
+        {"type": "text", "text": long},
+        {"type": "base64", "data": "QUJD"},  # short media stays inline
+        {"url": "data:image/png;base64,QUJD"},
+    ]
+    assert hashed_media({"messages": kept}) == {"messages": kept}
+    assert hashed_media({"type": "base64", "data": long})["data"] == digest
+    assert hashed_media({"mime_type": "image/png", "data": long})["data"] == digest
+    assert hashed_media({"url": "data:image/png;base64," + long}) == {
+        "url": "data:image/png;base64," + digest
+    }

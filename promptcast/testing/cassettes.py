@@ -11,9 +11,11 @@ key: placeholders stand in for unset provider keys while a replay runs.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import configparser
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -46,6 +48,7 @@ __all__ = [
     "explain_miss",
     "explaining_misses",
     "find_secrets",
+    "hashed_media",
     "json_body_matcher",
     "placeholder_keys",
     "project_cassette_dir",
@@ -123,7 +126,7 @@ class _JsonBodySerializer:
             request, response = interaction["request"], interaction["response"]
             parsed = _parse(request.get("body"))
             if parsed is not None:
-                request["parsed_body"] = parsed
+                request["parsed_body"] = hashed_media(parsed)
                 del request["body"]
             parsed = _parse(response.get("body", {}).get("string"))
             if parsed is not None:
@@ -303,9 +306,51 @@ def json_body_matcher(r1: Any, r2: Any, ignore_fields: Iterable[str] = ()) -> No
     if a is None or b is None:
         assert r1.body == r2.body, "request bodies differ"
         return
+    a, b = hashed_media(a), hashed_media(b)
     for dotted in ignore_fields:
         a, b = _without(a, dotted.split(".")), _without(b, dotted.split("."))
     assert a == b, "request JSON bodies differ"
+
+
+#: A base64 payload at least this long in a request body (an image, a PDF) is stored and matched
+#: as its hash, so a cassette stays readable and small.
+MEDIA_HASH_MIN_CHARS = 512
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_DATA_URL_HEAD = re.compile(r"^data:[^,;]*(?:;[^,;]+)*;base64,")
+
+
+def hashed_media(data: Any) -> Any:
+    """A request body with every long base64 payload replaced by `[sha256:<hex>, <n> bytes]`
+    (the hash of the decoded bytes, as in the `x-promptcast-media` header): equal payloads hash
+    equal, so a recording with an image matches the same image and not another one.
+
+    Payloads are data URLs (OpenAI-format `image_url` and `file` parts) and the `data` of a
+    base64 source (Anthropic) or of inline data (`mime_type` + `data`, Gemini)."""
+    if isinstance(data, dict):
+        payload_key = "data" if data.get("type") == "base64" or "mime_type" in data else None
+        return {
+            key: _hashed(value) if key == payload_key else hashed_media(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [hashed_media(value) for value in data]
+    if isinstance(data, str) and data[:5] == "data:":
+        head = _DATA_URL_HEAD.match(data)
+        if head:
+            return head.group() + _hashed(data[head.end() :])
+    return data
+
+
+def _hashed(payload: Any) -> Any:
+    if not isinstance(payload, str) or len(payload) < MEDIA_HASH_MIN_CHARS:
+        return payload
+    if not _BASE64.fullmatch(payload):
+        return payload
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except ValueError:
+        return payload
+    return f"[sha256:{hashlib.sha256(raw).hexdigest()}, {len(raw)} bytes]"
 
 
 def endpoint_matcher(r1: Any, r2: Any) -> None:
@@ -578,7 +623,10 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):
         parts = []
         for block in content:
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
+            media = _media_label(block)
+            if media is not None:
+                parts.append(media)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str):
                 parts.append(block["text"])
             elif isinstance(block, dict) and "content" in block:
                 parts.append(_content_text(block["content"]))
@@ -586,6 +634,62 @@ def _content_text(content: Any) -> str:
                 parts.append(json.dumps(block, sort_keys=True))
         return "\n".join(parts)
     return json.dumps(content, sort_keys=True)
+
+
+def _media_label(block: Any) -> str | None:
+    """`[image image/png sha256:<12 hex>]` for an image or document block (Anthropic or OpenAI
+    shape): the hash of the content, as the `x-promptcast-media` header has it."""
+    if not isinstance(block, dict):
+        return None
+    kind, what, encoded = block.get("type"), "", False
+    if kind in ("image", "document") and isinstance(block.get("source"), dict):
+        source = block["source"]
+        data = source.get("data") or source.get("url") or ""
+        what = source.get("media_type") or source.get("type") or ""
+        encoded = source.get("type") == "base64"
+    elif kind == "image_url" and isinstance(block.get("image_url"), dict):
+        data, kind = block["image_url"].get("url") or "", "image"
+    elif kind == "file" and isinstance(block.get("file"), dict):
+        data = block["file"].get("file_data") or block["file"].get("file_id") or ""
+        kind = "document"
+    else:
+        return None
+    data = str(data)
+    head = _DATA_URL_HEAD.match(data)
+    if head:
+        data, encoded = data[head.end() :], True
+        what = head.group()[5:].partition(";")[0]
+    found = re.search(r"\[sha256:([0-9a-f]{12})", data)
+    if found:
+        digest = found.group(1)
+    else:
+        try:
+            raw = base64.b64decode(data, validate=True) if encoded else data.encode()
+        except ValueError:
+            raw = data.encode()
+        digest = hashlib.sha256(raw).hexdigest()[:12]
+    return " ".join(part for part in (f"[{kind}", what, f"sha256:{digest}]") if part)
+
+
+MEDIA_HEADER = "x-promptcast-media"
+
+
+def _media_changes(recorded: Any, failed: Any) -> list[str]:
+    """The inputs whose image or document differs between two requests (from their
+    `x-promptcast-media` headers: `name=sha256:<hex>;…`)."""
+
+    def hashes(request: Any) -> dict[str, str]:
+        value = _header(request, MEDIA_HEADER) or ""
+        pairs = (item.partition("=") for item in value.split(";") if item)
+        return {name: digest for name, _, digest in pairs}
+
+    before, now = hashes(recorded), hashes(failed)
+    return [
+        f"input {name!r} (sha256 {before.get(name, 'none').removeprefix('sha256:')} recorded, "
+        f"{now.get(name, 'none').removeprefix('sha256:')} now)"
+        for name in sorted(set(before) | set(now))
+        if before.get(name) != now.get(name)
+    ]
 
 
 def cassette_miss(exc: BaseException) -> NoRecordingError | None:
@@ -652,6 +756,15 @@ def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:
             cassette=path,
             old_hash=old_hash,
             new_hash=new_hash,
+        )
+    changed = _media_changes(closest, failed)
+    if changed:
+        return NoRecordingError(
+            f"No recording for {label} with these inputs in {path}: an image or document "
+            f"differs from the recording: {'; '.join(changed)}; closest recorded request:\n"
+            f"{shown}\n{how}",
+            task=task,
+            cassette=path,
         )
     return NoRecordingError(
         f"No recording for {label} with these inputs in {path} (template unchanged, hash "
