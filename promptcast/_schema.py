@@ -111,7 +111,8 @@ def _output_defs() -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": spec_keys,
                 },
-                fields,
+                # nested fields; a mapping with a `type` key is a field spec instead
+                {"allOf": [fields, {"not": {"required": ["type"]}}]},
             ]
         },
     }
