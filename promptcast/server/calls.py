@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from promptcast.errors import PromptcastError
+from promptcast.media import MediaTooLargeError
 from promptcast.result import Run
 from promptcast.server import context
 from promptcast.server.gate import CLIENT_CLOSED, logger
@@ -111,8 +112,24 @@ class TaskEndpoint:
             inputs = model.model_validate_json(raw, strict=True)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False, include_context=False)
+            large = next((e for e in errors if e["type"] == "media_too_large"), None)
+            if large is not None:  # an image or document over its limit: 413, as for the body
+                field = ".".join(str(p) for p in large["loc"])
+                error = MediaTooLargeError(task.name, field, large["msg"])
+                return self._too_large(request, error)
             return self._invalid(request, errors, exc.error_count())
         return await self.call(request, inputs)
+
+    def _too_large(self, request: Request, error: MediaTooLargeError) -> Response:
+        task = self.task
+        context.log_info(request).update(
+            task=task.name, model=task.model, version=task.spec.version, error="media-too-large"
+        )
+        self._count_error(task.model, error, 413)
+        body, _ = problem_for_error(
+            error, instance=request.url.path, request_id=context.request_id(request)
+        )
+        return problem_response(body)
 
     def _invalid(self, request: Request, errors: list[Any], total: int) -> Response:
         task = self.task

@@ -9,7 +9,8 @@ Status choices (documented in the README):
 | 402 | budget-exceeded | the call would cost more than its budget (`max_cost_usd`); retrying the
   same request will not help, so it is not a 429 that clients' retry loops would repeat |
 | 404 | not-found | no such task or route |
-| 413 | body-too-large | body over the size limit |
+| 413 | body-too-large, media-too-large | body over the size limit; an image or document (or
+  all of a call's) over its limit |
 | 421 | host-not-allowed | the Host header names neither loopback nor an allowed host |
 | 422 | invalid-input | a missing, undeclared or mistyped input, or malformed JSON; `field` names it |
 | 502 | provider-error, invalid-output, output-truncated | the provider failed or never gave valid
@@ -43,6 +44,7 @@ from promptcast.errors import (
     TaskInputError,
     TaskNotFoundError,
 )
+from promptcast.media import MediaTooLargeError
 from promptcast.server import context
 
 __all__ = [
@@ -186,6 +188,8 @@ def problem_for_error(
     common: dict[str, Any] = {"instance": instance, "request_id": request_id}
     if isinstance(task, str):
         common["task"] = task
+    if isinstance(exc, MediaTooLargeError):
+        return problem(413, "media-too-large", str(exc), field=exc.field or "body", **common), {}
     if isinstance(exc, TaskInputError):
         return problem(422, "invalid-input", str(exc), field=exc.field or "body", **common), {}
     if isinstance(exc, TaskNotFoundError):

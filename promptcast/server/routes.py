@@ -66,7 +66,9 @@ def problem_doc(description: str, *, retry: bool = False) -> dict[str, Any]:
 
 CALL_ERRORS: dict[int | str, dict[str, Any]] = {
     402: problem_doc("The call would exceed the task's budget."),
-    413: problem_doc("The body is larger than the server's limit."),
+    413: problem_doc(
+        "The body is larger than the server's limit, or an image or document over its own."
+    ),
     415: problem_doc("The body is not sent as application/json."),
     422: problem_doc(
         "An input is missing, undeclared or of the wrong type, or the body is not JSON."
