@@ -9,6 +9,7 @@ starts a new message.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import functools
 import html
 import re
@@ -472,9 +473,11 @@ def _compile(
             (n.lineno for n in tree.find_all(nodes.Name) if n.name == name and n.ctx == "load"),
             1,
         )
+        close = difflib.get_close_matches(name, sorted(declared), n=1)
+        fix = f"did you mean {close[0]!r}? Or add it" if close else "add it"
         problems.append(
             problem(
-                f"template uses {name!r} but inputs: does not declare it; add it under inputs:",
+                f"template uses {name!r} but inputs: does not declare it; {fix} under inputs:",
                 lineno,
             )
         )
