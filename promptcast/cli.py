@@ -198,7 +198,9 @@ def check(
     for path in files:
         try:
             found = [str(p) for p in check_task_file(path)]
-            name = None if found else pc.Task.from_file(path).name
+            loaded = None if found else pc.Task.from_file(path)
+            name = loaded.name if loaded is not None else None
+            found += _model_problems(loaded) if loaded is not None else []
         except PromptcastError as exc:
             found, name = [str(exc)], None
         except Exception as exc:  # a bug of ours: report it and go on with the other files
@@ -229,6 +231,24 @@ def check(
         Text.assemble(("ok", "green"), f": {len(files)} task file(s) checked in {where}"),
         soft_wrap=True,
     )
+
+
+def _model_problems(task: pc.Task[Any]) -> list[str]:
+    """A problem for each model string of `task` whose provider is unknown (did-you-mean)."""
+    from promptcast._providers import model_problem
+
+    spec = task.spec
+    try:
+        lines = Path(spec.path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    problems = []
+    for model in [m for m in (spec.model, *spec.fallbacks) if m]:
+        message = model_problem(model)
+        if message is not None:
+            line = next((i for i, text in enumerate(lines, 1) if model in text), 1)
+            problems.append(f"{spec.path}:{line}: {message}")
+    return problems
 
 
 def _check_targets(targets: list[Path]) -> tuple[list[Path], list[str]]:
