@@ -16,6 +16,8 @@ request is built, and recorded in the `Run`, the cache key and the request (so i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -32,6 +34,8 @@ __all__ = [
     "native_format",
     "prompted_instructions",
     "prompted_prompt",
+    "recorded_mode",
+    "replaying",
     "supports_native",
 ]
 
@@ -171,3 +175,44 @@ def prompted_prompt(prompt: Prompt, model: type[BaseModel]) -> Prompt:
     else:
         new = [*system, {"type": "text", "text": f"\n\n{text}"}]
     return replace(prompt, system=new, system_static=prompt.system_static or system is None)
+
+
+def recorded_mode(requests: Iterable[Any]) -> str | None:
+    """The output mode the first structured request among recorded ones (vcrpy `Request`s or
+    JSON bodies) was sent in: `tool` (a tool definition), `native` (a JSON-schema response
+    format) or `None` when none asks for structure. Recordings carry the mode in their bodies."""
+    for request in requests:
+        body = getattr(request, "body", request)
+        if isinstance(body, (bytes, str)):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                continue
+        if not isinstance(body, dict):
+            continue
+        if body.get("tools"):
+            return "tool"
+        config = body.get("generationConfig") or {}
+        if (
+            body.get("output_config")
+            or body.get("response_format")
+            or config.get("responseJsonSchema")
+            or config.get("responseSchema")
+        ):
+            return "native"
+    return None
+
+
+@contextmanager
+def replaying(cassette: Any) -> Iterator[None]:
+    """Replay a recording in the output mode it was recorded in: a task left on `auto` sends
+    what the cassette holds, so recordings made before `auto` chose `native` keep replaying (a
+    task file's own `output_mode` still wins, and was recorded as such)."""
+    from promptcast._config import override
+
+    mode = recorded_mode(getattr(cassette, "requests", ()))
+    if mode is None:
+        yield
+        return
+    with override(output_mode=mode):
+        yield

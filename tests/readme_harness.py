@@ -52,7 +52,12 @@ from typer.testing import CliRunner
 import promptcast as pc
 from promptcast.cli import app
 from promptcast.testing import FakeAnthropic, FakeOpenAI, placeholder
-from promptcast.testing._fake_anthropic import message, tool_use_block
+from promptcast.testing._fake_anthropic import (
+    message,
+    prompted_schema,
+    text_block,
+    tool_use_block,
+)
 from promptcast.testing._fake_openai import chat_completion, tool_call
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -324,6 +329,13 @@ def _answer(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def anthropic_reply(request: dict[str, Any]) -> dict[str, Any]:
+    schema = None if request.get("tools") else prompted_schema(request)
+    if schema is not None:  # native (output_config) or prompted mode: the JSON as text
+        return message(
+            [text_block(json.dumps(_answer(schema)))],
+            model=request.get("model", "claude-sonnet-4-6"),
+            input_tokens=len(json.dumps(request)) // 4,
+        )
     tool = (request.get("tools") or [{}])[0]
     data = _answer(tool.get("input_schema", {}))
     return message(

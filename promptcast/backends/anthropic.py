@@ -476,11 +476,15 @@ def _cache_breakpoints(kwargs: dict[str, Any], request: ModelRequest) -> None:
     tools = kwargs.get("tools")
     if tools:
         kwargs["tools"] = tools = list(tools)
+    minimum = min_cacheable_tokens(request.model)
+    static = sum(_tokens(tool) for tool in tools or ())
     if system and request.prompt.system_static:
-        blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
-        blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
-        kwargs["system"] = blocks
-    elif tools:  # the system block holds data: the tools alone are the static prefix
+        static += _tokens(system) if isinstance(system, str) else sum(map(_tokens, system))
+        if static >= minimum:
+            blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+            blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
+            kwargs["system"] = blocks
+    elif tools and static >= minimum:  # the system block holds data: only the tools are static
         tools[-1] = {**tools[-1], "cache_control": _EPHEMERAL}
     # every block in prefix order, with the list that holds it (to drop a mark where needed)
     places: list[tuple[list[Any], int]] = []
@@ -493,7 +497,6 @@ def _cache_breakpoints(kwargs: dict[str, Any], request: ModelRequest) -> None:
             places += [(message["content"], i) for i in range(len(message["content"]))]
         else:
             places.append(([message], 0))
-    minimum = min_cacheable_tokens(request.model)
     size = 0
     marked: list[tuple[list[Any], int]] = []
     for holder, i in places:

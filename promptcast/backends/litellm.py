@@ -25,10 +25,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from promptcast._config import endpoint_settings, get_config
+from promptcast._modes import native_format
 from promptcast._retry import is_retryable_status, parse_retry_after
+from promptcast._schemas import (
+    drop_strict_nulls,
+    gemini_schema,
+    json_object_schema,
+    openai_strict_schema,
+)
 from promptcast.backends._parts import openai_content, openai_messages
 from promptcast.backends.base import (
     Backend,
+    Capabilities,
     ModelReply,
     ModelRequest,
     StreamDelta,
@@ -41,6 +49,10 @@ from promptcast.errors import BackendError, ConfigurationError
 __all__ = ["LiteLLMBackend", "known_providers"]
 
 JSON_SCHEMA_PROVIDERS = frozenset({"ollama", "hosted_vllm"})
+GEMINI_PROVIDERS = frozenset({"gemini", "vertex_ai"})
+# providers whose litellm route passes `cache_control` breakpoints through (OpenAI and most
+# OpenAI-compatible servers cache prefixes by themselves, and take no such key)
+CACHE_CONTROL = frozenset({"anthropic", "bedrock", "vertex_ai", "openrouter", "databricks"})
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
 
 
@@ -81,6 +93,8 @@ class LiteLLMBackend(Backend):
     always passed to litellm explicitly for OpenAI-compatible routes, so litellm never falls back
     to another provider's variable (an Ollama or vLLM box never sees `OPENAI_API_KEY`).
     """
+
+    capabilities = Capabilities(output_modes=frozenset({"native", "tool", "prompted"}))
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
@@ -129,10 +143,25 @@ class LiteLLMBackend(Backend):
         _, url = self._endpoint(model)
         return url or f"litellm:{self._route(model)[0]}"
 
-    def output_mode(self, request: ModelRequest) -> str:
-        if request.output_model is None:
-            return "text"
-        return "json_schema" if self._route(request.model)[0] in JSON_SCHEMA_PROVIDERS else "tool"
+    def _native_format(self, request: ModelRequest) -> dict[str, Any]:
+        """`response_format` of native mode: json_schema strict (OpenAI-compatible), Gemini's
+        JSON-schema response config, or `json_object` + `schema` (llama-cpp-python's server)."""
+        assert request.output_model is not None
+        provider = self._route(request.model)[0]
+        function = function_for(request.output_model)
+        if native_format(self.provider, request.model) == "json_object":
+            return {"type": "json_object", "schema": json_object_schema(request.output_model)}
+        if provider in GEMINI_PROVIDERS:  # litellm turns this into Gemini's responseJsonSchema
+            schema = gemini_schema(request.output_model)
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": function["name"], "schema": schema},
+            }
+        schema = openai_strict_schema(request.output_model)
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": function["name"], "schema": schema, "strict": True},
+        }
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         self.check(request.model)
@@ -143,7 +172,7 @@ class LiteLLMBackend(Backend):
         elif self.provider == "ollama":
             model = f"openai/{request.model}"
         prompt = request.prompt
-        caching = request.prompt_caching
+        caching = request.prompt_caching and self._route(request.model)[0] in CACHE_CONTROL
         messages: list[Any] = (
             [{"role": "system", "content": openai_content(prompt.system, caching=caching)}]
             if prompt.system
@@ -171,14 +200,20 @@ class LiteLLMBackend(Backend):
             kwargs["extra_headers"] = headers
         if request.output_model is not None:
             function = function_for(request.output_model)
-            if self.output_mode(request) == "json_schema":
-                kwargs["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": function["name"], "schema": function["parameters"]},
-                }
-            else:
+            if request.output_mode == "native":
+                kwargs["response_format"] = self._native_format(request)
+            elif request.output_mode == "tool":
                 kwargs["tools"] = [{"type": "function", "function": function}]
-                kwargs["tool_choice"] = {"type": "function", "function": {"name": function["name"]}}
+                kwargs["tool_choice"] = (
+                    "auto"  # a forced tool call is refused with thinking on
+                    if request.thinking_budget
+                    else {"type": "function", "function": {"name": function["name"]}}
+                )
+            # prompted: the schema is in the system message already (promptcast._modes)
+        if request.thinking_budget:
+            kwargs["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
+        if caching and prompt.system_static and messages and messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": _cached(messages[0]["content"])}
         return kwargs
 
     def request(self, request: ModelRequest) -> ModelReply:
@@ -297,6 +332,26 @@ def _plain(message: Any) -> Any:
     return message.model_dump(exclude_none=True) if hasattr(message, "model_dump") else message
 
 
+def _cache_tokens(usage: Any) -> tuple[int, int]:
+    """`(read, written)` prompt-cache tokens of a litellm usage: OpenAI's
+    `prompt_tokens_details.cached_tokens`, or Anthropic's own fields passed through."""
+    if usage is None:
+        return 0, 0
+    details = getattr(usage, "prompt_tokens_details", None)
+    read = getattr(usage, "cache_read_input_tokens", None) or getattr(
+        details, "cached_tokens", None
+    )
+    written = getattr(usage, "cache_creation_input_tokens", None)
+    return int(read or 0), int(written or 0)
+
+
+def _cached(content: Any) -> list[Any]:
+    """System content with a `cache_control` breakpoint on its last block."""
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+    return blocks
+
+
 def _reply(request: ModelRequest, response: Any) -> ModelReply:
     choice = response.choices[0]
     message = choice.message
@@ -315,16 +370,22 @@ def _reply(request: ModelRequest, response: Any) -> ModelReply:
                 data = None
         else:
             data = json_in_text(text)
+            if isinstance(data, dict) and request.output_mode == "native":
+                data = drop_strict_nulls(data, request.output_model)
         if not isinstance(data, dict):
             data = None
         refusal = getattr(message, "refusal", None)
         if refusal and data is None:
             raw_text = str(refusal)
     usage = getattr(response, "usage", None)
+    read, written = _cache_tokens(usage)
     return ModelReply(
         data=data,
         text=raw_text,
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        # prompt_tokens counts cached input too; input_tokens is the uncached part only
+        input_tokens=max(int(getattr(usage, "prompt_tokens", 0) or 0) - read - written, 0),
+        cache_read_tokens=read,
+        cache_write_tokens=written,
         output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
         truncated=choice.finish_reason == "length",
         raw=response,

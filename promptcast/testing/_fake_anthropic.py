@@ -9,17 +9,22 @@ same reply as the Messages API streams it (`message_start`, `content_block_*` wi
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import re
+import threading
 from typing import Any
 
 from promptcast.testing._fake_server import FakeReply, FakeServer
 
 __all__ = [
     "FakeAnthropic",
+    "PromptCache",
     "error_reply",
     "message",
     "placeholder",
+    "prompted_schema",
     "sse_event",
     "stream_events",
     "text_block",
@@ -153,6 +158,8 @@ def placeholder(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> A
             options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
             return placeholder(options[0], defs)
     kind = schema.get("type", "object")
+    if isinstance(kind, list):  # ["string", "null"]: a nullable field of a strict schema
+        kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         props = schema.get("properties", {})
         return {name: placeholder(sub, defs) for name, sub in props.items()}
@@ -171,7 +178,79 @@ def _auto(request: dict[str, Any]) -> dict[str, Any]:
         tool = tools[0]
         data = placeholder(tool.get("input_schema", {}))
         return message([tool_use_block(tool["name"], data)], model=model, input_tokens=size)
+    schema = prompted_schema(request)
+    if schema is not None:  # native (output_config.format) or prompted (schema in the system)
+        text = json.dumps(placeholder(schema))
+        return message([text_block(text)], model=model, input_tokens=size)
     return message([text_block("example")], model=model, input_tokens=size)
+
+
+_SCHEMA_IN_TEXT = re.compile(r"JSON schema:\s*```json\s*(\{.*?\})\s*```", re.DOTALL)
+
+
+def prompted_schema(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a request asks the answer to follow: native mode's
+    `output_config.format.schema`, or the one a prompted-mode system block quotes."""
+    fmt = (request.get("output_config") or {}).get("format") or {}
+    if fmt.get("type") == "json_schema":
+        return dict(fmt.get("schema") or {})
+    system = request.get("system") or ""
+    text = system if isinstance(system, str) else " ".join(b.get("text", "") for b in system)
+    found = _SCHEMA_IN_TEXT.search(text)
+    return dict(json.loads(found.group(1))) if found else None
+
+
+def _without_cache_control(block: Any) -> Any:
+    if isinstance(block, dict) and "cache_control" in block:
+        return {k: v for k, v in block.items() if k != "cache_control"}
+    return block
+
+
+class PromptCache:
+    """Prompt caching as the Messages API reports it: a prefix (tools, then system, then
+    messages) up to a block marked `cache_control` is written to the cache the first time
+    (`cache_creation_input_tokens`) and read from it by later requests with the same prefix
+    (`cache_read_input_tokens`); `input_tokens` is what follows the last cached breakpoint.
+    Prefixes shorter than `min_tokens` are not cached. Tokens are counted as JSON characters / 4.
+    Entries never expire (the API keeps them 5 minutes after their last use)."""
+
+    def __init__(self, min_tokens: int = 1024) -> None:
+        self.min_tokens = min_tokens
+        self.prefixes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def usage(self, request: dict[str, Any]) -> tuple[int, int, int]:
+        """`(input_tokens, cache_creation_input_tokens, cache_read_input_tokens)` of `request`."""
+        total = len(json.dumps(request)) // 4
+        blocks: list[Any] = list(request.get("tools") or [])
+        system = request.get("system")
+        if isinstance(system, list):
+            blocks += system
+        elif system:
+            blocks.append({"type": "text", "text": system})
+        for msg in request.get("messages") or []:
+            content = msg.get("content")
+            blocks += content if isinstance(content, list) else [{"type": "text", "text": content}]
+        breakpoints: list[tuple[str, int]] = []
+        digest = hashlib.sha256()
+        size = 0
+        for block in blocks:
+            plain = json.dumps(_without_cache_control(block), sort_keys=True)
+            digest.update(plain.encode())
+            size += len(plain) // 4
+            if isinstance(block, dict) and "cache_control" in block and size >= self.min_tokens:
+                breakpoints.append((digest.copy().hexdigest(), size))
+        read = write = 0
+        with self._lock:
+            for key, tokens in breakpoints:
+                if key in self.prefixes:
+                    read = tokens
+            for key, tokens in breakpoints:
+                if key not in self.prefixes:
+                    self.prefixes.add(key)
+                    write = tokens - read
+        write = max(write, 0)
+        return max(total - read - write, 0), write, read
 
 
 class FakeAnthropic(FakeServer):
@@ -191,6 +270,7 @@ class FakeAnthropic(FakeServer):
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls = 2
         self.batch_outcomes: dict[str, str] = {}
+        self.prompt_cache = PromptCache()
 
     def _answer(self, path: str, raw: bytes, headers: dict[str, str]) -> FakeReply:
         if path.split("?")[0] != "/v1/messages/batches":
@@ -268,7 +348,12 @@ class FakeAnthropic(FakeServer):
         return {"custom_id": custom_id, "result": {"type": "succeeded", "message": body}}
 
     def auto(self, request: dict[str, Any]) -> dict[str, Any]:
-        return _auto(request)
+        body = _auto(request)
+        fresh, written, read = self.prompt_cache.usage(request)
+        body["usage"].update(
+            input_tokens=fresh, cache_creation_input_tokens=written, cache_read_input_tokens=read
+        )
+        return body
 
     def sse(self, request: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
         return stream_events(body, chunk_chars=self.stream_chunk_chars)

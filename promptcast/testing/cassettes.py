@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import yaml
 
 from promptcast import _secrets
+from promptcast._modes import replaying
 from promptcast.errors import PromptcastError
 
 __all__ = [
@@ -521,7 +522,8 @@ def replay(
         explaining_misses(),
     ):
         cassette._promptcast_record_command = record_command
-        yield cassette
+        with replaying(cassette):  # in the output mode the recording was made in
+            yield cassette
 
 
 # --- the project's cassette folder (as the pytest plugin sees it) ------------------------------

@@ -35,6 +35,7 @@ from promptcast.testing.cassettes import (
     explaining_misses,
     placeholder_keys,
     register,
+    replaying,
     staged,
     vcr_config,
 )
@@ -118,6 +119,7 @@ def use_cassette(
             network.blocking_context(allowed_hosts=LOOPBACK),
             recorder.use_cassette(str(path), record_mode="none") as cassette,
             explaining_misses(),
+            replaying(cassette),  # in the output mode the recording was made in
         ):
             cassette._promptcast_record_command = command
             yield cassette

@@ -28,6 +28,7 @@ output:
   bullets: "list[str]"
 model: anthropic/claude-haiku-4-5
 max_tokens: 300
+output_mode: tool
 ---
 {% role "system" %}Summarize.{% endrole %}
 {{ text | fence("text") }}
@@ -83,7 +84,9 @@ def test_module_class_schema_task_runs_through_the_sdk(
     monkeypatch.syspath_prepend(str(tmp_path))
     task = pc.Task.from_file(
         write_task(
-            "order", "---\ninputs: {text: str}\noutput: shop_models:Order\n---\n{{ text }}\n"
+            "order",
+            "---\ninputs: {text: str}\noutput: shop_models:Order\noutput_mode: tool\n---\n"
+            "{{ text }}\n",
         )
     )
     run = task.run(text="two apples")  # the fake answers with a placeholder valid for the schema

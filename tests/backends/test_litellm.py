@@ -21,7 +21,7 @@ MESSAGE = "Checkout page crashes since this morning, we lose sales!"
 @pytest.mark.parametrize(
     ("model", "sent_model", "mode"),
     [
-        ("openai/gpt-4o-mini", "gpt-4o-mini", "tools"),
+        ("openai/gpt-4o-mini", "gpt-4o-mini", "json_schema"),
         ("ollama/llama3.1", "llama3.1", "json_schema"),
         ("hosted_vllm/meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", "json_schema"),
         ("anthropic/claude-sonnet-4-6", "claude-sonnet-4-6", "anthropic"),
@@ -51,10 +51,12 @@ def test_the_same_builtin_task_runs_on_every_model_by_one_env_var(
         assert parameters["properties"] == schema["properties"]
         assert parameters["required"] == schema["required"]
         assert sent["tool_choice"] == {"type": "function", "function": {"name": "Ticket"}}
-    elif mode == "json_schema":
-        assert (
-            sent["response_format"]["json_schema"]["schema"]["properties"] == schema["properties"]
-        )
+    elif mode == "json_schema":  # native: strict, every property required, objects closed
+        sent_schema = sent["response_format"]["json_schema"]["schema"]
+        assert sent["response_format"]["json_schema"]["strict"] is True
+        assert set(sent_schema["properties"]) == set(schema["properties"])
+        assert sent_schema["required"] == list(schema["properties"])
+        assert sent_schema["additionalProperties"] is False
         assert "tools" not in sent
 
 
