@@ -190,13 +190,16 @@ class TaskSpan:
         if span is None:
             return run
         if span.is_recording():
-            span.set_attribute("promptcast.model", run.model)
-            span.set_attribute("promptcast.cache_hit", run.cached)
-            span.set_attribute("promptcast.attempts", run.attempts)
+            attributes = {
+                "promptcast.model": run.model,
+                "promptcast.cache_hit": run.cached,
+                "promptcast.attempts": run.attempts,
+                **_usage(run.usage),
+            }
             mode = getattr(run, "output_mode", None)
             if mode:
-                span.set_attribute("promptcast.output_mode", mode)
-            _set_usage(span, run.usage)
+                attributes["promptcast.output_mode"] = mode
+            span.set_attributes(attributes)
         span.end()
         return run
 
@@ -211,16 +214,21 @@ class TaskSpan:
                 otel.fail(span, error, type(error).__name__)
             usage = getattr(error, "usage", None)
             if usage is not None:
-                _set_usage(span, usage)
+                span.set_attributes(_usage(usage))
         span.end()
 
 
-def _set_usage(span: Span, usage: Any) -> None:
-    span.set_attribute("promptcast.usage.input_tokens", usage.input_tokens)
-    span.set_attribute("promptcast.usage.output_tokens", usage.output_tokens)
+def _usage(usage: Any) -> dict[str, Any]:
+    """The call's totals (`promptcast.*`: `gen_ai.usage.*` stays on the client spans, so a
+    backend that sums it over spans counts each token once)."""
+    attributes = {
+        "promptcast.usage.input_tokens": usage.input_tokens,
+        "promptcast.usage.output_tokens": usage.output_tokens,
+    }
     cost = usage.cost_usd
     if cost is not None:
-        span.set_attribute("promptcast.cost_usd", cost)
+        attributes["promptcast.cost_usd"] = cost
+    return attributes
 
 
 NO_TASK_SPAN = TaskSpan(None, None)
@@ -328,21 +336,25 @@ class RequestSpan(_Current):
         if span is None:
             return
         if span.is_recording():
+            attributes: dict[str, Any] = {
+                "gen_ai.usage.input_tokens": input_tokens,
+                "gen_ai.usage.output_tokens": reply.output_tokens,
+            }
+            if read or write:  # the cache attributes only where the provider reports them
+                attributes["gen_ai.usage.cache_read.input_tokens"] = read
+                attributes["gen_ai.usage.cache_creation.input_tokens"] = write
             if reply.response_id:
-                span.set_attribute("gen_ai.response.id", reply.response_id)
+                attributes["gen_ai.response.id"] = reply.response_id
             if reply.response_model:
-                span.set_attribute("gen_ai.response.model", reply.response_model)
+                attributes["gen_ai.response.model"] = reply.response_model
             if reply.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason])
-            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", reply.output_tokens)
-            span.set_attribute("gen_ai.usage.cache_read.input_tokens", read)
-            span.set_attribute("gen_ai.usage.cache_creation.input_tokens", write)
+                attributes["gen_ai.response.finish_reasons"] = (reply.finish_reason,)
             cost = _cost(self._model, reply)
             if cost is not None:
-                span.set_attribute("promptcast.cost_usd", cost)
+                attributes["promptcast.cost_usd"] = cost
             if capture_content():
-                span.set_attribute("gen_ai.output.messages", _output_messages(reply))
+                attributes["gen_ai.output.messages"] = _output_messages(reply)
+            span.set_attributes(attributes)
         span.end()
 
     def failed(self, error: BaseException) -> None:
@@ -402,10 +414,8 @@ def request_span(
             attributes["server.port"] = port
         if request.temperature is not None:
             attributes["gen_ai.request.temperature"] = request.temperature
-        if request.task:
+        if request.task:  # the version and template hash are on the parent task span
             attributes["promptcast.task"] = request.task
-        if request.template_hash:
-            attributes["promptcast.template_hash"] = request.template_hash
         if capture_content():
             attributes.update(_input_messages(request))
         span.set_attributes(attributes)

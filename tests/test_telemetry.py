@@ -1,0 +1,576 @@
+"""OpenTelemetry: GenAI spans and metrics of task calls, read back through the SDK's in-memory
+exporters; once end to end through the OTLP/HTTP exporter into a loopback receiver; and a minimal
+install without OpenTelemetry, which must import none of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import promptcast as pc
+from promptcast import _telemetry
+from promptcast.backends.base import ModelReply
+from promptcast.batch import batch
+from promptcast.errors import BackendError
+from promptcast.evals import aevaluate
+from promptcast.server import create_app
+from promptcast.testing import FakeAnthropic, ScriptedBackend, message, tool_use_block
+from tests.serving import running
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TASK = """\
+---
+description: Label a text.
+version: 4
+inputs:
+  text: str
+output:
+  label: str
+---
+{% role "system" %}You label texts.{% endrole %}
+Label this: {{ text | fence("text") }}
+"""
+
+PROMPT_TEXT = "PROMPT-MARKER-4711 my order never came"
+REPLY_TEXT = "REPLY-MARKER-0815"
+
+
+class Telemetry:
+    """The process's SDK (set once: OpenTelemetry allows one global provider) with in-memory
+    exporters; `spans()` and `points()` read what the current test produced."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[self.reader]))
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def points(self, name: str, model: str) -> list[Any]:
+        """The data points of metric `name` for requests to `model` (cumulative since start)."""
+        data = self.reader.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        found += [
+                            p
+                            for p in metric.data.data_points
+                            if p.attributes.get("gen_ai.request.model") == model
+                        ]
+        return found
+
+
+_SDK: list[Telemetry] = []
+
+
+@pytest.fixture
+def otel() -> Iterator[Telemetry]:
+    if not _SDK:
+        _SDK.append(Telemetry())
+    sdk = _SDK[0]
+    sdk.exporter.clear()
+    yield sdk
+    sdk.exporter.clear()
+
+
+@pytest.fixture
+def label_task(write_task: Callable[..., Path]) -> pc.Task[Any]:
+    return pc.Task.from_file(write_task("label", TASK))
+
+
+def reply(label: Any, tokens: tuple[int, int], n: int) -> ModelReply:
+    data = {"label": label} if label is not None else {"wrong": 1}
+    return ModelReply(
+        data=data,
+        text=json.dumps(data),
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        response_id=f"resp-{n}",
+        response_model="scripted-model-2026",
+        finish_reason="tool_use",
+    )
+
+
+def by_name(spans: list[ReadableSpan], prefix: str) -> list[ReadableSpan]:
+    return sorted((s for s in spans if s.name.startswith(prefix)), key=lambda s: s.start_time or 0)
+
+
+# one call: a task span with one client span per provider request
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_retry_and_reask_are_three_sibling_client_spans_under_the_task_span(
+    otel: Telemetry, label_task: pc.Task[Any], driver: str
+) -> None:
+    model = f"test/otel-{driver}"
+    script = ScriptedBackend(
+        [
+            BackendError("overloaded", provider="test", status=529, retryable=True),
+            reply(None, (11, 3), 2),  # invalid: re-asked
+            reply("shipping", (13, 4), 3),
+        ]
+    )
+    with pc.override(model=model, backends={model: script}, retry_max_wait_s=0.001):
+        if driver == "sync":
+            run = label_task.run(text="where is my parcel")
+        else:
+            run = await label_task.arun(text="where is my parcel")
+    assert run.output.label == "shipping"
+    spans = otel.spans()
+    (task_span,) = by_name(spans, "task ")
+    calls = by_name(spans, "chat ")
+    assert len(calls) == 3
+    assert task_span.name == "task label" and task_span.kind is SpanKind.INTERNAL
+    task_attrs = dict(task_span.attributes or {})
+    assert task_attrs["promptcast.task"] == "label"
+    assert task_attrs["promptcast.task.version"] == "4"
+    assert task_attrs["promptcast.template_hash"] == label_task.spec.template_hash
+    assert task_attrs["promptcast.cache_hit"] is False
+    assert task_attrs["promptcast.attempts"] == 3
+    assert task_attrs["promptcast.usage.input_tokens"] == 24
+    assert task_attrs["promptcast.cost_usd"] == 0.0
+    for call in calls:  # siblings: every client span is a child of the task span
+        assert call.name == f"chat otel-{driver}" and call.kind is SpanKind.CLIENT
+        assert call.parent is not None and call.parent.span_id == task_span.context.span_id
+        assert call.context.trace_id == task_span.context.trace_id
+        attrs = dict(call.attributes or {})
+        assert attrs["gen_ai.operation.name"] == "chat"
+        assert attrs["gen_ai.provider.name"] == "test"
+        assert attrs["gen_ai.request.model"] == f"otel-{driver}"
+        assert attrs["promptcast.task"] == "label"
+        assert attrs["promptcast.output_mode"] in {"tool", "native", "prompted"}
+    failed, invalid, valid = (dict(c.attributes or {}) for c in calls)
+    assert calls[0].status.status_code is StatusCode.ERROR
+    assert failed["error.type"] == "529" and "gen_ai.usage.input_tokens" not in failed
+    assert (failed["promptcast.attempt"], failed["promptcast.retry"]) == (1, 0)
+    assert (invalid["promptcast.attempt"], invalid["promptcast.retry"]) == (1, 1)
+    assert (valid["promptcast.attempt"], valid["promptcast.retry"]) == (2, 0)
+    for attrs, (tokens_in, tokens_out, n) in ((invalid, (11, 3, 2)), (valid, (13, 4, 3))):
+        assert "error.type" not in attrs
+        assert attrs["gen_ai.usage.input_tokens"] == tokens_in
+        assert attrs["gen_ai.usage.output_tokens"] == tokens_out
+        assert "gen_ai.usage.cache_read.input_tokens" not in attrs  # none reported
+        assert attrs["gen_ai.response.id"] == f"resp-{n}"
+        assert attrs["gen_ai.response.model"] == "scripted-model-2026"
+        assert attrs["gen_ai.response.finish_reasons"] == ("tool_use",)
+        assert attrs["promptcast.cost_usd"] == 0.0
+
+    # the metrics: one duration per request (the failed one with error.type), tokens per type
+    durations = otel.points("gen_ai.client.operation.duration", f"otel-{driver}")
+    assert sum(p.count for p in durations) == 3
+    assert [p.count for p in durations if p.attributes.get("error.type") == "529"] == [1]
+    tokens = otel.points("gen_ai.client.token.usage", f"otel-{driver}")
+    kinds = {p.attributes["gen_ai.token.type"]: p.sum for p in tokens}
+    assert kinds == {"input": 24, "output": 7}
+    assert all(p.attributes["gen_ai.provider.name"] == "test" for p in tokens)
+
+
+def test_a_failed_call_ends_its_task_span_with_the_error(
+    otel: Telemetry, label_task: pc.Task[Any]
+) -> None:
+    script = ScriptedBackend([BackendError("no", provider="test", status=401)])
+    with (
+        pc.override(model="test/denied", backends={"test/denied": script}),
+        pytest.raises(BackendError),
+    ):
+        label_task.run(text="hi")
+    (task_span,) = by_name(otel.spans(), "task ")
+    (call,) = by_name(otel.spans(), "chat ")
+    assert task_span.status.status_code is StatusCode.ERROR
+    assert (task_span.attributes or {})["error.type"] == "BackendError"
+    assert (call.attributes or {})["error.type"] == "401"
+
+
+def test_a_response_cache_hit_is_a_task_span_without_client_spans(
+    otel: Telemetry, label_task: pc.Task[Any], tmp_path: Path
+) -> None:
+    script = ScriptedBackend([reply("a", (5, 1), 1)])
+    cache = f"sqlite:///{tmp_path / 'cache.db'}"
+    with pc.override(model="test/cached", backends={"test/cached": script}, cache=cache):
+        label_task.run(text="same")
+        label_task.run(text="same")
+    first, second = by_name(otel.spans(), "task ")
+    assert (first.attributes or {})["promptcast.cache_hit"] is False
+    assert (second.attributes or {})["promptcast.cache_hit"] is True
+    (call,) = by_name(otel.spans(), "chat ")
+    assert call.parent is not None and call.parent.span_id == first.context.span_id
+
+
+# the real anthropic SDK: our span carries the reply's id, model and stop reason; the SDK's own
+# `anthropic.messages.create` span is switched off, so each request is one client span
+
+
+@pytest.mark.usefixtures("close_async_clients")
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_anthropic_request_is_one_client_span_with_the_replys_attributes(
+    otel: Telemetry, fake_anthropic: FakeAnthropic, driver: str
+) -> None:
+    answer = {"label": "billing", "reason": "twice"}
+
+    def handler(request: dict[str, Any]) -> dict[str, Any]:
+        if "tools" in request:  # tool mode
+            return message([tool_use_block(request["tools"][0]["name"], answer)])
+        return message([{"type": "text", "text": json.dumps(answer)}], stop_reason="end_turn")
+
+    fake_anthropic.handler = handler
+    task = pc.builtin_tasks()["classify"].with_model("anthropic/claude-sonnet-4-6")
+    inputs = {"text": "I was charged twice", "labels": ["billing", "bug"]}
+    if driver == "sync":
+        task.run(**inputs)
+    else:
+        await task.arun(**inputs)
+    spans = otel.spans()
+    assert not [s for s in spans if s.name.startswith("anthropic.")]
+    (call,) = by_name(spans, "chat ")
+    attrs = dict(call.attributes or {})
+    body = fake_anthropic.requests[-1]
+    assert call.name == "chat claude-sonnet-4-6"
+    assert attrs["gen_ai.provider.name"] == "anthropic"
+    assert attrs["gen_ai.request.model"] == body["model"] == "claude-sonnet-4-6"
+    assert attrs["gen_ai.response.model"] == "claude-sonnet-4-6"
+    assert str(attrs["gen_ai.response.id"]).startswith("msg_fake")
+    assert attrs["gen_ai.response.finish_reasons"] in {("tool_use",), ("end_turn",)}
+    assert attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["server.address"] == "127.0.0.1"
+    assert attrs["server.port"] == int(fake_anthropic.base_url.rsplit(":", 1)[1])
+    assert attrs["promptcast.cost_usd"] > 0
+
+
+# content capture: off by default, on with the conventions' switch
+
+
+def _all_text(spans: list[ReadableSpan]) -> str:
+    values: list[str] = []
+    for span in spans:
+        values += [str(v) for v in (span.attributes or {}).values()]
+        for event in span.events:
+            values += [event.name, *(str(v) for v in (event.attributes or {}).values())]
+    return "\n".join(values)
+
+
+@pytest.mark.parametrize("setting", [None, "false", "", "no_content"])
+def test_no_prompt_or_reply_text_in_spans_by_default(
+    otel: Telemetry,
+    label_task: pc.Task[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str | None,
+) -> None:
+    if setting is None:
+        monkeypatch.delenv(_telemetry.CAPTURE_CONTENT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(_telemetry.CAPTURE_CONTENT_ENV, setting)
+    script = ScriptedBackend([reply(REPLY_TEXT, (1, 1), 1)])
+    with pc.override(model="test/quiet", backends={"test/quiet": script}):
+        label_task.run(text=PROMPT_TEXT)
+    text = _all_text(otel.spans())
+    assert by_name(otel.spans(), "chat ") and PROMPT_TEXT not in text and REPLY_TEXT not in text
+    assert "You label texts" not in text
+
+
+@pytest.mark.parametrize("setting", ["true", "TRUE", "1", "span_only", "span_and_event"])
+def test_prompt_and_reply_text_in_the_client_span_when_opted_in(
+    otel: Telemetry,
+    label_task: pc.Task[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+) -> None:
+    monkeypatch.setenv(_telemetry.CAPTURE_CONTENT_ENV, setting)
+    secret = "sk-ant-api03-" + "A1b2C3d4E5f6G7h8" * 5
+    script = ScriptedBackend([reply(REPLY_TEXT, (1, 1), 1)])
+    with pc.override(model="test/loud", backends={"test/loud": script}):
+        label_task.run(text=f"{PROMPT_TEXT} {secret}")
+    (call,) = by_name(otel.spans(), "chat ")
+    attrs = dict(call.attributes or {})
+    messages = json.loads(str(attrs["gen_ai.input.messages"]))
+    assert messages[0]["role"] == "user" and PROMPT_TEXT in messages[0]["parts"][0]["content"]
+    assert json.loads(str(attrs["gen_ai.system_instructions"]))[0]["content"] == "You label texts."
+    output = json.loads(str(attrs["gen_ai.output.messages"]))
+    assert REPLY_TEXT in output[0]["parts"][0]["content"]
+    assert output[0]["finish_reason"] == "tool_use"
+    assert secret not in _all_text(otel.spans())  # credentials are scrubbed even then
+
+
+# streaming: the client span ends when the stream does
+
+
+def test_a_streamed_calls_spans_end_when_the_stream_ends(
+    otel: Telemetry, label_task: pc.Task[Any]
+) -> None:
+    script = ScriptedBackend([reply("streamed", (3, 2), 1)])
+    with pc.override(model="test/streamed", backends={"test/streamed": script}):
+        stream = label_task.stream(text="hi")
+        events = iter(stream.events())
+        next(events)
+        assert not by_name(otel.spans(), "chat ")  # the request is still streaming
+        for _ in events:
+            pass
+    (task_span,) = by_name(otel.spans(), "task ")
+    (call,) = by_name(otel.spans(), "chat ")
+    assert call.parent is not None and call.parent.span_id == task_span.context.span_id
+    assert (call.attributes or {})["gen_ai.usage.output_tokens"] == 2
+
+
+# bulk work: a run span and one span per item
+
+
+async def test_a_batch_run_has_one_span_per_item_under_its_run_span(
+    otel: Telemetry, label_task: pc.Task[Any]
+) -> None:
+    def answer(request: Any) -> Any:
+        text = str(request.prompt.messages[0]["content"])
+        if "bad" in text:
+            raise BackendError("refused", provider="test", status=400)
+        return {"label": "x"}
+
+    script = ScriptedBackend(answer)
+    items = [{"id": f"i{n}", "text": "bad" if n == 2 else f"t{n}"} for n in range(3)]
+    with pc.override(model="test/bulk", backends={"test/bulk": script}):
+        results = [r async for r in batch(label_task, items, concurrency=2)]
+    assert len(results) == 3
+    spans = otel.spans()
+    (run,) = by_name(spans, "batch label")
+    item_spans = by_name(spans, "batch.item label")
+    assert len(item_spans) == 3
+    assert {s.parent.span_id for s in item_spans if s.parent} == {run.context.span_id}
+    assert {(s.attributes or {})["promptcast.batch.item_id"] for s in item_spans} == {
+        "i0",
+        "i1",
+        "i2",
+    }
+    outcomes = {(s.attributes or {})["promptcast.batch.item_id"]: s for s in item_spans}
+    assert (outcomes["i2"].attributes or {})["promptcast.outcome"] == "error"
+    assert (run.attributes or {})["promptcast.batch.ok"] == 2
+    for task_span in by_name(spans, "task "):  # each call nests under its own item
+        assert task_span.parent is not None
+        assert task_span.parent.span_id in {s.context.span_id for s in item_spans}
+
+
+async def test_an_eval_run_has_one_span_per_case_under_its_run_span(
+    otel: Telemetry, label_task: pc.Task[Any]
+) -> None:
+    from promptcast.spec import Example
+
+    cases = [Example(inputs={"text": f"c{n}"}, expect={"label": "x"}) for n in range(2)]
+    backends = {m: ScriptedBackend(lambda _: {"label": "x"}) for m in ("test/e1", "test/e2")}
+    with pc.override(backends=backends):
+        report = await aevaluate(label_task, ["test/e1", "test/e2"], cases)
+    assert len(report.results) == 4
+    spans = otel.spans()
+    (run,) = by_name(spans, "eval label")
+    case_spans = by_name(spans, "eval.case label")
+    assert len(case_spans) == 4
+    assert {s.parent.span_id for s in case_spans if s.parent} == {run.context.span_id}
+    assert {(s.attributes or {})["promptcast.eval.model"] for s in case_spans} == {
+        "test/e1",
+        "test/e2",
+    }
+    assert len(by_name(spans, "task ")) == 4
+
+
+# the server continues an incoming trace
+
+
+def test_a_request_with_traceparent_is_traced_in_the_callers_trace(otel: Telemetry) -> None:
+    pc.configure(
+        backends={"test/traced": ScriptedBackend(lambda _: {"label": "billing", "reason": "r"})}
+    )
+    registry = pc.TaskRegistry(
+        {"classify": pc.builtin_tasks()["classify"].with_model("test/traced")}
+    )
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with running(create_app(registry, tokens=[])) as url:
+        response = httpx.post(
+            f"{url}/v1/tasks/classify",
+            json={"text": "charged twice", "labels": ["billing", "bug"]},
+            headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )
+        untraced = httpx.get(f"{url}/healthz")
+    assert response.status_code == 200 and untraced.status_code == 200
+    spans = otel.spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER and s.name.startswith("POST")]
+    assert server.name == "POST /v1/tasks/{name}" or server.name.startswith("POST /v1/tasks")
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == parent_id
+    assert (server.attributes or {})["http.response.status_code"] == 200
+    (task_span,) = by_name(spans, "task classify")
+    (call,) = by_name(spans, "chat traced")
+    for span in (server, task_span, call):
+        assert f"{span.context.trace_id:032x}" == trace_id
+    assert task_span.parent is not None and task_span.parent.span_id == server.context.span_id
+    (probe,) = [s for s in spans if s.kind is SpanKind.SERVER and s.name.startswith("GET")]
+    assert f"{probe.context.trace_id:032x}" != trace_id  # no traceparent: a trace of its own
+
+
+# end to end through the OTLP/HTTP exporter, as a user's SDK setup sends it
+
+_OTLP_CHILD = """
+import sys
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+url, task_file = sys.argv[1], sys.argv[2]
+resource = Resource.create({"service.name": "support-desk"})
+tracer_provider = TracerProvider(resource=resource)
+tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url + "/v1/traces")))
+trace.set_tracer_provider(tracer_provider)
+reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url + "/v1/metrics"))
+meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+metrics.set_meter_provider(meter_provider)
+
+import promptcast as pc
+from promptcast.testing import ScriptedBackend
+
+task = pc.Task.from_file(task_file)
+with pc.override(model="test/otlp", backends={"test/otlp": ScriptedBackend([{"label": "ok"}])}):
+    task.run(text="hello")
+tracer_provider.shutdown()
+meter_provider.shutdown()
+"""
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: dict[str, list[bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.received.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_spans_and_metrics_reach_an_otlp_http_receiver(
+    write_task: Callable[..., Path],
+) -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: dict[str, list[bytes]] = {}
+    handler = type("Receiver", (_Receiver,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        task_file = write_task("label", TASK)
+        done = subprocess.run(
+            [sys.executable, "-c", _OTLP_CHILD, url, str(task_file)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    spans = {}
+    for body in received.get("/v1/traces", []):
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert service["service.name"] == "support-desk"
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans[span.name] = span
+    assert set(spans) == {"task label", "chat otlp"}
+    task_span, call = spans["task label"], spans["chat otlp"]
+    assert call.parent_span_id == task_span.span_id and call.trace_id == task_span.trace_id
+    attrs = {a.key: a.value for a in call.attributes}
+    assert attrs["gen_ai.request.model"].string_value == "otlp"
+    assert attrs["gen_ai.usage.input_tokens"].int_value == 10
+    names = set()
+    for body in received.get("/v1/metrics", []):
+        request = ExportMetricsServiceRequest.FromString(body)
+        for resource_metrics in request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                names |= {m.name for m in scope_metrics.metrics}
+    assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"} <= names
+
+
+# a minimal install: no OpenTelemetry at all
+
+_WITHOUT_OTEL = """
+import sys
+
+class NoOpenTelemetry:
+    def find_spec(self, name, path=None, target=None):
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, NoOpenTelemetry())
+import promptcast as pc
+from promptcast.testing import ScriptedBackend
+
+assert not [m for m in sys.modules if m.startswith("opentelemetry")], "imported by promptcast"
+task = pc.Task.from_file(sys.argv[1])
+with pc.override(model="test/min", backends={"test/min": ScriptedBackend([{"label": "ok"}])}):
+    run = task.run(text="hello")
+loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+print(run.output, loaded)
+"""
+
+
+def test_without_opentelemetry_promptcast_imports_none_of_it_and_calls_work(
+    write_task: Callable[..., Path],
+) -> None:
+    task_file = write_task("label", TASK)
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_OTEL, str(task_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "label='ok' []"
+
+
+def test_provider_names_follow_the_conventions() -> None:
+    cases = {
+        ("anthropic", "claude-sonnet-4-6"): "anthropic",
+        ("openai", "gpt-4o-mini"): "openai",
+        ("gemini", "gemini-2.5-flash"): "gcp.gemini",
+        ("bedrock", "anthropic.claude"): "aws.bedrock",
+        ("litellm", "mistral/mistral-large"): "mistral_ai",
+        ("ollama", "llama3.1"): "ollama",
+    }
+    for (provider, model), expected in cases.items():
+        assert _telemetry.provider_name(provider, model) == expected
