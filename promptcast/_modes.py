@@ -194,10 +194,10 @@ def recorded_mode(requests: Iterable[Any]) -> str | None:
             return "tool"
         config = body.get("generationConfig") or {}
         if (
-            body.get("output_config")
-            or body.get("response_format")
-            or config.get("responseJsonSchema")
-            or config.get("responseSchema")
+            "output_config" in body
+            or "response_format" in body
+            or "responseJsonSchema" in config
+            or "responseSchema" in config
         ):
             return "native"
     return None

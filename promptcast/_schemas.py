@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "gemini_schema",
     "json_object_schema",
     "openai_strict_schema",
+    "schema_rejection",
 ]
 
 # Keywords constrained decoding does not take (Anthropic: numbers and string lengths; OpenAI
@@ -190,3 +192,51 @@ def _allows_null(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
     if kind == "null" or (isinstance(kind, list) and "null" in kind):
         return True
     return any(_allows_null(s, defs) for s in schema.get("anyOf", ()))
+
+
+_KEYWORD = re.compile(
+    r"\b("
+    + "|".join(
+        [
+            *_DESCRIBED,
+            "minItems",
+            "format",
+            "default",
+            "oneOf",
+            "allOf",
+            "not",
+            "if",
+            "then",
+            "else",
+            "patternProperties",
+            "dependentRequired",
+            "\\$ref",
+            "const",
+            "enum",
+        ]
+    )
+    + r")\b"
+)
+_FIELD = re.compile(r"(?:properties[./]|field |property )['\"`]?([A-Za-z_][\w.]*)")
+
+
+def schema_rejection(mode: str, status: int | None, message: str, model: str) -> str:
+    """What to add to a provider's 400 that refused a native-mode schema: the keyword and the
+    field it names, and the modes that work instead; empty for other errors."""
+    if mode != "native" or status != 400 or "schema" not in message.lower():
+        return ""
+    keyword = _KEYWORD.search(message)
+    field = _FIELD.search(message)
+    found = ", ".join(
+        part
+        for part in (
+            f"keyword {keyword.group(1)!r}" if keyword else "",
+            f"field {field.group(1)!r}" if field else "",
+        )
+        if part
+    )
+    return (
+        f" (the output schema was refused in native mode{': ' + found if found else ''}; "
+        "set `output_mode: tool` (or `prompted`) in the task file, or "
+        f"configure(models={{{model!r}: {{'output_mode': 'tool'}}}}))"
+    )

@@ -26,7 +26,7 @@ from pydantic_core import from_json
 
 from promptcast._config import endpoint_settings
 from promptcast._retry import is_retryable_status, parse_retry_after
-from promptcast._schemas import anthropic_schema
+from promptcast._schemas import anthropic_schema, schema_rejection
 from promptcast.backends._parts import anthropic_content, anthropic_messages, has_media
 from promptcast.backends.base import (
     Backend,
@@ -602,7 +602,8 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         kind = _error_type(exc.body)
         quota = kind == "billing_error" or "credit balance" in str(exc.message).lower()
         raise BackendError(
-            f"Anthropic returned HTTP {status} ({kind or 'error'}): {exc.message}",
+            f"Anthropic returned HTTP {status} ({kind or 'error'}): {exc.message}"
+            + schema_rejection(request.output_mode, status, str(exc.message), context["model"]),
             provider="anthropic",
             status=status,
             retryable=is_retryable_status(status) and not quota,

@@ -32,6 +32,7 @@ from promptcast._schemas import (
     gemini_schema,
     json_object_schema,
     openai_strict_schema,
+    schema_rejection,
 )
 from promptcast.backends._parts import openai_content, openai_messages
 from promptcast.backends.base import (
@@ -52,6 +53,9 @@ JSON_SCHEMA_PROVIDERS = frozenset({"ollama", "hosted_vllm"})
 GEMINI_PROVIDERS = frozenset({"gemini", "vertex_ai"})
 # providers whose litellm route passes `cache_control` breakpoints through (OpenAI and most
 # OpenAI-compatible servers cache prefixes by themselves, and take no such key)
+# providers whose litellm route takes Anthropic's `thinking` parameter (others reason by
+# themselves or not at all: a task's thinking budget is not sent to them)
+THINKING = frozenset({"anthropic", "bedrock", "vertex_ai", "gemini"})
 CACHE_CONTROL = frozenset({"anthropic", "bedrock", "vertex_ai", "openrouter", "databricks"})
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
 
@@ -149,7 +153,10 @@ class LiteLLMBackend(Backend):
         assert request.output_model is not None
         provider = self._route(request.model)[0]
         function = function_for(request.output_model)
-        if native_format(self.provider, request.model) == "json_object":
+        if (
+            native_format(self.provider, request.model) == "json_object"
+            or self.endpoint(request.model) in _json_object_endpoints
+        ):
             return {"type": "json_object", "schema": json_object_schema(request.output_model)}
         if provider in GEMINI_PROVIDERS:  # litellm turns this into Gemini's responseJsonSchema
             schema = gemini_schema(request.output_model)
@@ -210,7 +217,7 @@ class LiteLLMBackend(Backend):
                     else {"type": "function", "function": {"name": function["name"]}}
                 )
             # prompted: the schema is in the system message already (promptcast._modes)
-        if request.thinking_budget:
+        if request.thinking_budget and self._route(request.model)[0] in THINKING:
             kwargs["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget}
         if caching and prompt.system_static and messages and messages[0]["role"] == "system":
             messages[0] = {"role": "system", "content": _cached(messages[0]["content"])}
@@ -219,14 +226,39 @@ class LiteLLMBackend(Backend):
     def request(self, request: ModelRequest) -> ModelReply:
         kwargs = self._kwargs(request)
         with self._mapped_errors(request):
-            response = _litellm().completion(**kwargs)
+            try:
+                response = _litellm().completion(**kwargs)
+            except Exception as exc:
+                if not self._takes_json_object_only(request, kwargs, exc):
+                    raise
+                response = _litellm().completion(**self._kwargs(request))
         return self._reply(request, response)
 
     async def arequest(self, request: ModelRequest) -> ModelReply:
         kwargs = self._kwargs(request)
         with self._mapped_errors(request):
-            response = await _litellm().acompletion(**kwargs)
+            try:
+                response = await _litellm().acompletion(**kwargs)
+            except Exception as exc:
+                if not self._takes_json_object_only(request, kwargs, exc):
+                    raise
+                response = await _litellm().acompletion(**self._kwargs(request))
         return self._reply(request, response)
+
+    def _takes_json_object_only(
+        self, request: ModelRequest, kwargs: dict[str, Any], exc: Exception
+    ) -> bool:
+        """Whether the server just refused `response_format` json_schema, naming `json_object`
+        as what it takes (llama-cpp-python's server answers so, with HTTP 500): the endpoint is
+        remembered for the process and this request is sent once more in that form."""
+        sent = kwargs.get("response_format") or {}
+        text = str(exc)
+        if sent.get("type") != "json_schema" or not (
+            "'json_object'" in text and "json_schema" in text
+        ):
+            return False
+        _json_object_endpoints.add(self.endpoint(request.model))
+        return True
 
     def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
         from promptcast.backends import _litellm_stream as streaming
@@ -304,7 +336,8 @@ class LiteLLMBackend(Backend):
             if retry_after is None and (delay := _RETRY_DELAY.search(text)):
                 retry_after = float(delay[1])
             raise BackendError(
-                f"{self.provider} returned HTTP {status or '?'}: {text}",
+                f"{self.provider} returned HTTP {status or '?'}: {text}"
+                + schema_rejection(request.output_mode, status, text, context["model"]),
                 provider=self.provider,
                 status=status or None,
                 retryable=(not status or is_retryable_status(status)) and not quota,
@@ -313,6 +346,8 @@ class LiteLLMBackend(Backend):
             ) from exc
 
 
+# OpenAI-compatible endpoints (base URLs) seen refusing json_schema for json_object + schema
+_json_object_endpoints: set[str] = set()
 _RETRY_DELAY = re.compile(r'"retryDelay":\s*"(\d+(?:\.\d+)?)s"')
 _GOOGLE_CODE = re.compile(r'\{\s*"error":\s*\{\s*"code":\s*(\d{3})\b')  # Google's error body
 
