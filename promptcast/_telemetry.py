@@ -112,6 +112,22 @@ class _Otel:
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
 
+        self.metrics = metrics
+        self.idle_tracing = trace.ProxyTracerProvider
+        try:  # the API's stand-in until an SDK is set; private, so looked up defensively
+            from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+            self.idle_metrics: type = _ProxyMeterProvider
+        except ImportError:  # pragma: no cover - another API version: always record
+            self.idle_metrics = type(None)
+
+    def active(self) -> bool:
+        """Whether an SDK (or any real provider) is set for traces or metrics: without one,
+        spans and measurements would be dropped, so none is started (two type checks a call)."""
+        return not isinstance(
+            self.trace.get_tracer_provider(), self.idle_tracing
+        ) or not isinstance(self.metrics.get_meter_provider(), self.idle_metrics)
+
     def fail(self, span: Span, error: BaseException, kind: str) -> None:
         span.set_attribute("error.type", kind)
         span.set_status(self.status(self.error_code, f"{type(error).__name__}"))
@@ -172,12 +188,18 @@ class TaskSpan:
     stream does): `finish(run)` or `fail(error)` ends it; provider spans name it as their parent
     explicitly, since a plan's steps run in its driver's context."""
 
-    __slots__ = ("_otel", "_parent", "_span")
+    __slots__ = ("_cost", "_otel", "_parent", "_span")
 
     def __init__(self, otel: _Otel | None, span: Span | None) -> None:
         self._otel = otel
         self._span = span
         self._parent: Any = None
+        self._cost: float | None = 0.0
+
+    def spent(self, cost: float | None) -> None:
+        """Add one request's cost (`None`: unknown, so the total is unknown)."""
+        if self._cost is not None:
+            self._cost = None if cost is None else self._cost + cost
 
     def parent(self) -> Any:
         """The context whose current span is this one (for its children)."""
@@ -194,7 +216,7 @@ class TaskSpan:
                 "promptcast.model": run.model,
                 "promptcast.cache_hit": run.cached,
                 "promptcast.attempts": run.attempts,
-                **_usage(run.usage),
+                **_usage(run.usage, self._cost),
             }
             mode = getattr(run, "output_mode", None)
             if mode:
@@ -214,20 +236,20 @@ class TaskSpan:
                 otel.fail(span, error, type(error).__name__)
             usage = getattr(error, "usage", None)
             if usage is not None:
-                span.set_attributes(_usage(usage))
+                span.set_attributes(_usage(usage, self._cost))
         span.end()
 
 
-def _usage(usage: Any) -> dict[str, Any]:
+def _usage(usage: Any, cost: float | None) -> dict[str, Any]:
     """The call's totals (`promptcast.*`: `gen_ai.usage.*` stays on the client spans, so a
-    backend that sums it over spans counts each token once)."""
-    attributes = {
+    backend that sums it over spans counts each token once). `cost` is the sum of the client
+    spans' costs, so the call is not priced twice."""
+    attributes: dict[str, Any] = {
         "promptcast.usage.input_tokens": usage.input_tokens,
         "promptcast.usage.output_tokens": usage.output_tokens,
     }
-    cost = usage.cost_usd
     if cost is not None:
-        attributes["promptcast.cost_usd"] = cost
+        attributes["promptcast.cost_usd"] = round(cost, 10)
     return attributes
 
 
@@ -237,7 +259,7 @@ NO_TASK_SPAN = TaskSpan(None, None)
 def task_span(spec: TaskSpec) -> TaskSpan:
     """Start the span of a call of the task `spec`; its parent is the current span."""
     otel = _otel()
-    if otel is None:
+    if otel is None or not otel.active():
         return NO_TASK_SPAN
     span = otel.tracer.start_span(
         f"task {spec.name}",
@@ -291,7 +313,7 @@ _NO_RUN_SPAN = RunSpan(None, None)
 def run_span(name: str, attributes: dict[str, Any], *, parent: RunSpan | None = None) -> RunSpan:
     """Start a span around bulk work: a child of `parent`, else of the current span."""
     otel = _otel()
-    if otel is None:
+    if otel is None or not otel.active():
         return _NO_RUN_SPAN
     context = parent.context() if parent is not None else None
     span = otel.tracer.start_span(name, context, kind=otel.internal, attributes=attributes)
@@ -302,14 +324,20 @@ class RequestSpan(_Current):
     """The CLIENT span and the metrics of one provider request; `ok(reply)` or `failed(error)`
     ends it. Current inside `with` (the driver sends the request there)."""
 
-    __slots__ = ("_metric", "_model", "_started")
+    __slots__ = ("_metric", "_model", "_parent", "_started")
 
     def __init__(
-        self, otel: _Otel | None, span: Span | None, model: str, metric: dict[str, Any]
+        self,
+        otel: _Otel | None,
+        span: Span | None,
+        model: str,
+        metric: dict[str, Any],
+        parent: TaskSpan | None = None,
     ) -> None:
         super().__init__(otel, span)
         self._model = model
         self._metric = metric
+        self._parent = parent
         self._started = time.perf_counter()
 
     def __exit__(self, kind: object, error: object, tb: object) -> None:
@@ -352,6 +380,8 @@ class RequestSpan(_Current):
             cost = _cost(self._model, reply)
             if cost is not None:
                 attributes["promptcast.cost_usd"] = cost
+            if self._parent is not None:
+                self._parent.spent(cost)
             if capture_content():
                 attributes["gen_ai.output.messages"] = _output_messages(reply)
             span.set_attributes(attributes)
@@ -387,7 +417,7 @@ def request_span(
 ) -> RequestSpan:
     """Start the span of one provider request (`model` is the whole `provider/name` string)."""
     otel = _otel()
-    if otel is None:
+    if otel is None or not otel.active():
         return NO_REQUEST_SPAN
     provider = provider_name(backend.provider, request.model)
     address, port = _server(backend.endpoint(request.model))
@@ -398,28 +428,28 @@ def request_span(
     }
     if address:
         metric["server.address"] = address
-    span = otel.tracer.start_span(f"chat {request.model}", parent.parent(), kind=otel.client)
-    if span.is_recording():
-        attributes: dict[str, Any] = {
-            **metric,
-            "gen_ai.request.max_tokens": request.max_tokens,
-            "gen_ai.output.type": "text" if request.output_model is None else "json",
-            "promptcast.attempt": attempt,
-            "promptcast.retry": retry,
-            "promptcast.output_mode": "text"
-            if request.output_model is None
-            else getattr(request, "output_mode", None) or backend.output_mode(request),
-        }
-        if port is not None:
-            attributes["server.port"] = port
-        if request.temperature is not None:
-            attributes["gen_ai.request.temperature"] = request.temperature
-        if request.task:  # the version and template hash are on the parent task span
-            attributes["promptcast.task"] = request.task
-        if capture_content():
-            attributes.update(_input_messages(request))
-        span.set_attributes(attributes)
-    return RequestSpan(otel, span, model, metric)
+    attributes: dict[str, Any] = {
+        **metric,
+        "gen_ai.request.max_tokens": request.max_tokens,
+        "gen_ai.output.type": "text" if request.output_model is None else "json",
+        "promptcast.attempt": attempt,
+        "promptcast.retry": retry,
+        "promptcast.output_mode": "text"
+        if request.output_model is None
+        else getattr(request, "output_mode", None) or backend.output_mode(request),
+    }
+    if port is not None:
+        attributes["server.port"] = port
+    if request.temperature is not None:
+        attributes["gen_ai.request.temperature"] = request.temperature
+    if request.task:  # the version and template hash are on the parent task span
+        attributes["promptcast.task"] = request.task
+    if capture_content():
+        attributes.update(_input_messages(request))
+    span = otel.tracer.start_span(
+        f"chat {request.model}", parent.parent(), kind=otel.client, attributes=attributes
+    )
+    return RequestSpan(otel, span, model, metric, parent)
 
 
 def provider_name(provider: str, model_name: str) -> str:

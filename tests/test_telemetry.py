@@ -325,6 +325,7 @@ def test_a_streamed_calls_spans_end_when_the_stream_ends(
         events = iter(stream.events())
         next(events)
         assert not by_name(otel.spans(), "chat ")  # the request is still streaming
+        assert not by_name(otel.spans(), "task ")
         for _ in events:
             pass
     (task_span,) = by_name(otel.spans(), "task ")
