@@ -575,3 +575,44 @@ def test_provider_names_follow_the_conventions() -> None:
     }
     for (provider, model), expected in cases.items():
         assert _telemetry.provider_name(provider, model) == expected
+
+
+_API_ONLY = """
+import sys
+import promptcast as pc
+from promptcast import _telemetry
+from promptcast.testing import ScriptedBackend
+
+task = pc.Task.from_file(sys.argv[1])
+with pc.override(model="test/api", backends={"test/api": ScriptedBackend(lambda _: {"label": "a"})}):
+    task.run(text="hello")
+    assert "opentelemetry.trace" in sys.modules  # the API is there...
+    assert _telemetry.task_span(task.spec) is _telemetry.NO_TASK_SPAN  # ...but starts nothing
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # an SDK set later is picked up by the next call
+    task.run(text="hello")
+print(sorted(span.name for span in exporter.get_finished_spans()))
+"""
+
+
+def test_with_the_api_but_no_sdk_no_span_is_started_until_one_is_set(
+    write_task: Callable[..., Path],
+) -> None:
+    task_file = write_task("label", TASK)
+    done = subprocess.run(
+        [sys.executable, "-c", _API_ONLY, str(task_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['chat api', 'task label']"
