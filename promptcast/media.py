@@ -67,9 +67,20 @@ MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 #: All media of one call together (the provider's whole-request limit).
 MAX_REQUEST_MEDIA_BYTES = 32 * 1024 * 1024
 
-_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)"
-                       r";base64,(?P<data>.*)$", re.DOTALL)  # fmt: skip
-_URL = re.compile(r"^https?://[^\s]+$", re.IGNORECASE)
+# The forms, as regular expressions that are also the JSON schema's patterns (ASCII classes, so
+# Python and ECMAScript read them alike): what the schema allows, the validator takes.
+_TOKEN = r"[A-Za-z0-9_.+-]+"
+_DATA_URL_HEAD = rf"^data:(?:{_TOKEN}/{_TOKEN})?(?:;{_TOKEN}={_TOKEN})*;base64,"
+_DATA_URL = re.compile(_DATA_URL_HEAD + r"(?P<data>.*)$", re.DOTALL)
+_B64_TAIL = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# base64 of each type's magic number, aligned to a 4-character group: PNG (\x89PNG\r\n\x1a\n), JPEG
+# (\xff\xd8\xff), GIF ("GIF"), WebP ("RIFF" ... "WEBP"), PDF ("%PDF")
+_MAGIC_B64 = {
+    "image": r"(?:iVBORw0KGgo[A-Za-z0-9+/]|/9j/|R0lG"
+    r"|UklGR[g-v][A-Za-z0-9+/]{4}[BFJNRVZdhlptx159]XRUJQVl[A-D][A-Za-z0-9+/])",
+    "document": r"(?:JVBER[g-v][A-Za-z0-9+/]{2})",
+}
+_URL = re.compile(r"^https?://[!-~]+$")  # printable ASCII: the JSON schema's pattern too
 _TEXT_CONTROLS = frozenset(range(32)) - {9, 10, 12, 13}
 
 
@@ -143,7 +154,7 @@ class Media:
     @classmethod
     def from_data_url(cls, text: str, *, name: str | None = None) -> Any:
         """Decode `data:<type>;base64,<data>`; the type written in it is ignored (sniffed)."""
-        match = _DATA_URL.match(text.strip())
+        match = _DATA_URL.match(text)
         if not match:
             raise ValueError(
                 f"not a base64 data URL; send the {cls.kind} as 'data:<media type>;base64,<data>'"
@@ -162,11 +173,10 @@ class Media:
         if isinstance(value, Path):
             return cls.from_path(value, name=name)
         if isinstance(value, str):
-            stripped = value.strip()
-            if stripped[:5].lower() == "data:":
-                return cls.from_data_url(stripped, name=name)
-            if _URL.match(stripped):
-                return cls(url=stripped, name=name)
+            if value.startswith("data:"):
+                return cls.from_data_url(value, name=name)
+            if _URL.match(value):
+                return cls(url=value, name=name)
             raise ValueError(
                 f"{_article(cls.kind)} as text is a data URL ('data:<media type>;base64,…') or an "
                 "http(s) URL; to read a file, pass a pathlib.Path (or @path on the command line)"
@@ -177,6 +187,8 @@ class Media:
                 raise ValueError(
                     f'{_article(cls.kind)} as an object is {{"media_type": …, "data": "<base64>"}}'
                 )
+            if "media_type" in value and value["media_type"] not in cls.accepted:
+                raise ValueError(f"media_type must be one of {', '.join(cls.accepted)}")
             return cls(_b64decode(value["data"], cls), name=name)
         raise ValueError(
             f"{_article(cls.kind)} is bytes, a pathlib.Path, a data URL, an http(s) URL, "
@@ -318,20 +330,26 @@ class Media:
             "description": f"{_article(cls.kind).capitalize()} ({types}; at most "
             f"{_mb(cls.max_bytes)}): a data URL 'data:<media type>;base64,<data>', an object "
             '{"media_type", "data": <base64>}, or an http(s) URL the provider fetches. The media '
-            "type is read from the bytes, not from the caller.",
+            "type is read from the bytes, not from the caller (the patterns check that the data "
+            "starts with the magic number of an accepted type; only PDFs are described for a "
+            "document, plain UTF-8 text is accepted too).",
             "anyOf": [
                 {
                     "type": "string",
                     "format": "data-url",
                     "contentEncoding": "base64",
-                    "pattern": "^data:[^,]*;base64,",
+                    "pattern": _DATA_URL_HEAD + _MAGIC_B64[cls.kind] + _B64_TAIL,
                 },
-                {"type": "string", "format": "uri", "pattern": "^https?://"},
+                {"type": "string", "pattern": _URL.pattern},
                 {
                     "type": "object",
                     "properties": {
                         "media_type": {"type": "string", "enum": list(cls.accepted)},
-                        "data": {"type": "string", "contentEncoding": "base64"},
+                        "data": {
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "pattern": "^" + _MAGIC_B64[cls.kind] + _B64_TAIL,
+                        },
                     },
                     "required": ["data"],
                     "additionalProperties": False,
@@ -514,10 +532,9 @@ def _openai_image_tokens(width: int, height: int) -> int:
 
 
 def _b64decode(text: str, cls: type[Media]) -> bytes:
-    compact = "".join(text.split())
-    cls._check_size(len(compact) * 3 // 4)
+    cls._check_size(len(text) * 3 // 4)
     try:
-        return base64.b64decode(compact, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"the {cls.kind} data is not valid base64") from None
 

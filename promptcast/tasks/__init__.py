@@ -8,6 +8,7 @@ ticket = extract_ticket(message="Checkout crashes!")   # -> Ticket
 
 from __future__ import annotations
 
+from promptcast.media import Image
 from promptcast.task import builtin_tasks, task
 from promptcast.tasks.classification import Classification
 from promptcast.tasks.qa import ProductAnswer
@@ -33,8 +34,11 @@ _builtin = builtin_tasks()
 
 
 @task(_builtin["extract_ticket"])
-def extract_ticket(message: str, customer_tier: str = "standard") -> Ticket:
-    """A support ticket (issue, urgency, product) from a customer message."""
+def extract_ticket(
+    message: str, customer_tier: str = "standard", screenshot: Image | None = None
+) -> Ticket:
+    """A support ticket (issue, urgency, product) from a customer message and the screenshot
+    attached to it, if any."""
     raise NotImplementedError  # never runs: @task calls the model instead
 
 
