@@ -19,7 +19,16 @@ from promptcast.backends.scripted import ScriptedBackend
 from promptcast.errors import BackendError, BudgetExceededError
 from promptcast.stream import Final, Partial, Restart, StreamClosedError, partial_output
 from promptcast.tasks.qa import ProductAnswer
-from promptcast.testing import FakeAnthropic, FakeReply, message, text_block, tool_use_block
+from promptcast.testing import (
+    FakeAnthropic,
+    FakeOpenAI,
+    FakeReply,
+    chat_completion,
+    message,
+    text_block,
+    tool_call,
+    tool_use_block,
+)
 
 ANSWER = {
     "answer": "Yes: the Aero X2 crushes ice with the Pulse setting, for at most 30 seconds at a "
@@ -430,3 +439,95 @@ async def test_anthropic_async_stream_and_early_close(
     with pytest.raises(StreamClosedError):
         _ = early.run
     await aclose_shared()
+
+
+# through litellm against the loopback OpenAI-compatible fake
+
+LITELLM_TOOL_MODEL = "openai/gpt-3.5-turbo"  # no native structured output: tool mode
+# litellm's stream handler reads every attribute of a chunk (`dir()`), pydantic's deprecated
+# `model_fields` / `model_computed_fields` instance attributes included: litellm's warning, not ours
+LITELLM_WARNING = pytest.mark.filterwarnings(
+    "ignore:Accessing the 'model_[a-z_]+' attribute on the instance:DeprecationWarning"
+)
+
+
+@pytest.fixture
+def openai_models(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    pc.configure(
+        models={
+            LITELLM_TOOL_MODEL: {"base_url": fake_openai.base_url},
+            "ollama/llama3.1": {"base_url": fake_openai.base_url},
+        }
+    )
+    fake_openai.stream_interval_s = 0
+    return fake_openai
+
+
+@LITELLM_WARNING
+def test_litellm_tool_call_argument_deltas(
+    qa: pc.Task[ProductAnswer], openai_models: FakeOpenAI
+) -> None:
+    task = qa.with_model(LITELLM_TOOL_MODEL)
+    reply = chat_completion(
+        tool_calls=[tool_call(TOOL, ANSWER)], prompt_tokens=210, completion_tokens=70
+    )
+    openai_models.reply(reply, reply)
+    expected = task.run(**INPUTS)
+    stream = task.stream(**INPUTS)
+    partials = list(stream)
+    assert len(partials) > 10
+    for before, after in itertools.pairwise(partials):
+        assert _grows(before, after)
+    assert partials[-1] == expected.output == stream.run.output
+    assert stream.run.usage.input_tokens == 210 and stream.run.usage.output_tokens == 70
+    sent = openai_models.requests[1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["tools"] == openai_models.requests[0]["tools"]
+
+
+@LITELLM_WARNING
+def test_litellm_content_deltas_for_a_response_format(
+    qa: pc.Task[ProductAnswer], openai_models: FakeOpenAI
+) -> None:
+    task = qa.with_model("ollama/llama3.1")
+    openai_models.reply(chat_completion(json.dumps(ANSWER)))
+    stream = task.stream(**INPUTS)
+    partials = list(stream)
+    assert "response_format" in openai_models.requests[0]
+    assert len(partials) > 10 and partials[-1] == stream.run.output == ProductAnswer(**ANSWER)
+
+
+@LITELLM_WARNING
+def test_litellm_invalid_then_valid_and_free_text(
+    qa: pc.Task[ProductAnswer], openai_models: FakeOpenAI, write_task: Callable[..., Path]
+) -> None:
+    task = qa.with_model(LITELLM_TOOL_MODEL)
+    openai_models.reply(
+        chat_completion(tool_calls=[tool_call(TOOL, {"answer": "Perhaps.", "answered": "maybe"})]),
+        chat_completion(tool_calls=[tool_call(TOOL, ANSWER)]),
+    )
+    stream = task.stream(**INPUTS)
+    assert [e.attempt for e in stream.events() if isinstance(e, Restart)] == [2]
+    assert stream.run.output == ProductAnswer(**ANSWER) and stream.run.usage.input_tokens == 200
+    say = pc.Task.from_file(write_task("say", FREE_TEXT)).with_model(LITELLM_TOOL_MODEL)
+    text = "Ice is frozen water; the Aero X2 crushes it."
+    openai_models.reply(chat_completion(text))
+    partials = list(say.stream(text="ice"))
+    assert partials[0] == text[:8] and partials[-1] == text
+
+
+@LITELLM_WARNING
+async def test_litellm_async_stream_and_early_close(
+    qa: pc.Task[ProductAnswer], openai_models: FakeOpenAI
+) -> None:
+    task = qa.with_model(LITELLM_TOOL_MODEL)
+    openai_models.reply(chat_completion(tool_calls=[tool_call(TOOL, ANSWER)]))
+    stream = task.astream(**INPUTS)
+    assert [p async for p in stream][-1] == ProductAnswer(**ANSWER)
+    openai_models.stream_interval_s = 0.02
+    openai_models.reply(chat_completion(tool_calls=[tool_call(TOOL, ANSWER)]))
+    async with task.astream(**INPUTS) as early:
+        async for _ in early:
+            break
+    log = openai_models.streams[-1]
+    assert log.done.wait(5) and log.closed_by_client

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
@@ -33,6 +33,7 @@ from promptcast.server.problems import (
     scrub,
 )
 from promptcast.server.state import ServerState, State, state_of
+from promptcast.server.streaming import StreamEndpoint, stream_responses
 from promptcast.task import Task, TaskRegistry
 
 __all__ = [
@@ -158,6 +159,7 @@ unknown = APIRouter()
 
 
 @unknown.api_route("/v1/tasks/{name}", methods=["GET", "POST"], include_in_schema=False)
+@unknown.api_route("/v1/tasks/{name}/stream", methods=["POST"], include_in_schema=False)
 async def unknown_task(request: Request, name: str, state: State) -> Response:
     """Any name that is not a task: 404 with the closest task names."""
     exc = TaskNotFoundError(name, known=list(state.registry))
@@ -197,6 +199,20 @@ def task_router(state: ServerState) -> APIRouter:
             operation_id=f"run_{task.name}",
             tags=["run"],
             responses=CALL_ERRORS,
+        )
+        streamer = StreamEndpoint(task, state)
+        router.add_api_route(
+            f"/v1/tasks/{task.name}/stream",
+            streamer.documented(),
+            route_class_override=streamer.route_class(),
+            methods=["POST"],
+            response_class=StreamingResponse,
+            summary=f"Stream {task.name}: partial outputs as server-sent events",
+            description=f"Run task `{task.name}` v{task.spec.version} as the JSON route does, "
+            "answering with server-sent events: `partial`, `restart`, `final`, `error`.",
+            operation_id=f"stream_{task.name}",
+            tags=["run"],
+            responses=stream_responses(CALL_ERRORS),
         )
     return router
 

@@ -102,7 +102,11 @@ def stream_chunks(
         entry = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {**head, "choices": [entry]}
 
-    opening: dict[str, Any] = {"role": "assistant", "content": None if calls else "", "refusal": None}
+    opening: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if calls else "",
+        "refusal": None,
+    }
     chunks = [chunk(opening)]
     chunks += [chunk({"content": p}) for p in pieces(message.get("content") or "")]
     for index, call in enumerate(calls):

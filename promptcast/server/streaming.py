@@ -1,0 +1,173 @@
+"""`POST /v1/tasks/{name}/stream`: the JSON route's call as server-sent events.
+
+The body is validated exactly as on the JSON route (same 415 and 422), behind the same gate
+(token, Host, body size, one log line) and under the same concurrency limit. Then:
+
+- `event: partial`: the output so far, as JSON (only the fields known so far);
+- `event: restart`: `{"attempt", "model", "reason"}`, when an attempt is voided (a re-ask or a
+  fallback follows): earlier partials no longer count;
+- `event: final`: the JSON route's body (output, usage with cost, model, attempts, …) plus
+  `output_mode`;
+- `event: error`: the problem document the JSON route would answer, when the call fails after
+  the stream began. A call that fails before its first event gets the JSON route's status and
+  problem body instead of a stream.
+
+A client that disconnects cancels the call: the provider's stream is closed at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from promptcast.errors import PromptcastError
+from promptcast.server import context
+from promptcast.server.calls import TaskEndpoint, _scrubbed
+from promptcast.server.gate import CLIENT_CLOSED, logger
+from promptcast.server.problems import problem_for_error, problem_response, scrub
+from promptcast.stream import Final, Partial, Restart
+
+__all__ = ["EVENT_STREAM", "StreamEndpoint", "stream_responses"]
+
+EVENT_STREAM = "text/event-stream"
+
+
+def stream_responses(errors: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of a stream route: the event stream, and the JSON route's errors."""
+    return {
+        200: {
+            "description": "Server-sent events: `partial` (the output so far, JSON), `restart` "
+            '(`{"attempt", "model", "reason"}`: earlier partials are void), `final` (the JSON '
+            "route's result plus `output_mode`) or `error` (a problem document).",
+            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+        },
+        **errors,
+    }
+
+
+def sse(event: str, data: str) -> bytes:
+    """One server-sent event; `data` is one line of JSON."""
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+class _Failed(Exception):
+    """The call failed before its first event: answer as the JSON route would."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+class StreamEndpoint(TaskEndpoint):
+    """The stream route of one task: the JSON route's validation, then events instead of a body."""
+
+    def documented(self) -> Callable[..., Any]:
+        function = super().documented()
+        function.__name__ = f"stream_{self.task.name}"
+        return function
+
+    async def call(self, request: Request, inputs: BaseModel) -> Response:
+        events = self._events(request, inputs)
+        try:
+            first = await anext(events)
+        except _Failed as failed:
+            return failed.response
+        except StopAsyncIteration:  # pragma: no cover - a stream always ends with `final`
+            return Response(status_code=204)
+        return StreamingResponse(
+            _chain(first, events),
+            media_type=EVENT_STREAM,
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    async def _events(self, request: Request, inputs: BaseModel) -> AsyncIterator[bytes]:
+        task = self.task
+        spec = task.spec
+        state = self.state
+        metrics = state.metrics
+        info = context.log_info(request)
+        model = task.model
+        info.update(task=spec.name, model=model, version=spec.version, stream=True)
+        values = {name: getattr(inputs, name) for name in spec.inputs}
+        if logger.isEnabledFor(logging.DEBUG):
+            info["inputs"] = _scrubbed(inputs.model_dump(mode="json"))
+        started = time.perf_counter()
+        limit = state.limit.semaphore()
+        metrics.waiting.inc()
+        try:
+            await limit.acquire()
+        finally:
+            metrics.waiting.dec()
+        sent = 0
+        stream = task.astream(**values)
+        finished = False
+        try:
+            metrics.in_flight.inc()
+            async for event in stream.events():
+                if isinstance(event, Partial):
+                    data = _json(event.output)
+                    sent += 1
+                    yield sse("partial", data)
+                elif isinstance(event, Restart):
+                    restart = {"attempt": event.attempt, "model": event.model}
+                    sent += 1
+                    yield sse("restart", json.dumps({**restart, "reason": event.reason}))
+                elif isinstance(event, Final):
+                    answer = self._answer(event.run, time.perf_counter() - started, info)
+                    final = json.loads(bytes(answer.body))
+                    final.setdefault("output_mode", event.run.output_mode)
+                    finished = True
+                    yield sse("final", json.dumps(final, ensure_ascii=False))
+        except PromptcastError as exc:
+            body, headers = problem_for_error(
+                exc, instance=request.url.path, request_id=context.request_id(request)
+            )
+            self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
+            usage = getattr(exc, "usage", None)
+            if usage is not None:  # a failed call may still have spent tokens: count them
+                spent = usage.cost_usd
+                self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
+                info.update(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=spent,
+                )
+            info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
+            if not sent:
+                raise _Failed(problem_response(body, headers)) from None
+            yield sse("error", json.dumps(body, ensure_ascii=False))
+        except Exception as exc:
+            self._count_error(model, exc, 500)
+            raise
+        finally:
+            if not finished and not info.get("error"):  # the client went away mid-stream
+                metrics.calls.labels(task.name, model, str(CLIENT_CLOSED)).inc()
+                info["error"] = "client-disconnected"
+            await stream.aclose()
+            metrics.in_flight.dec()
+            limit.release()
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _json(output: Any) -> str:
+    """A partial output as JSON: a model's known fields only (its unknown ones are not `null`
+    yet, they are not there yet); text as a JSON string."""
+    if isinstance(output, BaseModel):
+        return output.model_dump_json(exclude_unset=True, warnings=False)
+    return json.dumps(output, ensure_ascii=False, default=str)
