@@ -367,12 +367,25 @@ def run(
     input_json: InputJsonOption = None,
     model: Annotated[str | None, typer.Option(help="Model string for this call.")] = None,
     prompts: PromptsOption = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Show the output as it arrives (live on a terminal; one JSON line per partial "
+            "output when piped).",
+        ),
+    ] = False,
 ) -> None:
     """Call a task: the output as JSON on stdout, usage on stderr."""
     try:
         task = _registry(prompts)[name]
         if model:
             task = task.with_model(model)
+        if stream:
+            from promptcast._cli_stream import show_stream
+
+            _print_usage(show_stream(task.stream(**_inputs(task, input, input_json)), out, err))
+            return
         result = task.run(**_inputs(task, input, input_json))
     except PromptcastError as exc:
         raise _fail(exc) from None
@@ -392,6 +405,11 @@ def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
         f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens, {cost}, "
         f"{result.attempts} attempt(s), {result.latency_s * 1000:.0f} ms"
     )
+    usage = result.usage
+    if usage.cache_read_tokens or usage.cache_write_tokens:  # prompt caching: input beyond "in"
+        line += f"; cache: {usage.cache_read_tokens} read / {usage.cache_write_tokens} written"
+    if result.output_mode not in ("tool", "text"):
+        line += f"; {result.output_mode} output"
     console.print(Text(line, style="dim"), highlight=False, soft_wrap=True)
 
 

@@ -53,6 +53,8 @@ class CaseResult(BaseModel):
     latency_s: float
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float | None = None
     outcome: str = Field(
         description="ok, failed (scored below 1), invalid (output never "
@@ -74,6 +76,8 @@ class ModelScore(BaseModel):
     p95_latency_s: float
     input_tokens: int
     output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float | None = Field(description="total; null when a price is unknown")
     cost_per_case_usd: float | None
 
@@ -144,6 +148,8 @@ async def _one(
             latency_s=time.perf_counter() - started,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,
+            cache_read_tokens=usage.cache_read_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
             cost_usd=usage.cost_usd if usage else None,
             outcome=outcome,
             detail=scrub(str(exc)),  # reports are saved and shared: no credentials in them
@@ -162,6 +168,8 @@ async def _one(
         latency_s=run.latency_s,
         input_tokens=run.usage.input_tokens,
         output_tokens=run.usage.output_tokens,
+        cache_read_tokens=run.usage.cache_read_tokens,
+        cache_write_tokens=run.usage.cache_write_tokens,
         cost_usd=run.usage.cost_usd,
         outcome="ok" if score >= 1.0 else "failed",
         detail=detail,
@@ -184,6 +192,8 @@ def _summary(model: str, results: list[CaseResult]) -> ModelScore:
         p95_latency_s=p95,
         input_tokens=sum(r.input_tokens for r in results),
         output_tokens=sum(r.output_tokens for r in results),
+        cache_read_tokens=sum(r.cache_read_tokens for r in results),
+        cache_write_tokens=sum(r.cache_write_tokens for r in results),
         cost_usd=total,
         cost_per_case_usd=None if total is None or not results else total / len(results),
     )
@@ -266,7 +276,7 @@ def summary_rows(report: EvalReport) -> list[list[str]]:
             str(m.errors),
             f"{m.mean_latency_s * 1000:.0f}",
             f"{m.p95_latency_s * 1000:.0f}",
-            str(m.input_tokens + m.output_tokens),
+            str(m.input_tokens + m.cache_read_tokens + m.cache_write_tokens + m.output_tokens),
             _money(m.cost_usd),
             _money(m.cost_per_case_usd),
         ]

@@ -196,3 +196,39 @@ def test_litellm_reports_openai_cached_tokens_as_cache_reads(
     assert second.usage.cache_read_tokens > 1024
     total = second.usage.input_tokens + second.usage.cache_read_tokens
     assert total == len(json.dumps(fake_openai.requests[1])) // 4
+
+
+def test_server_responses_metrics_evals_and_cli_show_cached_tokens(
+    make: Callable[..., pc.Task[Any]],
+    fake_anthropic: FakeAnthropic,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fastapi.testclient import TestClient
+    from rich.console import Console
+
+    from promptcast.cli import _print_usage
+    from promptcast.evals import evaluate
+    from promptcast.server import create_app
+    from promptcast.spec import Example
+    from promptcast.task import TaskRegistry
+
+    task = make(task_text(LONG, output_mode="native"))
+    token = "test-token-0123456789abcdef"
+    app = create_app(TaskRegistry({"qa": task}), tokens=[token])
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as client:
+        client.post("/v1/tasks/qa", json={"question": "one"}, headers=auth)
+        usage = client.post("/v1/tasks/qa", json={"question": "two"}, headers=auth).json()["usage"]
+        metrics = client.get("/metrics", headers=auth).text
+    assert usage["cache_read_tokens"] > 1024 and usage["cache_write_tokens"] == 0
+    assert 'kind="cache_read"' in metrics and 'kind="cache_write"' in metrics
+
+    report = evaluate(task, ["anthropic/claude-sonnet-4-6"], [Example({"question": "three"})])
+    [row] = report.models
+    assert row.cache_read_tokens > 1024
+
+    run = task.run(question="four")
+    _print_usage(run, Console(file=None, force_terminal=False))
+    printed = capsys.readouterr()
+    assert f"cache: {run.usage.cache_read_tokens} read / 0 written" in printed.out + printed.err
+    assert "native output" in printed.out + printed.err

@@ -33,6 +33,7 @@ from promptcast.testing import (
     message,
     tool_use_block,
 )
+from promptcast.testing._fake_anthropic import text_block
 from tests.conftest import TEST_KEY
 from tests.serving import AUTH, TOKEN, metric, running
 
@@ -55,7 +56,16 @@ INPUT_TOKENS, OUTPUT_TOKENS = 120, 30
 
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:
-    """The fake provider's handler: the scripted answer for the requested output tool."""
+    """The fake provider's handler: the scripted answer for the requested output tool, or as
+    JSON text for a native-mode request (its schema's title names the output)."""
+    if "tools" not in request:
+        title = request["output_config"]["format"]["schema"]["title"]
+        return message(
+            [text_block(json.dumps(ANSWERS[title]))],
+            model=request["model"],
+            input_tokens=INPUT_TOKENS,
+            output_tokens=OUTPUT_TOKENS,
+        )
     tool = request["tools"][0]["name"]
     return message(
         [tool_use_block(tool, ANSWERS[tool])],
@@ -154,7 +164,7 @@ def test_each_builtin_task_answers_with_its_typed_output(
     assert body["template_hash"] == task.spec.template_hash
     assert body["attempts"] == 1
     sent = fake.requests[-1]
-    assert sent["tools"][0]["name"] == output_model.__name__
+    assert sent["output_config"]["format"]["schema"]["title"] == output_model.__name__
     first_text = next(value for value in inputs.values() if isinstance(value, str))
     assert first_text in json.dumps(sent, ensure_ascii=False)  # the inputs reached the prompt
 

@@ -212,17 +212,34 @@ class TaskEndpoint:
         metrics.calls.labels(name, run.model, "200").inc()
         metrics.latency.labels(name, run.model).observe(elapsed)
         metrics.provider_requests.labels(name, run.model).inc(run.attempts)
-        self._count_usage(run.model, usage.input_tokens, usage.output_tokens, cost)
+        self._count_usage(
+            run.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            cost,
+            cache_read=usage.cache_read_tokens,
+            cache_write=usage.cache_write_tokens,
+        )
         info.update(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cost_usd=cost,
             attempts=run.attempts,
+            output_mode=run.output_mode,
         )
+        if usage.cache_read_tokens or usage.cache_write_tokens:
+            info.update(
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            )
         result = self.state.results[name](
             output=run.output,
             usage=CallUsage(
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=cost,
             ),
             model=run.model,
             task=name,
@@ -238,7 +255,14 @@ class TaskEndpoint:
         metrics.calls.labels(self.task.name, model, str(status)).inc()
 
     def _count_usage(
-        self, model: str, tokens_in: int, tokens_out: int, cost: float | None = None
+        self,
+        model: str,
+        tokens_in: int,
+        tokens_out: int,
+        cost: float | None = None,
+        *,
+        cache_read: int = 0,
+        cache_write: int = 0,
     ) -> None:
         metrics = self.state.metrics
         name = self.task.name
@@ -246,6 +270,10 @@ class TaskEndpoint:
             metrics.tokens.labels(name, model, "input").inc(tokens_in)
         if tokens_out:
             metrics.tokens.labels(name, model, "output").inc(tokens_out)
+        if cache_read:
+            metrics.tokens.labels(name, model, "cache_read").inc(cache_read)
+        if cache_write:
+            metrics.tokens.labels(name, model, "cache_write").inc(cache_write)
         if cost:
             metrics.cost.labels(name, model).inc(cost)
 

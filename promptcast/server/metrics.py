@@ -35,7 +35,8 @@ class Metrics:
         )
         self.tokens = Counter(
             "promptcast_tokens",
-            "Tokens spent, by task, model and kind (input or output).",
+            "Tokens spent, by task, model and kind (input: uncached, cache_read, cache_write, "
+            "output).",
             [*labels, "kind"],
             registry=self.registry,
         )

@@ -27,8 +27,10 @@ __all__ = [
 class CallUsage(BaseModel):
     """Tokens and cost of one task call, summed over its provider requests."""
 
-    input_tokens: int
+    input_tokens: int = Field(description="Uncached input tokens.")
     output_tokens: int
+    cache_read_tokens: int = Field(default=0, description="Input tokens read from the cache.")
+    cache_write_tokens: int = Field(default=0, description="Input tokens written to the cache.")
     cost_usd: float | None = Field(description="US dollars; null when the price is unknown.")
 
 
