@@ -531,3 +531,48 @@ async def test_litellm_async_stream_and_early_close(
             break
     log = openai_models.streams[-1]
     assert log.done.wait(5) and log.closed_by_client
+
+
+# promptcast run --stream
+
+
+def test_cli_stream_prints_one_json_line_per_partial_when_piped(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from promptcast.cli import app
+
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps(INPUTS), encoding="utf-8")
+    invalid = json.dumps({"answer": "Perhaps.", "answered": "maybe"})
+    backend = _scripted(invalid, json.dumps(ANSWER))
+    with pc.override(backends={"test/qa": backend}):
+        result = CliRunner().invoke(
+            app,
+            ["run", "answer_product_question", "--stream", "--model", "test/qa"]
+            + ["--input-json", str(inputs)],
+        )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) > 10 and lines[-1] == ANSWER
+    assert lines[0] == {"answer": ""} or lines[0].keys() <= ANSWER.keys()
+    assert "attempt 2 on test/qa: the previous one did not validate" in result.stderr
+    assert "2 attempt(s)" in result.stderr
+
+
+def test_cli_stream_shows_the_output_live_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from promptcast._cli_stream import show_stream
+
+    screen, errors = io.StringIO(), io.StringIO()
+    out = Console(file=screen, force_terminal=True, width=100)
+    err = Console(file=errors, force_terminal=False, width=100)
+    with pc.override(model="test/qa", backends={"test/qa": _scripted(json.dumps(ANSWER))}):
+        run = show_stream(pc.builtin_tasks().answer_product_question.stream(**INPUTS), out, err)
+    shown = screen.getvalue()
+    assert "\x1b[" in shown  # drawn and redrawn by rich's Live
+    assert shown.count('"answer"') > 5  # each partial was drawn
+    final = shown[shown.rindex("{\n") :]
+    assert json.loads(final) == ANSWER == run.output.model_dump()
