@@ -77,7 +77,9 @@ def gemini_schema(model: type[BaseModel]) -> dict[str, Any]:
 def json_object_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The schema for servers that take `json_object` + `schema` (llama-cpp-python: a grammar
     built from it, which enforces most keywords itself); objects are closed."""
-    return _close(copy.deepcopy(model.model_json_schema()))
+    schema: dict[str, Any] = copy.deepcopy(model.model_json_schema())
+    _close(schema)
+    return schema
 
 
 def _close(schema: Any) -> Any:
@@ -154,7 +156,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
         return {**schema, "type": [kind, "null"]}
     if isinstance(kind, list):
         return schema if "null" in kind else {**schema, "type": [*kind, "null"]}
-    outer = {k: schema.pop(k) for k in ("description", "title") if k in schema}
+    outer: dict[str, Any] = {k: schema.pop(k) for k in ("description", "title") if k in schema}
     return {"anyOf": [schema, {"type": "null"}], **outer}
 
 

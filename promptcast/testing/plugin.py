@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from promptcast._modes import replaying
 from promptcast.errors import PromptcastError
 from promptcast.evals import expectation_problems
 from promptcast.spec import Example
@@ -35,7 +36,6 @@ from promptcast.testing.cassettes import (
     explaining_misses,
     placeholder_keys,
     register,
-    replaying,
     staged,
     vcr_config,
 )
