@@ -5,6 +5,8 @@ document shows the types."""
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from promptcast.media import Image
 from promptcast.server import create_app
 from promptcast.testing import FakeAnthropic
 from tests.serving import metric, running
+from tests.test_server import log_lines
 from tests.test_media import PDF, TICKET, _text_reply, data_url, gif, png
 
 FILES = """\
@@ -206,3 +209,21 @@ def test_openapi_shows_media_inputs_as_base64_data_urls(server: str) -> None:
     assert "image or document" in run["responses"]["413"]["description"]
     described = httpx.get(f"{server}/v1/tasks/ticket").json()
     assert described["inputs"]["screenshot"]["type"] == "image | None"
+
+
+def test_debug_log_line_describes_media_without_its_data(
+    server: str, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="promptcast.server")
+    fake_anthropic.reply(_text_reply("a ticket"))
+    image = png(3, 3)
+    answer = httpx.post(
+        f"{server}/v1/tasks/ticket",
+        json={"message": "It crashed", "screenshot": data_url(image)},
+        headers={"x-request-id": "media-dbg"},
+    )
+    assert answer.status_code == 200, answer.text
+    (line,) = [r for r in log_lines(caplog) if r.get("request_id") == "media-dbg"]
+    assert line["inputs"]["message"] == "It crashed"
+    assert b64(image) not in json.dumps(line)
+    assert "image/png" in json.dumps(line["inputs"]["screenshot"])

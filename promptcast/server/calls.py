@@ -19,9 +19,10 @@ from fastapi import Body, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from promptcast.errors import PromptcastError
-from promptcast.media import MediaTooLargeError
+from promptcast.media import MediaTooLargeError, described
 from promptcast.result import Run
 from promptcast.server import context
 from promptcast.server.gate import CLIENT_CLOSED, logger
@@ -169,7 +170,8 @@ class TaskEndpoint:
         info.update(task=spec.name, model=model, version=spec.version)
         values = {name: getattr(inputs, name) for name in spec.inputs}
         if logger.isEnabledFor(logging.DEBUG):
-            info["inputs"] = _scrubbed(inputs.model_dump(mode="json"))
+            # media as a short description (type, size, hash), never its base64
+            info["inputs"] = _scrubbed(to_jsonable_python(described(values)))
         started = time.perf_counter()
         limit = state.limit.semaphore()
         metrics.waiting.inc()
