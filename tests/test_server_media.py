@@ -21,8 +21,8 @@ from promptcast.media import Image
 from promptcast.server import create_app
 from promptcast.testing import FakeAnthropic
 from tests.serving import metric, running
-from tests.test_server import log_lines
 from tests.test_media import PDF, TICKET, _text_reply, data_url, gif, png
+from tests.test_server import log_lines
 
 FILES = """\
 ---
