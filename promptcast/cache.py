@@ -380,13 +380,16 @@ def decode(raw: str | None, spec: TaskSpec, model: str, started: float) -> Run[A
         template_hash=spec.template_hash,
         latency_s=time.perf_counter() - started,
         cached=True,
+        output_mode=str(entry.get("output_mode", "text" if spec.output_model is None else "tool")),
     )
 
 
-def encode(output: Any, model: str) -> str:
-    """A validated output as the JSON text a store keeps."""
+def encode(output: Any, model: str, output_mode: str) -> str:
+    """A validated output as the JSON text a store keeps (with how it was asked for, so a hit
+    reports the mode of the call that answered)."""
     data = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
-    return json.dumps({"model": model, "output": data}, ensure_ascii=False)
+    entry = {"model": model, "output": data, "output_mode": output_mode}
+    return json.dumps(entry, ensure_ascii=False)
 
 
 def read(cache: Cache, key: str) -> str | None:

@@ -365,7 +365,7 @@ class Task(Generic[T]):
                         yield _CachePut(
                             cache,
                             key,
-                            _cache.encode(output, model),
+                            _cache.encode(output, model, request.output_mode),
                             config.cache_ttl_s,
                             config.cache_timeout_s,
                         )

@@ -38,6 +38,8 @@ def _clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "ANTHROPIC_BASE_URL",
         "PROMPTCAST_CACHE",
         "PROMPTCAST_CACHE_TTL_S",
+        "PROMPTCAST_OUTPUT_MODE",
+        "PROMPTCAST_PROMPT_CACHING",
     ):
         monkeypatch.delenv(var, raising=False)
     pc.reset_defaults()

@@ -147,6 +147,7 @@ def test_second_identical_call_makes_no_request(
     assert not first.cached and first.usage.input_tokens > 0 and first.attempts == 1
     assert second.cached and second.output == first.output
     assert type(second.output) is type(first.output)
+    assert second.output_mode == first.output_mode == "native"  # the mode of the call that answered
     assert (second.usage.input_tokens, second.usage.output_tokens, second.usage.cost_usd) == (
         0,
         0,
