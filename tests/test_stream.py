@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import inspect
 import itertools
 import json
+import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ from promptcast.testing import (
     tool_call,
     tool_use_block,
 )
+from tests.conftest import TEST_KEY
 
 ANSWER = {
     "answer": "Yes: the Aero X2 crushes ice with the Pulse setting, for at most 30 seconds at a "
@@ -451,8 +457,21 @@ LITELLM_WARNING = pytest.mark.filterwarnings(
 )
 
 
+async def _close_litellm_clients() -> None:
+    """litellm caches the OpenAI clients it makes (per event loop for async ones): close them
+    on the loop that made them, so no socket is left for the garbage collector of a later test."""
+    cache = sys.modules["litellm"].in_memory_llm_clients_cache
+    for client in list(cache.cache_dict.values()):
+        close = getattr(client, "close", None)
+        if close is not None:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+    cache.flush_cache()
+
+
 @pytest.fixture
-def openai_models(fake_openai: FakeOpenAI) -> FakeOpenAI:
+def openai_models(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
     pc.configure(
         models={
             LITELLM_TOOL_MODEL: {"base_url": fake_openai.base_url},
@@ -460,7 +479,11 @@ def openai_models(fake_openai: FakeOpenAI) -> FakeOpenAI:
         }
     )
     fake_openai.stream_interval_s = 0
-    return fake_openai
+    yield fake_openai
+    asyncio.run(_close_litellm_clients())
+    with warnings.catch_warnings():  # what litellm's cached clients or loops left, found now
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @LITELLM_WARNING
@@ -531,6 +554,7 @@ async def test_litellm_async_stream_and_early_close(
             break
     log = openai_models.streams[-1]
     assert log.done.wait(5) and log.closed_by_client
+    await _close_litellm_clients()
 
 
 # promptcast run --stream
@@ -548,8 +572,15 @@ def test_cli_stream_prints_one_json_line_per_partial_when_piped(tmp_path: Path) 
     with pc.override(backends={"test/qa": backend}):
         result = CliRunner().invoke(
             app,
-            ["run", "answer_product_question", "--stream", "--model", "test/qa"]
-            + ["--input-json", str(inputs)],
+            [
+                "run",
+                "answer_product_question",
+                "--stream",
+                "--model",
+                "test/qa",
+                "--input-json",
+                str(inputs),
+            ],
         )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -576,3 +607,33 @@ def test_cli_stream_shows_the_output_live_on_a_terminal() -> None:
     assert shown.count('"answer"') > 5  # each partial was drawn
     final = shown[shown.rindex("{\n") :]
     assert json.loads(final) == ANSWER == run.output.model_dump()
+
+
+# cassettes: a streamed call records and replays offline
+
+
+@pytest.mark.parametrize("model", [TOOL_MODEL, NATIVE_MODEL])
+def test_a_recorded_stream_replays_offline_with_the_same_partials(
+    qa: pc.Task[ProductAnswer], fake_anthropic: FakeAnthropic, tmp_path: Path, model: str
+) -> None:
+    from promptcast.testing import recording, replay
+
+    task = qa.with_model(model)
+    fake_anthropic.stream_interval_s = 0
+    if model == TOOL_MODEL:
+        fake_anthropic.reply(_answer_message(fake_anthropic))
+    else:
+        fake_anthropic.reply(message([text_block(json.dumps(ANSWER))]))
+    cassette = tmp_path / "stream.yaml"
+    with recording(cassette):
+        recorded = list(task.stream(**INPUTS))
+    assert len(fake_anthropic.requests) == 1
+    text = cassette.read_text(encoding="utf-8")
+    assert "stream: true" in text and "event: content_block_delta" in text
+    assert TEST_KEY not in text
+    fake_anthropic.stop()  # nothing to answer now: the replay must not need it
+    with replay(cassette):
+        stream = task.stream(**INPUTS)
+        replayed = list(stream)
+    assert replayed == recorded and len(recorded) > 10
+    assert stream.run.output == ProductAnswer(**ANSWER)
