@@ -181,7 +181,6 @@ INPUTS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # Prompty's own loader needs it for CHAT_V2
     for var in ("AZURE_DEPLOYMENT", "SUPPORT_MODEL", "AZURE_OPENAI_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
 
@@ -205,7 +204,9 @@ def _theirs(text: str, inputs: dict[str, Any], path: Path | None = None) -> list
     """The messages of Prompty's runtime: its loader for 2.x files; for 1.x files (which Prompty
     2 no longer loads) its frontmatter split, renderer and role parser on the file's body."""
     if path is not None:
-        agent = prompty.load(path)
+        with pytest.MonkeyPatch.context() as env:  # Prompty's loader resolves the whole file
+            env.setenv("OPENAI_API_KEY", "sk-test")
+            agent = prompty.load(path)
     else:
         agent = Agent.load({"name": "x", "instructions": prompty_parse(text)["instructions"]})
     messages = prompty.prepare(agent, inputs)
