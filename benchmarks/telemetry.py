@@ -1,27 +1,26 @@
 """Client CPU per call with OpenTelemetry's SDK recording every span and metric, vs without.
 
-"Without" is what a user gets who configured nothing: the OpenTelemetry API is installed (the
-anthropic SDK needs it) but no SDK, so promptcast's spans are the API's non-recording ones. "With"
-sets up the SDK with a `TracerProvider` whose `SimpleSpanProcessor` exports each span to an
-in-memory exporter, and a `MeterProvider` with an in-memory reader: every span is built, attributed
-and exported synchronously, the dearest setup short of a network exporter.
+"Without" is what a user gets who configured no SDK: the OpenTelemetry API is installed (the
+anthropic SDK needs it), promptcast sees that no tracer or meter provider is set and starts
+nothing. "With" is the SDK with a `TracerProvider` whose `SimpleSpanProcessor` exports each span
+to an in-memory exporter, and a `MeterProvider` with an in-memory reader: every span is built,
+attributed and exported synchronously, the dearest setup short of a network exporter.
 
-OpenTelemetry allows one global provider per process, so each round runs each variant in its own
-child process (warm-up, then `--calls` sequential task calls timed with `time.process_time`)
-against one loopback fake Messages API in another process; rounds interleave the variants so
-drift in machine speed hits both. Prints the median µs per call and the median per-round ratio.
-Target: with the SDK within +15 % of without. A benchmark, not a test: it prints, it does not
-assert.
+OpenTelemetry allows one global provider per process, so both variants run in one process with
+the SDK set, and "without" switches promptcast's telemetry to the very objects it uses when no
+provider is set (`promptcast._telemetry`'s do-nothing spans). Rounds alternate the variants
+(sequential task calls against a loopback fake Messages API in another process, timed with
+`time.process_time`), so drift in machine speed hits both; prints the median µs per call and the
+median per-round ratio. Target: with the SDK within +15 % of without. A benchmark, not a test:
+it prints, it does not assert.
 
-Run: python benchmarks/telemetry.py [--calls 300] [--rounds 7]
+Run: python benchmarks/telemetry.py [--calls 200] [--rounds 15] [--processor simple|batch]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,78 +28,85 @@ from pathlib import Path
 from _common import INVOICE_TASK, fake_anthropic_process
 
 USER = "ACME Corp, 2 widgets at 3.50, 1 gadget at 10.00, due 2026-12-01"
-VARIANTS = {
-    "off": "API only, no SDK configured (non-recording spans)",
-    "sdk": "SDK + in-memory span and metric exporters",
-}
-
-
-def child(variant: str, calls: int) -> None:
-    """Time `calls` task calls in this process, with or without the SDK; prints µs per call."""
-    exporter = None
-    if variant == "sdk":
-        from opentelemetry import metrics, trace
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-            InMemorySpanExporter,
-        )
-
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
-
-    import promptcast as pc
-
-    folder = Path(tempfile.mkdtemp())
-    (folder / "invoice.jinja").write_text(INVOICE_TASK)
-    task = pc.Task.from_file(folder / "invoice.jinja")
-    for _ in range(max(20, calls // 5)):
-        task(invoice=USER)
-    if exporter is not None:
-        assert len(exporter.get_finished_spans()) > 0, "the SDK recorded no span"
-        exporter.clear()
-    start = time.process_time()
-    for _ in range(calls):
-        task(invoice=USER)
-    elapsed = time.process_time() - start
-    if exporter is not None:
-        assert len(exporter.get_finished_spans()) == 2 * calls  # a task span and a client span
-    print(f"{elapsed / calls * 1e6:.1f}")
+WITHOUT = "no SDK (promptcast starts no span)"
+WITH = "SDK + in-memory span and metric exporters"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--child", choices=sorted(VARIANTS))
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--processor",
+        choices=["simple", "batch"],
+        default="simple",
+        help="span processor: simple exports each span as it ends, on the call's thread; batch "
+        "(what production setups use) exports from a background thread",
+    )
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.calls)
-        return
 
-    samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
     with fake_anthropic_process():
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        import promptcast as pc
+        from promptcast import _telemetry
+
+        folder = Path(tempfile.mkdtemp())
+        (folder / "invoice.jinja").write_text(INVOICE_TASK)
+        task = pc.Task.from_file(folder / "invoice.jinja")
+        for _ in range(50):
+            task(invoice=USER)
+        assert _telemetry.task_span(task.spec) is _telemetry.NO_TASK_SPAN  # no SDK yet
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        processor = (
+            SimpleSpanProcessor(exporter)
+            if args.processor == "simple"
+            else BatchSpanProcessor(
+                exporter, max_queue_size=1_000_000, schedule_delay_millis=60_000
+            )
+        )
+        provider.add_span_processor(processor)
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        recording = _telemetry._otel()
+
+        def timed(otel: object) -> float:
+            _telemetry._loaded[0] = otel  # type: ignore[assignment]
+            exporter.clear()
+            start = time.process_time()
+            for _ in range(args.calls):
+                task(invoice=USER)
+            elapsed = time.process_time() - start
+            provider.force_flush()
+            spans = len(exporter.get_finished_spans())
+            assert spans == (2 * args.calls if otel is not None else 0), spans
+            return elapsed / args.calls * 1e6
+
+        for otel in (None, recording):  # warm both paths
+            timed(otel)
+        samples: dict[str, list[float]] = {WITHOUT: [], WITH: []}
         for _ in range(args.rounds):
-            for name in VARIANTS:
-                done = subprocess.run(
-                    [sys.executable, __file__, "--child", name, "--calls", str(args.calls)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                samples[name].append(float(done.stdout.strip().splitlines()[-1]))
-    ratio = statistics.median(a / b for a, b in zip(samples["sdk"], samples["off"], strict=True))
+            samples[WITHOUT].append(timed(None))
+            samples[WITH].append(timed(recording))
+        _telemetry._loaded[0] = recording
+
+    ratio = statistics.median(a / b for a, b in zip(samples[WITH], samples[WITHOUT], strict=True))
     print(
         f"client CPU per task call (process_time), {args.calls} sequential calls x {args.rounds} "
-        "interleaved rounds, loopback fake Messages API in another process; medians"
+        f"alternating rounds, {args.processor} span processor, loopback fake Messages API in "
+        "another process; medians"
     )
-    for name, label in VARIANTS.items():
-        print(f"  {label:<52} {statistics.median(samples[name]):8.0f} µs")
+    for name, values in samples.items():
+        print(f"  {name:<44} {statistics.median(values):8.0f} µs")
     print(f"with SDK / without = {ratio:.3f}x (+{(ratio - 1) * 100:.1f} %; target <= +15 %)")
 
 

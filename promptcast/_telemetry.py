@@ -216,7 +216,7 @@ class TaskSpan:
                 "promptcast.model": run.model,
                 "promptcast.cache_hit": run.cached,
                 "promptcast.attempts": run.attempts,
-                **_usage(run.usage, self._cost),
+                **self._total(),
             }
             mode = getattr(run, "output_mode", None)
             if mode:
@@ -234,23 +234,14 @@ class TaskSpan:
                 span.set_attribute("promptcast.closed_early", True)
             else:
                 otel.fail(span, error, type(error).__name__)
-            usage = getattr(error, "usage", None)
-            if usage is not None:
-                span.set_attributes(_usage(usage, self._cost))
+            span.set_attributes(self._total())
         span.end()
 
-
-def _usage(usage: Any, cost: float | None) -> dict[str, Any]:
-    """The call's totals (`promptcast.*`: `gen_ai.usage.*` stays on the client spans, so a
-    backend that sums it over spans counts each token once). `cost` is the sum of the client
-    spans' costs, so the call is not priced twice."""
-    attributes: dict[str, Any] = {
-        "promptcast.usage.input_tokens": usage.input_tokens,
-        "promptcast.usage.output_tokens": usage.output_tokens,
-    }
-    if cost is not None:
-        attributes["promptcast.cost_usd"] = round(cost, 10)
-    return attributes
+    def _total(self) -> dict[str, Any]:
+        """The call's cost: the sum of its client spans' (so the call is not priced twice).
+        Tokens stay on the client spans only (`gen_ai.usage.*`), so a backend that sums them
+        over spans counts each token once."""
+        return {} if self._cost is None else {"promptcast.cost_usd": round(self._cost, 10)}
 
 
 NO_TASK_SPAN = TaskSpan(None, None)
@@ -324,7 +315,7 @@ class RequestSpan(_Current):
     """The CLIENT span and the metrics of one provider request; `ok(reply)` or `failed(error)`
     ends it. Current inside `with` (the driver sends the request there)."""
 
-    __slots__ = ("_metric", "_model", "_parent", "_started")
+    __slots__ = ("_content", "_metric", "_model", "_parent", "_started")
 
     def __init__(
         self,
@@ -333,11 +324,13 @@ class RequestSpan(_Current):
         model: str,
         metric: dict[str, Any],
         parent: TaskSpan | None = None,
+        content: bool = False,
     ) -> None:
         super().__init__(otel, span)
         self._model = model
         self._metric = metric
         self._parent = parent
+        self._content = content  # the content-capture switch, read once per request
         self._started = time.perf_counter()
 
     def __exit__(self, kind: object, error: object, tb: object) -> None:
@@ -382,7 +375,7 @@ class RequestSpan(_Current):
                 attributes["promptcast.cost_usd"] = cost
             if self._parent is not None:
                 self._parent.spent(cost)
-            if capture_content():
+            if self._content:
                 attributes["gen_ai.output.messages"] = _output_messages(reply)
             span.set_attributes(attributes)
         span.end()
@@ -434,22 +427,18 @@ def request_span(
         "gen_ai.output.type": "text" if request.output_model is None else "json",
         "promptcast.attempt": attempt,
         "promptcast.retry": retry,
-        "promptcast.output_mode": "text"
-        if request.output_model is None
-        else getattr(request, "output_mode", None) or backend.output_mode(request),
-    }
+    }  # the task, its version, template hash and output mode are on the parent task span
     if port is not None:
         attributes["server.port"] = port
     if request.temperature is not None:
         attributes["gen_ai.request.temperature"] = request.temperature
-    if request.task:  # the version and template hash are on the parent task span
-        attributes["promptcast.task"] = request.task
-    if capture_content():
+    content = capture_content()
+    if content:
         attributes.update(_input_messages(request))
     span = otel.tracer.start_span(
         f"chat {request.model}", parent.parent(), kind=otel.client, attributes=attributes
     )
-    return RequestSpan(otel, span, model, metric, parent)
+    return RequestSpan(otel, span, model, metric, parent, content)
 
 
 def provider_name(provider: str, model_name: str) -> str:
