@@ -39,6 +39,18 @@ __all__ = ["EVENT_STREAM", "StreamEndpoint", "stream_responses"]
 EVENT_STREAM = "text/event-stream"
 
 
+_EVENT_SCHEMA: dict[str, Any] = {
+    "title": "TaskStreamEvent",
+    "description": "One server-sent event; `data` is one line of JSON.",
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["partial", "restart", "final", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
 def stream_responses(errors: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI responses of a stream route: the event stream, and the JSON route's errors."""
     return {
@@ -46,7 +58,7 @@ def stream_responses(errors: dict[int | str, dict[str, Any]]) -> dict[int | str,
             "description": "Server-sent events: `partial` (the output so far, JSON), `restart` "
             '(`{"attempt", "model", "reason"}`: earlier partials are void), `final` (the JSON '
             "route's result plus `output_mode`) or `error` (a problem document).",
-            "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            "content": {EVENT_STREAM: {"schema": _EVENT_SCHEMA}},
         },
         **errors,
     }
