@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import hashlib
 import io
@@ -452,9 +453,9 @@ def described(value: Any) -> Any:
 
 def described_prompt(prompt: Prompt) -> Prompt:
     """`prompt` with its media described (see `described`), for a cache key."""
-    from promptcast.render import Prompt
-
-    return Prompt(system=described(prompt.system), messages=described(prompt.messages))
+    return dataclasses.replace(
+        prompt, system=described(prompt.system), messages=described(prompt.messages)
+    )
 
 
 def media_header(prompt: Prompt) -> str | None:
