@@ -15,7 +15,7 @@ from promptcast._config import get_config
 from promptcast.backends import ModelRequest, aclose_shared, resolve
 from promptcast.pricing import cost_usd
 from promptcast.render import Prompt
-from promptcast.server import _openapi, tracing
+from promptcast.server import _openapi
 from promptcast.server.gate import Gate, logger
 from promptcast.server.hosts import HostPolicy
 from promptcast.server.problems import scrub
@@ -75,6 +75,8 @@ def create_app(
         yield
         await aclose_shared()  # no provider connection outlives the server
 
+    # With an OpenTelemetry SDK set, FastAPI traces each request itself: one HTTP server span
+    # that continues an incoming `traceparent`; the task and provider spans nest under it.
     app = FastAPI(
         title="promptcast",
         version=_version(),
@@ -112,8 +114,6 @@ def create_app(
         open_prefix=_openapi.ASSETS_PATH + "/",
         probe_paths=PROBE_PATHS,
     )
-    if tracing.available():  # outermost: refused requests are traced too
-        app.add_middleware(tracing.TraceContext)
     return app
 
 
