@@ -38,6 +38,7 @@ from promptcast.media import Document, Image
 from promptcast.render import Message, Prompt, fence
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec
+from promptcast.stream import AsyncStream, Stream, StreamClosedError
 from promptcast.task import BoundTask, Task, TaskRegistry, builtin_tasks, load_tasks, task
 
 try:
@@ -46,6 +47,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncStream",
     "Attempt",
     "BackendError",
     "BoundTask",
@@ -62,6 +64,8 @@ __all__ = [
     "ProviderSettings",
     "Run",
     "Settings",
+    "Stream",
+    "StreamClosedError",
     "Task",
     "TaskDefinitionError",
     "TaskInputError",

@@ -123,7 +123,9 @@ class LiteLLMBackend(Backend):
     to another provider's variable (an Ollama or vLLM box never sees `OPENAI_API_KEY`).
     """
 
-    capabilities = Capabilities(output_modes=frozenset({"native", "tool", "prompted"}))
+    capabilities = Capabilities(
+        streaming=True, output_modes=frozenset({"native", "tool", "prompted"})
+    )
 
     def __init__(self, provider: str) -> None:
         self.provider = provider

@@ -11,6 +11,8 @@ from promptcast.testing._fake_anthropic import (
     error_reply,
     message,
     placeholder,
+    sse_event,
+    stream_events,
     text_block,
     tool_use_block,
 )
@@ -21,8 +23,14 @@ from promptcast.testing._fake_gemini import (
     generate_content,
     text_part,
 )
-from promptcast.testing._fake_openai import FakeOpenAI, chat_completion, openai_error, tool_call
-from promptcast.testing._fake_server import FakeReply, FakeServer
+from promptcast.testing._fake_openai import (
+    FakeOpenAI,
+    chat_completion,
+    openai_error,
+    stream_chunks,
+    tool_call,
+)
+from promptcast.testing._fake_server import FakeReply, FakeServer, StreamLog
 from promptcast.testing.cassettes import recording, replay, vcr_config
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "FakeReply",
     "FakeServer",
     "ScriptedBackend",
+    "StreamLog",
     "chat_completion",
     "error_reply",
     "function_call_part",
@@ -42,6 +51,9 @@ __all__ = [
     "placeholder",
     "recording",
     "replay",
+    "sse_event",
+    "stream_chunks",
+    "stream_events",
     "text_block",
     "text_part",
     "tool_call",
