@@ -400,6 +400,8 @@ def _print_output(output: Any) -> None:
 
 def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
     cost = "unknown" if result.usage.cost_usd is None else f"${result.usage.cost_usd:.6f}"
+    if result.model.startswith("local/"):
+        cost = "no cost per token (own hardware)"
     line = (
         f"{result.task} v{result.task_version} on {result.model}: "
         f"{result.usage.input_tokens} in / {result.usage.output_tokens} out tokens, {cost}, "

@@ -254,6 +254,7 @@ def test_demo_local_runs_the_three_seed_features_and_names_the_model(explicit: b
     for name in SEED_TASKS:
         assert name in result.output
     assert result.output.count("1 attempt(s)") == 3
+    assert result.output.count("no cost per token (own hardware)") == 3
 
 
 def test_demo_local_without_a_model_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,7 +114,7 @@ def _new(provider: str, model: str) -> Backend:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigurationError(
             f"unknown provider {provider!r} in model {model!r}.{hint} Known providers: anthropic, "
-            "test, and litellm's (openai, gemini, ollama, hosted_vllm, bedrock, …).",
+            "test, local (a GGUF file), and litellm's (openai, gemini, ollama, hosted_vllm, bedrock, …).",
             env_var="PROMPTCAST_MODEL",
         )
     return LiteLLMBackend(provider)
