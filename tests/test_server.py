@@ -192,6 +192,13 @@ def resolve_ref(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _no_null_defaults(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: {k: v for k, v in prop.items() if not (k == "default" and v is None)}
+        for name, prop in properties.items()
+    }
+
+
 def test_openapi_lists_every_task_with_its_own_schemas(client: httpx.Client) -> None:
     schema = client.get("/openapi.json").json()
     for name, task in pc.builtin_tasks().items():
@@ -200,7 +207,10 @@ def test_openapi_lists_every_task_with_its_own_schemas(client: httpx.Client) -> 
         request = operation["requestBody"]["content"]["application/json"]["schema"]
         inputs = resolve_ref(schema, request)
         own_inputs = task.spec.input_model.model_json_schema()
-        assert inputs["properties"] == own_inputs["properties"]
+        # FastAPI leaves out the `null` default of a media input (its serializer takes no None)
+        assert _no_null_defaults(inputs["properties"]) == _no_null_defaults(
+            own_inputs["properties"]
+        )
         assert inputs.get("required", []) == own_inputs.get("required", [])
         assert inputs["additionalProperties"] is False
         ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
