@@ -30,7 +30,13 @@ from promptcast.batch import batch
 from promptcast.errors import BackendError
 from promptcast.evals import aevaluate
 from promptcast.server import create_app
-from promptcast.testing import FakeAnthropic, ScriptedBackend, message, tool_use_block
+from promptcast.testing import (
+    FakeAnthropic,
+    ScriptedBackend,
+    error_reply,
+    message,
+    tool_use_block,
+)
 from tests.serving import running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,6 +266,83 @@ async def test_anthropic_request_is_one_client_span_with_the_replys_attributes(
     assert attrs["promptcast.cost_usd"] > 0
 
 
+@pytest.mark.usefixtures("close_async_clients")
+@pytest.mark.parametrize("driver", ["sync", "async"])
+async def test_anthropic_retry_and_reask_through_the_sdk(
+    otel: Telemetry, fake_anthropic: FakeAnthropic, driver: str
+) -> None:
+    answers = iter(
+        [
+            error_reply(529, "overloaded_error", "Overloaded", retry_after="0"),
+            {"label": "not-a-label", "reason": "x"},  # invalid: re-asked
+            {"label": "billing", "reason": "twice"},
+        ]
+    )
+
+    def handler(request: dict[str, Any]) -> Any:
+        answer = next(answers)
+        if not isinstance(answer, dict):
+            return answer
+        if "tools" in request:
+            block = tool_use_block(request["tools"][0]["name"], answer)
+            return message([block], input_tokens=400, output_tokens=30)
+        text = {"type": "text", "text": json.dumps(answer)}
+        return message([text], stop_reason="end_turn", input_tokens=400, output_tokens=30)
+
+    fake_anthropic.handler = handler
+    task = pc.builtin_tasks()["classify"].with_model("anthropic/claude-sonnet-4-6")
+    inputs = {"text": "I was charged twice", "labels": ["billing", "bug"]}
+    with pc.override(retry_max_wait_s=0.001):
+        run = task.run(**inputs) if driver == "sync" else await task.arun(**inputs)
+    assert run.attempts == 3
+    (task_span,) = by_name(otel.spans(), "task classify")
+    calls = by_name(otel.spans(), "chat ")
+    assert len(calls) == 3
+    assert {c.parent.span_id for c in calls if c.parent} == {task_span.context.span_id}
+    failed, invalid, valid = (dict(c.attributes or {}) for c in calls)
+    assert failed["error.type"] == "529" and "gen_ai.response.id" not in failed
+    for attrs in (failed, invalid, valid):
+        assert attrs["gen_ai.provider.name"] == "anthropic"
+        assert attrs["server.address"] == "127.0.0.1"
+    ids = set()
+    for attrs in (invalid, valid):
+        assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (
+            400,
+            30,
+        )
+        assert attrs["gen_ai.response.model"] == "claude-sonnet-4-6"
+        ids.add(attrs["gen_ai.response.id"])
+    assert len(ids) == 2
+    assert (invalid["promptcast.attempt"], valid["promptcast.attempt"]) == (1, 2)
+    cost = (task_span.attributes or {})["promptcast.cost_usd"]
+    assert cost == pytest.approx(invalid["promptcast.cost_usd"] + valid["promptcast.cost_usd"])
+    assert cost == pytest.approx(run.usage.cost_usd)
+
+
+def test_cached_input_tokens_count_in_the_input_and_get_their_own_attributes(
+    otel: Telemetry, label_task: pc.Task[Any]
+) -> None:
+    cached = ModelReply(
+        data={"label": "x"},
+        text='{"label": "x"}',
+        input_tokens=20,
+        output_tokens=5,
+        cache_read_tokens=300,
+        cache_write_tokens=40,
+    )
+    with pc.override(
+        model="test/cache-tokens", backends={"test/cache-tokens": ScriptedBackend([cached])}
+    ):
+        label_task.run(text="hi")
+    (call,) = by_name(otel.spans(), "chat ")
+    attrs = dict(call.attributes or {})
+    assert attrs["gen_ai.usage.input_tokens"] == 360  # uncached + read + written, as counted
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 300
+    assert attrs["gen_ai.usage.cache_creation.input_tokens"] == 40
+    tokens = otel.points("gen_ai.client.token.usage", "cache-tokens")
+    assert {p.attributes["gen_ai.token.type"]: p.sum for p in tokens} == {"input": 360, "output": 5}
+
+
 # content capture: off by default, on with the conventions' switch
 
 
@@ -333,6 +416,22 @@ def test_a_streamed_calls_spans_end_when_the_stream_ends(
     (call,) = by_name(otel.spans(), "chat ")
     assert call.parent is not None and call.parent.span_id == task_span.context.span_id
     assert (call.attributes or {})["gen_ai.usage.output_tokens"] == 2
+
+
+async def test_an_async_streamed_calls_spans_end_when_the_stream_ends(
+    otel: Telemetry, label_task: pc.Task[Any]
+) -> None:
+    script = ScriptedBackend([reply("streamed", (3, 2), 1)])
+    with pc.override(model="test/astreamed", backends={"test/astreamed": script}):
+        stream = label_task.astream(text="hi")
+        events = stream.events().__aiter__()
+        await events.__anext__()
+        assert not by_name(otel.spans(), "chat ") and not by_name(otel.spans(), "task ")
+        async for _ in events:
+            pass
+    (task_span,) = by_name(otel.spans(), "task ")
+    (call,) = by_name(otel.spans(), "chat ")
+    assert call.parent is not None and call.parent.span_id == task_span.context.span_id
 
 
 # bulk work: a run span and one span per item
