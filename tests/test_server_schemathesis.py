@@ -4,6 +4,7 @@ and no response that breaks its schema."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from promptcast.server import create_app
-from promptcast.testing import FakeAnthropic, message, tool_use_block
+from promptcast.testing import FakeAnthropic, message, text_block, tool_use_block
 from tests.conftest import TEST_KEY
 from tests.serving import TOKEN, running
 
@@ -40,10 +41,17 @@ def fake() -> Iterator[FakeAnthropic]:
     with FakeAnthropic() as provider:
 
         def answer(request: dict[str, Any]) -> dict[str, Any]:
-            if (request.get("tools") or [{}])[0].get("name") != "Classification":
+            tool = (request.get("tools") or [{}])[0].get("name")
+            native = request.get("output_config", {}).get("format", {}).get("schema", {})
+            if "Classification" not in (tool, native.get("title")):
                 return provider.auto(request)
             label = {"label": first_label(request), "reason": "placeholder"}
-            return message([tool_use_block("Classification", label)], model=request["model"])
+            block = (
+                tool_use_block("Classification", label)
+                if tool
+                else text_block(json.dumps(label))  # native mode: the JSON as text
+            )
+            return message([block], model=request["model"])
 
         provider.handler = answer
         yield provider
