@@ -1,10 +1,11 @@
 """OpenTelemetry traces and metrics of task calls, in the GenAI semantic conventions.
 
 Only the OpenTelemetry API is used: the SDK, exporters and sampling are the application's choice
-(`opentelemetry-instrument`, Logfire, their own `TracerProvider`). The API is imported on the first
-call, never by `import promptcast`; where it is not installed every entry point hands back a shared
-do-nothing object, so a minimal install (scripted or local models) imports nothing of it. With the
-API but no SDK configured, spans are the API's non-recording ones and no span attribute is built.
+(`opentelemetry-instrument`, Logfire, their own `TracerProvider`). `import promptcast` never
+imports it, and a call imports it only once something else has (setting up an SDK does, and so
+does the anthropic SDK); where it is not installed, not imported yet, or imported with no tracer
+or meter provider set, every entry point hands back a shared do-nothing object: no span is
+started and no attribute built.
 
 What a call emits:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -146,8 +148,12 @@ _loaded: list[_Otel | None] = []
 
 
 def _otel() -> _Otel | None:
-    """The API, loaded on first use; `None` when it is not installed (checked once)."""
+    """The API, loaded on first use; `None` when it is not installed (checked once), and while
+    nothing has imported it: setting up an SDK imports it, so until then there is nothing to
+    record and no reason to import it (a scripted or local call stays free of it)."""
     if not _loaded:
+        if "opentelemetry" not in sys.modules:
+            return None
         try:
             _loaded.append(_Otel())
         except ImportError:

@@ -689,8 +689,12 @@ from promptcast.testing import ScriptedBackend
 task = pc.Task.from_file(sys.argv[1])
 with pc.override(model="test/api", backends={"test/api": ScriptedBackend(lambda _: {"label": "a"})}):
     task.run(text="hello")
-    assert "opentelemetry.trace" in sys.modules  # the API is there...
-    assert _telemetry.task_span(task.spec) is _telemetry.NO_TASK_SPAN  # ...but starts nothing
+    # installed but imported by nobody: no SDK can be set, so promptcast does not import it
+    assert "opentelemetry" not in sys.modules
+    import opentelemetry.trace  # imported (the anthropic SDK does), still no SDK: nothing starts
+
+    task.run(text="hello")
+    assert _telemetry.task_span(task.spec) is _telemetry.NO_TASK_SPAN
 
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
