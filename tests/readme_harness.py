@@ -11,7 +11,12 @@ How each block runs:
   end of the block). `promptcast …` runs the CLI app in this process (the console script is
   `promptcast.cli:main`, checked in test_readme.py), `pytest …` and anything else run as
   processes. Every command must exit 0.
-- `yaml`: a frontmatter fragment; loaded as the frontmatter of a task file.
+- `bash` commands other than `promptcast …` run through `bash -c` (so `$(…)`, pipes and
+  redirections work as typed); a `promptcast …` command may end in `> FILE`, which writes what it
+  printed on stdout to FILE.
+- `yaml`: a frontmatter fragment; loaded as the frontmatter of a task file (with an input `text`
+  and an output `answer` when the fragment declares none), and an `output:` fragment must give
+  exactly the fields it names.
 - Blocks labelled with an HTML comment on the line before the fence:
   `<!-- offline -->` runs the block without any provider key or base URL, and fails if a fake
   provider sees a request; `<!-- not run: output -->` is example output (JSON must parse);
@@ -265,6 +270,18 @@ def _start_server(runner: Runner, command: str) -> None:
     runner.start_server(command)
 
 
+def _start_instrumented_server(runner: Runner, command: str) -> None:
+    """`opentelemetry-instrument` comes with `opentelemetry-distro`, not a dependency of this
+    repository: the server it wraps starts with the block's OTEL_* variables set (promptcast's
+    OpenTelemetry use without a configured SDK is a no-op) and serves."""
+    prefix, _, rest = command.partition("opentelemetry-instrument ")
+    for assignment in shlex.split(prefix):
+        name, _, value = assignment.partition("=")
+        assert name.startswith("OTEL_"), f"{name} is not an OpenTelemetry variable"
+        runner._env[name] = value
+    runner.start_server(rest)
+
+
 NOT_RUN_AS_WRITTEN: tuple[NotRunAsWritten, ...] = (
     NotRunAsWritten(
         r"^python3 -m venv \.venv$",
@@ -288,7 +305,14 @@ NOT_RUN_AS_WRITTEN: tuple[NotRunAsWritten, ...] = (
         _check_example_rerecord,
     ),
     NotRunAsWritten(
-        r"^promptcast serve\b",
+        r"\bopentelemetry-instrument promptcast serve\b",
+        "opentelemetry-instrument is opentelemetry-distro's, which these tests do not install, and "
+        "exports to a collector: the server it wraps is started with the block's OTEL_* "
+        "variables, checked on /healthz and stopped as below",
+        _start_instrumented_server,
+    ),
+    NotRunAsWritten(
+        r"^([A-Z_]+=\S+ )*promptcast serve\b",
         "serves until stopped: started in the background on a free port (8000 may be taken on a "
         "shared machine; the block's localhost:8000 is pointed at it), checked on /healthz, and "
         "stopped with SIGINT at the end of the block, which must exit 0",
@@ -465,19 +489,21 @@ class Runner:
         import yaml
 
         fragment = yaml.safe_load(block.text)
-        assert isinstance(fragment, dict) and set(fragment) == {"output"}, (
-            "a yaml block must be an output: fragment of a task file's frontmatter"
-        )
+        assert isinstance(fragment, dict), "a yaml block must be a fragment of a task's frontmatter"
+        defaults = "" if "inputs" in fragment else "inputs: {text: str}\n"
+        defaults += "" if "output" in fragment else "output: {answer: str}\n"
+        body = "{{ text }}" if "text" in fragment.get("inputs", {"text": "str"}) else "Hello."
         path = self.project / ".readme-fragments" / f"fragment_{block.line}.jinja"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(f"---\ninputs: {{text: str}}\n{block.text}---\n{{{{ text }}}}\n", "utf-8")
+        path.write_text(f"---\n{block.text}{defaults}---\n{body}\n", "utf-8")
         try:
             task = pc.Task.from_file(path)
         except pc.PromptcastError as exc:
             raise AssertionError(f"the fragment does not load: {exc}") from None
-        assert task.spec.output_model is not None
-        fields = set(task.spec.output_model.model_json_schema()["properties"])
-        assert fields == set(fragment["output"]), f"output fields {fields}"
+        if "output" in fragment:
+            assert task.spec.output_model is not None
+            fields = set(task.spec.output_model.model_json_schema()["properties"])
+            assert fields == set(fragment["output"]), f"output fields {fields}"
 
     def run_python(self, block: Block) -> None:
         session = self._session(block.top)
@@ -543,10 +569,16 @@ class Runner:
         if Path(program).name == "promptcast":
             if "/" in program:  # the README's install line made it in a clone of this repository
                 assert (ROOT / program).exists(), f"{program} does not exist in {ROOT}"
-            return self.cli(tokens[1:], env | own, command)
+            target = None
+            if len(tokens) > 2 and tokens[-2] == ">":
+                target, tokens = tokens[-1], tokens[:-2]
+            printed = self.cli(tokens[1:], env | own, command)
+            if target is not None:
+                (self.project / target).write_text(printed, encoding="utf-8")
+            return printed
         try:
             result = subprocess.run(
-                tokens,
+                ["bash", "-c", command],
                 cwd=self.project,
                 env=self.process_env(env | own),
                 capture_output=True,
@@ -581,11 +613,15 @@ class Runner:
         assert self._server is None, "a second promptcast serve in one block"
         port = _free_port()
         tokens = shlex.split(command)
+        own: dict[str, str | None] = {}
+        while tokens and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tokens[0]):
+            name, _, value = tokens.pop(0).partition("=")
+            own[name] = value
         assert tokens[:2] == ["promptcast", "serve"] and "--port" not in tokens
         self._server = subprocess.Popen(
             [str(VENV_BIN / "promptcast"), *tokens[1:], "--port", str(port)],
             cwd=self.project,
-            env=self.process_env(self._env),
+            env=self.process_env(self._env | own),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -30,6 +30,7 @@ async def _run_async(code: Any, namespace: dict[str, Any]) -> None:
 
 def main() -> None:
     channel = sys.stdout
+    sys.path.insert(0, os.getcwd())  # as in a REPL: the project folder's modules import
     namespace: dict[str, Any] = {"__name__": "__main__"}
     for line in sys.stdin:
         request = json.loads(line)
