@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from promptcast.server import create_app
-from promptcast.testing import FakeAnthropic, error_reply, message, tool_use_block
+from promptcast.testing import FakeAnthropic, error_reply
+from promptcast.testing._fake_anthropic import answer, output_name
 from tests.conftest import ROOT
 from tests.serving import TOKEN, running
 
@@ -41,11 +42,12 @@ def load_example() -> ModuleType:
 
 @pytest.fixture
 def promptcast_url(fake_anthropic: FakeAnthropic) -> Iterator[str]:
-    def answer(request: dict[str, Any]) -> dict[str, Any]:
-        tool = request["tools"][0]["name"]
-        return message([tool_use_block(tool, ANSWERS[tool])], model=request["model"])
+    def handler(request: dict[str, Any]) -> dict[str, Any]:
+        name = output_name(request)
+        assert name is not None, request
+        return answer(request, ANSWERS[name])
 
-    fake_anthropic.handler = answer
+    fake_anthropic.handler = handler
     with running(create_app(tokens=[TOKEN])) as url:
         yield url
 

@@ -185,6 +185,26 @@ def _auto(request: dict[str, Any]) -> dict[str, Any]:
     return message([text_block("example")], model=model, input_tokens=size)
 
 
+def output_name(request: dict[str, Any]) -> str | None:
+    """The name of the output a request asks for, whatever its mode: the output tool's name (tool
+    mode) or the schema's title (native and prompted modes)."""
+    tools = request.get("tools") or []
+    if tools:
+        return str(tools[0]["name"])
+    schema = prompted_schema(request)
+    return str(schema["title"]) if schema and "title" in schema else None
+
+
+def answer(request: dict[str, Any], data: Any) -> dict[str, Any]:
+    """A reply carrying `data` the way `request` asks for it: a call of its output tool in tool
+    mode, the JSON as text in native and prompted modes; for handlers that script answers."""
+    model = request.get("model", "claude-sonnet-4-6")
+    tools = request.get("tools") or []
+    if tools:
+        return message([tool_use_block(tools[0]["name"], data)], model=model)
+    return message([text_block(json.dumps(data))], model=model)
+
+
 _SCHEMA_IN_TEXT = re.compile(r"JSON schema:\s*```json\s*(\{.*?\})\s*```", re.DOTALL)
 
 
