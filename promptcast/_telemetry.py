@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,7 @@ def _version() -> str | None:
 
 
 _loaded: list[_Otel | None] = []
+_loading = threading.Lock()
 
 
 def _otel() -> _Otel | None:
@@ -154,10 +156,12 @@ def _otel() -> _Otel | None:
     if not _loaded:
         if "opentelemetry" not in sys.modules:
             return None
-        try:
-            _loaded.append(_Otel())
-        except ImportError:
-            _loaded.append(None)
+        with _loading:  # one set of instruments, whichever thread calls first
+            if not _loaded:
+                try:
+                    _loaded.append(_Otel())
+                except ImportError:
+                    _loaded.append(None)
     return _loaded[0]
 
 
