@@ -33,10 +33,12 @@ from promptcast.server import create_app
 from promptcast.testing import (
     FakeAnthropic,
     ScriptedBackend,
+    chat_completion,
     error_reply,
     message,
     tool_use_block,
 )
+from promptcast.testing import tool_call as openai_tool_call
 from tests.serving import running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -743,3 +745,27 @@ def test_a_handed_in_anthropic_clients_own_span_nests_under_the_client_span(
     (ours,) = by_name(spans, "chat ")
     (sdk,) = by_name(spans, "anthropic.messages.create")
     assert sdk.parent is not None and sdk.parent.span_id == ours.context.span_id
+
+
+def test_a_litellm_request_carries_the_replys_id_model_and_finish_reason(
+    otel: Telemetry, fake_openai: Any
+) -> None:
+    answer = {"label": "billing", "reason": "twice"}
+
+    def handler(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("tools"):
+            name = request["tools"][0]["function"]["name"]
+            return chat_completion(tool_calls=[openai_tool_call(name, answer)])
+        return chat_completion(json.dumps(answer))
+
+    fake_openai.handler = handler
+    task = pc.builtin_tasks()["classify"].with_model("openai/gpt-4o-mini")
+    task.run(text="charged twice", labels=["billing", "bug"])
+    (call,) = by_name(otel.spans(), "chat ")
+    attrs = dict(call.attributes or {})
+    assert call.name == "chat gpt-4o-mini"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert str(attrs["gen_ai.response.id"]).startswith("chatcmpl-fake")
+    assert attrs["gen_ai.response.model"] == "gpt-4o-mini"
+    assert attrs["gen_ai.response.finish_reasons"] in {("stop",), ("tool_calls",)}
+    assert attrs["server.address"] == "127.0.0.1"
