@@ -503,6 +503,9 @@ class Runner:
             json.loads(block.text)
 
     def run_output_of_above(self, block: Block) -> None:
+        if block.text.startswith("event:"):
+            self._compare_events(block)
+            return
         shown = json.loads(block.text)
         try:
             printed = json.loads(self.last_stdout)
@@ -512,6 +515,24 @@ class Runner:
             ) from None
         assert _shape(shown) == _shape(printed), (
             f"the README shows {_shape(shown)}, the command printed {_shape(printed)}"
+        )
+
+    def _compare_events(self, block: Block) -> None:
+        """A server-sent event stream: the same kinds of event in the same order (a run of
+        partials counts as one), each partial's fields among the output's, and the same shape of
+        `final` data."""
+        shown, printed = _events(block.text), _events(self.last_stdout)
+        assert printed, f"the block above printed no events: {self.last_stdout[-500:]!r}"
+        assert _kinds(shown) == _kinds(printed), (
+            f"the README shows events {_kinds(shown)}, the command printed {_kinds(printed)}"
+        )
+        final = next(data for name, data in printed if name == "final")
+        for name, data in shown:
+            if name == "partial":
+                assert set(data) <= set(final["output"]), f"partial fields {set(data)}"
+        [(_, shown_final)] = [(n, d) for n, d in shown if n == "final"]
+        assert _shape(shown_final) == _shape(final), (
+            f"the README shows final {_shape(shown_final)}, the server sent {_shape(final)}"
         )
 
     def run_yaml(self, block: Block) -> None:
@@ -717,6 +738,24 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _events(text: str) -> list[tuple[str, Any]]:
+    """The (event, JSON data) pairs of a server-sent event stream."""
+    found = []
+    for frame in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+        if "event" in fields:
+            found.append((fields["event"], json.loads(fields.get("data", "null"))))
+    return found
+
+
+def _kinds(events: list[tuple[str, Any]]) -> list[str]:
+    kinds: list[str] = []
+    for name, _ in events:
+        if not kinds or kinds[-1] != name:
+            kinds.append(name)
+    return kinds
 
 
 def _shape(value: Any) -> Any:

@@ -382,3 +382,33 @@ def test_an_environment_prefixed_serve_gets_its_variables(
     )
     runner = run_markdown(markdown, tmp_path)
     assert runner.failures == [] and runner.last_stdout == "413"
+
+
+PRINTED_STREAM = (
+    'event: partial\ndata: {"answer":"Ye"}\n\n'
+    'event: partial\ndata: {"answer":"Yes","answered":true}\n\n'
+    'event: final\ndata: {"output": {"answer": "Yes", "answered": true}, "usage": {"input_tokens": 3}}\n\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("shown", "problem"),
+    [
+        (PRINTED_STREAM, None),
+        (PRINTED_STREAM.split("\n\n", 1)[1], None),  # fewer partials: the same kinds of event
+        (PRINTED_STREAM.replace("event: final", "event: error"), "shows events"),
+        (PRINTED_STREAM.replace('{"answer":"Ye"}', '{"answr":"Ye"}'), "partial fields"),
+        (PRINTED_STREAM.replace('"usage": {"input_tokens": 3}', '"usage": {}'), "shows final"),
+    ],
+)
+def test_the_harness_compares_a_shown_event_stream_with_what_was_sent(
+    shown: str, problem: str | None, tmp_path: Path
+) -> None:
+    with fakes() as (anthropic, openai):
+        runner = Runner(tmp_path, anthropic, openai, last_stdout=PRINTED_STREAM)
+        [block] = parse(f"<!-- output of the block above -->\n```text\n{shown}```\n")
+        if problem is None:
+            runner.run_output_of_above(block)
+        else:
+            with pytest.raises(AssertionError, match=problem):
+                runner.run_output_of_above(block)
