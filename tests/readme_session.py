@@ -52,7 +52,7 @@ def main() -> None:
                     asyncio.run(_run_async(code, namespace))
                 else:
                     exec(code, namespace)
-            answer = {"ok": True}
+            answer: dict[str, Any] = {"ok": True}
         except BaseException:
             answer = {"ok": False, "error": traceback.format_exc()}
         channel.write(json.dumps(answer) + "\n")
