@@ -28,7 +28,9 @@ as written in a test are listed in `NOT_RUN_AS_WRITTEN` with the reason and the 
 instead; `SUBSTITUTIONS` lists the placeholders a reader replaces with their own values.
 
 The providers: `ANTHROPIC_BASE_URL` points at a `FakeAnthropic`, `OPENAI_BASE_URL` and
-`OLLAMA_API_BASE` at a `FakeOpenAI`, with test keys, as for a reader who has set their keys.
+`OLLAMA_API_BASE` at a `FakeOpenAI`, with test keys, as for a reader who has set their keys. A
+`local/…` GGUF model runs for real: the reader's own file is replaced by SmolLM2-135M (see
+`SUBSTITUTIONS`).
 """
 
 from __future__ import annotations

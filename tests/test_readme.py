@@ -412,3 +412,11 @@ def test_the_harness_compares_a_shown_event_stream_with_what_was_sent(
         else:
             with pytest.raises(AssertionError, match=problem):
                 runner.run_output_of_above(block)
+
+
+def test_a_repository_script_runs_from_the_root_and_must_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    [failure] = run_markdown("```bash\npython examples/no_such_script.py\n```\n", tmp_path).failures
+    assert "`python examples/no_such_script.py` exited 2" in failure
