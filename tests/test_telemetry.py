@@ -61,22 +61,23 @@ REPLY_TEXT = "REPLY-MARKER-0815"
 
 
 class Telemetry:
-    """The process's SDK (set once: OpenTelemetry allows one global provider) with in-memory
-    exporters; `spans()` and `points()` read what the current test produced."""
+    """An SDK with in-memory exporters, set as the global providers for one test; `spans()` and
+    `points()` read what the test produced."""
 
     def __init__(self) -> None:
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[self.reader]))
+        self.tracing = TracerProvider()
+        self.tracing.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.metering = MeterProvider(metric_readers=[self.reader])
+        trace.set_tracer_provider(self.tracing)
+        metrics.set_meter_provider(self.metering)
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
 
     def points(self, name: str, model: str) -> list[Any]:
-        """The data points of metric `name` for requests to `model` (cumulative since start)."""
+        """The data points of metric `name` for requests to `model`."""
         data = self.reader.get_metrics_data()
         found = []
         for resource in data.resource_metrics if data else ():
@@ -90,18 +91,35 @@ class Telemetry:
                         ]
         return found
 
+    def close(self) -> None:
+        self.tracing.shutdown()
+        self.metering.shutdown()
 
-_SDK: list[Telemetry] = []
+
+def _unset_global_providers() -> None:
+    """Back to no SDK, as the OpenTelemetry test utilities do between tests (the API allows one
+    global provider per process), so no later test of the session records anything: a span's
+    price lookup would use up, for instance, the pricing module's once-per-model warning."""
+    from opentelemetry.metrics import _internal as metrics_api
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    metrics_api._METER_PROVIDER_SET_ONCE = Once()
+    metrics_api._METER_PROVIDER = None
+    metrics_api._PROXY_METER_PROVIDER = metrics_api._ProxyMeterProvider()
+    _telemetry._loaded.clear()  # its proxy tracer and instruments are bound to the old SDK
 
 
 @pytest.fixture
 def otel() -> Iterator[Telemetry]:
-    if not _SDK:
-        _SDK.append(Telemetry())
-    sdk = _SDK[0]
-    sdk.exporter.clear()
-    yield sdk
-    sdk.exporter.clear()
+    _unset_global_providers()
+    sdk = Telemetry()
+    try:
+        yield sdk
+    finally:
+        sdk.close()
+        _unset_global_providers()
 
 
 @pytest.fixture
