@@ -431,6 +431,8 @@ def request_span(
     }
     if address:
         metric["server.address"] = address
+        if port is not None:  # the conventions want the port wherever the address is
+            metric["server.port"] = port
     attributes: dict[str, Any] = {
         **metric,
         "gen_ai.request.max_tokens": request.max_tokens,
@@ -438,8 +440,6 @@ def request_span(
         "promptcast.attempt": attempt,
         "promptcast.retry": retry,
     }  # the task, its version, template hash and output mode are on the parent task span
-    if port is not None:
-        attributes["server.port"] = port
     if request.temperature is not None:
         attributes["gen_ai.request.temperature"] = request.temperature
     content = capture_content()

@@ -212,6 +212,7 @@ async def test_retry_and_reask_are_three_sibling_client_spans_under_the_task_spa
     kinds = {p.attributes["gen_ai.token.type"]: p.sum for p in tokens}
     assert kinds == {"input": 24, "output": 7}
     assert all(p.attributes["gen_ai.provider.name"] == "test" for p in tokens)
+    assert all(p.attributes["gen_ai.response.model"] == "scripted-model-2026" for p in tokens)
 
 
 def test_a_failed_call_ends_its_task_span_with_the_error(
@@ -282,7 +283,12 @@ async def test_anthropic_request_is_one_client_span_with_the_replys_attributes(
     assert attrs["gen_ai.response.finish_reasons"] in {("tool_use",), ("end_turn",)}
     assert attrs["gen_ai.usage.output_tokens"] > 0
     assert attrs["server.address"] == "127.0.0.1"
-    assert attrs["server.port"] == int(fake_anthropic.base_url.rsplit(":", 1)[1])
+    port = int(fake_anthropic.base_url.rsplit(":", 1)[1])
+    assert attrs["server.port"] == port
+    durations = otel.points("gen_ai.client.operation.duration", "claude-sonnet-4-6")
+    assert [(p.attributes["server.address"], p.attributes["server.port"]) for p in durations] == [
+        ("127.0.0.1", port)
+    ]
     assert attrs["promptcast.cost_usd"] > 0
 
 
