@@ -88,6 +88,7 @@ class ProviderSettings(BaseModel):
     n_ctx: Annotated[int, Field(ge=0)] | None = None
     n_threads: Annotated[int, Field(ge=1)] | None = None
     n_gpu_layers: Annotated[int, Field(ge=-1)] | None = None
+    seed: Annotated[int, Field(ge=0)] | None = None  # local sampling seed (default 0)
 
     @field_validator("base_url")
     @classmethod

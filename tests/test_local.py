@@ -394,3 +394,15 @@ def test_a_server_that_takes_only_json_object_is_detected(
     assert [a.status for a in run.attempt_log] == ["ok"]
     assert learned == {llama_server}
     assert task.run(message="Checkout is down again!").attempts == 1
+
+
+def test_the_same_prompt_gets_the_same_reply_whatever_ran_before() -> None:
+    """Each request samples with the configured seed (0 by default), not one derived from the
+    requests before it: a test's answer does not depend on the tests that ran first."""
+    tasks = pc.builtin_tasks()
+    ticket = tasks["extract_ticket"].with_model(MODEL)
+    first = ticket.run(message="Checkout page crashes since this morning!")
+    translate = tasks["translate"].with_model(MODEL)
+    translate.run(**translate.spec.examples[0].inputs)
+    again = ticket.run(message="Checkout page crashes since this morning!")
+    assert again.output == first.output

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,14 @@ INSTALL_HINT = 'local/… models need llama-cpp-python: pip install "promptcast[
 @dataclass(frozen=True)
 class LocalSettings:
     """How a model is loaded: context size (tokens), CPU threads (`None`: llama.cpp's choice) and
-    layers offloaded to a GPU (`-1`: all; needs a GPU build of llama-cpp-python)."""
+    layers offloaded to a GPU (`-1`: all; needs a GPU build of llama-cpp-python); and the seed
+    each request samples with, so the same prompt gets the same reply whatever ran before it
+    (llama-cpp-python otherwise derives each request's seed from the previous one)."""
 
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int | None = None
     n_gpu_layers: int = 0
+    seed: int = field(default=0, compare=False)  # a new seed needs no reload
 
 
 class _Loaded:
@@ -92,7 +95,7 @@ def settings_for(model: str) -> LocalSettings:
     config = get_config()
     layers = [config.models.get(f"local/{model}"), config.providers.get("local")]
     values: dict[str, Any] = {}
-    for name in ("n_ctx", "n_threads", "n_gpu_layers"):
+    for name in ("n_ctx", "n_threads", "n_gpu_layers", "seed"):
         for layer in layers:
             value = getattr(layer, name, None) if layer is not None else None
             if value is not None:
@@ -292,6 +295,7 @@ class LocalBackend(Backend):
             "max_tokens": request.max_tokens,
             "stream": True,
             "logits_processor": [count],
+            "seed": settings_for(request.model).seed,
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
