@@ -25,6 +25,7 @@ INVOICE_TASK = """\
 ---
 inputs: {invoice: str}
 output: _common:Invoice
+output_mode: tool  # the same request as the raw SDK's tool call
 max_tokens: 1024
 ---
 {% role "system" %}You extract invoices.{% endrole %}
