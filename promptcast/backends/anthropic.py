@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from promptcast._config import endpoint_settings
 from promptcast._retry import is_retryable_status, parse_retry_after
@@ -466,6 +466,12 @@ def _tokens(value: Any) -> int:
     return len(json.dumps(value, default=str)) // 4
 
 
+@lru_cache(maxsize=512)
+def _tool_tokens(model: type[BaseModel]) -> tuple[int, ...]:
+    """The rough size of each tool sent for `model`'s output: constant, so counted once."""
+    return tuple(_tokens(tool) for tool in _tool_params(model)[1])
+
+
 def _cache_breakpoints(kwargs: dict[str, Any], request: ModelRequest) -> None:
     """Place `cache_control` at the end of the static prefix: the system block when it reads no
     input (after the tools, which it then covers), plus the template's `{% cachepoint %}`s; at
@@ -474,10 +480,13 @@ def _cache_breakpoints(kwargs: dict[str, Any], request: ModelRequest) -> None:
     after data, and a system block that reads an input is not static."""
     system = kwargs.get("system")
     tools = kwargs.get("tools")
+    tool_sizes: tuple[int, ...] = ()
     if tools:
+        assert request.output_model is not None  # the only tool is the output tool
         kwargs["tools"] = tools = list(tools)
+        tool_sizes = _tool_tokens(request.output_model)
     minimum = min_cacheable_tokens(request.model)
-    static = sum(_tokens(tool) for tool in tools or ())
+    static = sum(tool_sizes)
     if system and request.prompt.system_static:
         static += _tokens(system) if isinstance(system, str) else sum(map(_tokens, system))
         if static >= minimum:
@@ -501,7 +510,10 @@ def _cache_breakpoints(kwargs: dict[str, Any], request: ModelRequest) -> None:
     marked: list[tuple[list[Any], int]] = []
     for holder, i in places:
         block = holder[i]
-        size += _tokens(block.get("content") if "role" in block else block)
+        if holder is tools:
+            size += tool_sizes[i]
+        else:
+            size += _tokens(block.get("content") if "role" in block else block)
         if isinstance(block, dict) and "cache_control" in block:
             if size < minimum:
                 holder[i] = {k: v for k, v in block.items() if k != "cache_control"}
@@ -562,7 +574,7 @@ def _read_reply(request: ModelRequest, body: dict[str, Any]) -> ModelReply:
         calls = [b for b in content if b["type"] == "tool_use" and b["name"] == name]
         if calls:
             data = calls[0]["input"]
-            raw_text = json.dumps(data, ensure_ascii=False)
+            raw_text = to_json(data).decode()  # pydantic-core: a third of json.dumps's time
         else:  # native and prompted modes (or a model that wrote JSON instead of the tool call)
             data = _json_object(text)
     usage = body["usage"]
