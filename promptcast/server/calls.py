@@ -183,21 +183,7 @@ class TaskEndpoint:
             metrics.in_flight.inc()
             run = await task.arun(**values)
         except PromptcastError as exc:
-            body, headers = problem_for_error(
-                exc, instance=request.url.path, request_id=context.request_id(request)
-            )
-            self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
-            usage = getattr(exc, "usage", None)
-            if usage is not None:  # a failed call may still have spent tokens: count them
-                spent = usage.cost_usd
-                self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
-                info.update(
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cost_usd=spent,
-                )
-            info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
-            return problem_response(body, headers)
+            return problem_response(*self._failed(request, exc, model, info))
         except Exception as exc:
             self._count_error(model, exc, 500)
             raise
@@ -250,6 +236,25 @@ class TaskEndpoint:
             attempts=run.attempts,
         )
         return Response(result.model_dump_json().encode(), media_type="application/json")
+
+    def _failed(
+        self, request: Request, exc: PromptcastError, model: str, info: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The problem document (and headers) for a failed call, with its error and whatever
+        tokens it spent counted in the metrics and the log line."""
+        body, headers = problem_for_error(
+            exc, instance=request.url.path, request_id=context.request_id(request)
+        )
+        self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
+        usage = getattr(exc, "usage", None)
+        if usage is not None:  # a failed call may still have spent tokens: count them
+            spent = usage.cost_usd
+            self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
+            info.update(
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=spent
+            )
+        info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
+        return body, headers
 
     def _count_error(self, model: str, exc: Exception, status: int) -> None:
         metrics = self.state.metrics

@@ -31,7 +31,7 @@ from promptcast.errors import PromptcastError
 from promptcast.server import context
 from promptcast.server.calls import TaskEndpoint, _scrubbed
 from promptcast.server.gate import CLIENT_CLOSED, logger
-from promptcast.server.problems import problem_for_error, problem_response, scrub
+from promptcast.server.problems import problem_response
 from promptcast.stream import Final, Partial, Restart
 
 __all__ = ["EVENT_STREAM", "StreamEndpoint", "stream_responses"]
@@ -137,20 +137,7 @@ class StreamEndpoint(TaskEndpoint):
                     finished = True
                     yield sse("final", json.dumps(final, ensure_ascii=False))
         except PromptcastError as exc:
-            body, headers = problem_for_error(
-                exc, instance=request.url.path, request_id=context.request_id(request)
-            )
-            self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
-            usage = getattr(exc, "usage", None)
-            if usage is not None:  # a failed call may still have spent tokens: count them
-                spent = usage.cost_usd
-                self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
-                info.update(
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cost_usd=spent,
-                )
-            info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
+            body, headers = self._failed(request, exc, model, info)
             if not sent:
                 raise _Failed(problem_response(body, headers)) from None
             yield sse("error", json.dumps(body, ensure_ascii=False))
