@@ -193,10 +193,11 @@ class _Partials:
         return value
 
 
-def _timed_out(step: _Send) -> BackendError:
+def _stream_failed(step: _Send, message: str) -> BackendError:
+    """A retryable failure of one streamed request: the plan retries it or falls back."""
     request = step.request
     return BackendError(
-        f"the stream ran past the call's timeout ({request.timeout_s:g}s left when it started)",
+        message,
         provider=step.backend.provider,
         retryable=True,
         task=request.task,
@@ -204,14 +205,16 @@ def _timed_out(step: _Send) -> BackendError:
     )
 
 
+def _timed_out(step: _Send) -> BackendError:
+    left = step.request.timeout_s or 0
+    return _stream_failed(
+        step, f"the stream ran past the call's timeout ({left:g}s left when it started)"
+    )
+
+
 def _unfinished(step: _Send) -> BackendError:
-    request = step.request
-    return BackendError(
-        f"the {step.backend.provider} stream ended without a complete reply",
-        provider=step.backend.provider,
-        retryable=True,
-        task=request.task,
-        model=f"{step.backend.provider}/{request.model}",
+    return _stream_failed(
+        step, f"the {step.backend.provider} stream ended without a complete reply"
     )
 
 
