@@ -4,14 +4,14 @@ that writes them.
 
 The server logs through plain `logging` (`logger.info("request", extra={...})`), so under an
 application's own logging configuration its records are ordinary records whose fields are
-attributes, never JSON text inside a message. Every string that reaches a line (the message and
-each field) goes through the shared scrubber; exception info is reduced to the exception's type
+attributes, never JSON text inside a message. Every line goes through the shared scrubber; exception info is reduced to the exception's type
 and message, so a traceback never reaches the log. When an OpenTelemetry span is current, the
 line carries its `trace_id` and `span_id`, so a log line leads to its trace.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -61,7 +61,20 @@ class JsonFormatter(_JsonFormatter):
         log_data.pop("stack_info", None)
         if "opentelemetry.trace" in sys.modules:  # never imported just for logging
             log_data.update(_trace_ids())
-        return {key: _scrubbed(value) for key, value in log_data.items()}
+        return log_data
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        """The line, scrubbed once as a whole (one scan per line, not one per field: a request's
+        line has a dozen fields); a scrub that would break the JSON falls back to each field."""
+        line = super().jsonify_log_record(log_data)
+        clean = scrub(line)
+        if clean == line:
+            return line
+        try:
+            json.loads(clean)
+        except ValueError:
+            return super().jsonify_log_record(_scrubbed(log_data))
+        return clean
 
 
 def _scrubbed(value: Any) -> Any:
