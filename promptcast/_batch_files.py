@@ -11,12 +11,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from promptcast._files import write_atomic
 
 __all__ = [
     "ProviderBatchState",
@@ -136,20 +137,9 @@ def state_path(output: Path) -> Path:
 
 
 def write_state(path: Path, state: ProviderBatchState) -> None:
-    """Write atomically (temporary file, fsync, `os.replace`): a kill leaves the old file or the
-    new one, never half of one."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(
-                {"version": 1, **asdict(state)}, handle
-            )  # ASCII: ids may hold lone surrogates
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write atomically: a kill leaves the old file or the new one, never half of one."""
+    # ASCII JSON: ids may hold lone surrogates
+    write_atomic(path, json.dumps({"version": 1, **asdict(state)}))
 
 
 def read_state(path: Path) -> ProviderBatchState | None:

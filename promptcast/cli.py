@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 import promptcast as pc
+from promptcast._files import write_atomic
 from promptcast._secrets import scrub
 from promptcast.errors import PromptcastError, TaskInputError
 from promptcast.media import is_media_type
@@ -898,7 +899,7 @@ def typegen(
     if current != text:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text, encoding="utf-8")
+            write_atomic(output, text)
         except OSError as exc:
             raise _fail(exc) from None
     err.print(f"wrote {output}", markup=False, soft_wrap=True)
@@ -940,7 +941,7 @@ def convert(
         target = output / f"{file.stem}.jinja"
         try:
             output.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            write_atomic(target, text)
         except OSError as exc:
             raise _fail(exc) from None
         err.print(f"wrote {target}", markup=False, soft_wrap=True)
