@@ -53,8 +53,9 @@ def test_import_promptcast_loads_no_provider_sdk() -> None:
 
 
 def test_import_promptcast_is_much_faster_than_import_anthropic() -> None:
-    ours = min(_import_time("promptcast") for _ in range(3))
-    theirs = min(_import_time("anthropic") for _ in range(2))
+    # the best of several fresh processes each: one slow start on a busy machine is noise
+    ours = min(_import_time("promptcast") for _ in range(5))
+    theirs = min(_import_time("anthropic") for _ in range(3))
     assert ours < theirs / 3, f"import promptcast {ours:.3f}s vs anthropic {theirs:.3f}s"
 
 
