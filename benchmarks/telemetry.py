@@ -8,21 +8,23 @@ attributed and exported synchronously, the dearest setup short of a network expo
 
 OpenTelemetry allows one global provider per process, so both variants run in one process with
 the SDK set, and "without" switches promptcast's telemetry to the very objects it uses when no
-provider is set (`promptcast._telemetry`'s do-nothing spans). Rounds alternate the variants
-(sequential task calls against a loopback fake Messages API in another process, timed with
-`time.process_time`), so drift in machine speed hits both; prints the median µs per call and the
-median per-round ratio. Target: with the SDK within +15 % of without. For reference, a third
+provider is set (`promptcast._telemetry`'s do-nothing spans). The variants' calls are mixed in
+random order, each timed alone with `time.process_time` (sequential task calls against a loopback
+fake Messages API in another process), so drift in machine speed hits all of them alike; a round's
+figure per variant is the mean of its calls without the slowest tenth, and the benchmark prints the
+median over rounds of µs per call and of each round's ratio. Target: with the SDK within +15 % of without. For reference, a third
 variant makes only what any instrumentation of a call must (a task and a client span without
 attributes, three histogram measurements with the three required attributes), so the SDK's own
 share of the cost is visible. A benchmark, not a test:
 it prints, it does not assert.
 
-Run: python benchmarks/telemetry.py [--calls 200] [--rounds 15] [--processor simple|batch]
+Run: python benchmarks/telemetry.py [--calls 100] [--rounds 15] [--processor simple|batch]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -39,7 +41,7 @@ FLOOR = "SDK floor: 2 bare spans + 3 bare measurements"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=100, help="calls of each variant a round")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument(
         "--processor",
@@ -104,25 +106,35 @@ def main() -> None:
             outer.end()
             return run
 
-        def timed(variant: str) -> float:
+        def use(variant: str) -> None:
             _telemetry._loaded[0] = recording if variant == WITH else None
             task_class._plan = bare_plan if variant == FLOOR else plan  # type: ignore[method-assign]
+
+        def round_(order: list[str]) -> dict[str, float]:
+            """One call per entry of `order`, each timed alone: µs per call of each variant,
+            the slowest tenth of its calls dropped (a collection or another process's slice)."""
+            times: dict[str, list[float]] = {variant: [] for variant in samples}
             exporter.clear()
-            start = time.process_time()
-            for _ in range(args.calls):
+            for variant in order:
+                use(variant)
+                start = time.process_time()
                 task(invoice=USER)
-            elapsed = time.process_time() - start
+                times[variant].append(time.process_time() - start)
             provider.force_flush()
             spans = len(exporter.get_finished_spans())
-            assert spans == (0 if variant == WITHOUT else 2 * args.calls), spans
-            return elapsed / args.calls * 1e6
+            assert spans == 2 * order.count(WITH) + 2 * order.count(FLOOR), spans
+            return {
+                variant: statistics.fmean(sorted(values)[: len(values) * 9 // 10]) * 1e6
+                for variant, values in times.items()
+            }
 
         samples: dict[str, list[float]] = {WITHOUT: [], WITH: [], FLOOR: []}
-        for variant in samples:  # warm every path
-            timed(variant)
+        order = [variant for variant in samples for _ in range(args.calls)]
+        round_(order)  # warm every path
         for _ in range(args.rounds):
-            for variant, values in samples.items():
-                values.append(timed(variant))
+            random.shuffle(order)
+            for variant, value in round_(order).items():
+                samples[variant].append(value)
         _telemetry._loaded[0] = recording
         task_class._plan = plan  # type: ignore[method-assign]
 
@@ -132,9 +144,9 @@ def main() -> None:
         )
 
     print(
-        f"client CPU per task call (process_time), {args.calls} sequential calls x {args.rounds} "
-        f"alternating rounds, {args.processor} span processor, loopback fake Messages API in "
-        "another process; medians"
+        f"client CPU per task call (process_time), {args.calls} sequential calls of each variant "
+        f"x {args.rounds} rounds, in random order, {args.processor} span processor, loopback fake "
+        "Messages API in another process; medians of the rounds"
     )
     for name, values in samples.items():
         print(f"  {name:<46} {statistics.median(values):8.0f} µs   {ratio(name):.3f}x")

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from promptcast.backends.base import Backend, ModelReply, ModelRequest
-    from promptcast.result import Run
+    from promptcast.result import Run, Usage
     from promptcast.spec import TaskSpec
 
 __all__ = [
@@ -325,19 +325,17 @@ class RequestSpan(_Current):
     """The CLIENT span and the metrics of one provider request; `ok(reply)` or `failed(error)`
     ends it. Current inside `with` (the driver sends the request there)."""
 
-    __slots__ = ("_content", "_metric", "_model", "_parent", "_started")
+    __slots__ = ("_content", "_metric", "_parent", "_started")
 
     def __init__(
         self,
         otel: _Otel | None,
         span: Span | None,
-        model: str,
         metric: dict[str, Any],
         parent: TaskSpan | None = None,
         content: bool = False,
     ) -> None:
         super().__init__(otel, span)
-        self._model = model
         self._metric = metric
         self._parent = parent
         self._content = content  # the content-capture switch, read once per request
@@ -350,7 +348,9 @@ class RequestSpan(_Current):
         if isinstance(error, Exception) and not isinstance(error, BackendError):
             self.failed(error)
 
-    def ok(self, reply: ModelReply) -> None:
+    def ok(self, reply: ModelReply, usage: Usage | None = None) -> None:
+        """End the span of a reply; `usage` is the reply's own `Usage`, priced here for the
+        span's cost (it keeps the price, so the call's total is not priced again)."""
         otel = self._otel
         if otel is None:
             return
@@ -359,7 +359,7 @@ class RequestSpan(_Current):
         input_tokens = reply.input_tokens + read + write  # the conventions count cached input too
         metric = self._metric
         if reply.response_model:
-            metric = {**metric, "gen_ai.response.model": reply.response_model}
+            metric["gen_ai.response.model"] = reply.response_model  # this request's own dict
         otel.duration.record(elapsed, metric)
         otel.tokens.record(input_tokens, {**metric, "gen_ai.token.type": "input"})
         otel.tokens.record(reply.output_tokens, {**metric, "gen_ai.token.type": "output"})
@@ -380,7 +380,7 @@ class RequestSpan(_Current):
                 attributes["gen_ai.response.model"] = reply.response_model
             if reply.finish_reason:
                 attributes["gen_ai.response.finish_reasons"] = (reply.finish_reason,)
-            cost = _cost(self._model, reply)
+            cost = _cost(usage)
             if cost is not None:
                 attributes["promptcast.cost_usd"] = cost
             if self._parent is not None:
@@ -406,19 +406,18 @@ class RequestSpan(_Current):
         span.end()
 
 
-NO_REQUEST_SPAN = RequestSpan(None, None, "", {})
+NO_REQUEST_SPAN = RequestSpan(None, None, {})
 
 
 def request_span(
     backend: Backend,
     request: ModelRequest,
     *,
-    model: str,
     attempt: int,
     retry: int,
     parent: TaskSpan = NO_TASK_SPAN,
 ) -> RequestSpan:
-    """Start the span of one provider request (`model` is the whole `provider/name` string)."""
+    """Start the span of one provider request."""
     otel = _otel()
     if otel is None or not otel.active():
         return NO_REQUEST_SPAN
@@ -448,7 +447,7 @@ def request_span(
     span = otel.tracer.start_span(
         f"chat {request.model}", parent.parent(), kind=otel.client, attributes=attributes
     )
-    return RequestSpan(otel, span, model, metric, parent, content)
+    return RequestSpan(otel, span, metric, parent, content)
 
 
 def provider_name(provider: str, model_name: str) -> str:
@@ -468,17 +467,9 @@ def _server(endpoint: str) -> tuple[str | None, int | None]:
         return None, None
 
 
-def _cost(model: str, reply: ModelReply) -> float | None:
-    from promptcast.pricing import cost_usd
-
+def _cost(usage: Usage | None) -> float | None:
     try:
-        return cost_usd(
-            model,
-            reply.input_tokens,
-            reply.output_tokens,
-            cache_read_tokens=reply.cache_read_tokens,
-            cache_write_tokens=reply.cache_write_tokens,
-        )
+        return None if usage is None else usage.cost_usd
     except Exception:  # a price lookup must never fail a call
         return None
 

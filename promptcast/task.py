@@ -331,14 +331,7 @@ class Task(Generic[T]):
             try:
                 for attempt in range(1, max_attempts + 1):
                     call.check_budget(model, request)
-                    reply = yield from call.send(model, backend, request, attempt)
-                    spent = Usage.of(
-                        model,
-                        reply.input_tokens,
-                        reply.output_tokens,
-                        cache_read_tokens=reply.cache_read_tokens,
-                        cache_write_tokens=reply.cache_write_tokens,
-                    )
+                    reply, spent = yield from call.send(model, backend, request, attempt)
                     call.usage += spent
                     if reply.truncated:
                         call.log(model, "truncated", spent, "max_tokens")
@@ -506,20 +499,29 @@ class _Call:
 
     def send(
         self, model: str, backend: Backend, request: ModelRequest, attempt: int = 1
-    ) -> Generator[_Step, Any, ModelReply]:
-        """One request with transport retries; raises the last `BackendError` when they run out.
-        Each request is one client span (retries are siblings), a child of the task span."""
+    ) -> Generator[_Step, Any, tuple[ModelReply, Usage]]:
+        """One request with transport retries; returns the reply and its usage, or raises the
+        last `BackendError` when they run out. Each request is one client span (retries are
+        siblings), a child of the task span; a span prices the usage, so it is priced once."""
         for retry in range(self.max_retries + 1):
             timeout = self.remaining(model)
             self._sent = time.perf_counter()
             sent = replace(request, timeout_s=timeout) if timeout is not None else request
             span = _telemetry.request_span(
-                backend, sent, model=model, attempt=attempt, retry=retry, parent=self.traced
+                backend, sent, attempt=attempt, retry=retry, parent=self.traced
             )
             result = yield _Send(backend, sent, span)
             if not isinstance(result, _Thrown):
-                span.ok(result)
-                return typing.cast(ModelReply, result)
+                reply = typing.cast(ModelReply, result)
+                spent = Usage.of(
+                    model,
+                    reply.input_tokens,
+                    reply.output_tokens,
+                    cache_read_tokens=reply.cache_read_tokens,
+                    cache_write_tokens=reply.cache_write_tokens,
+                )
+                span.ok(reply, spent)
+                return reply, spent
             exc = result.error
             span.failed(exc)
             self.log(model, "error", Usage(), str(exc))

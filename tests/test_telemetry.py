@@ -295,8 +295,18 @@ async def test_anthropic_request_is_one_client_span_with_the_replys_attributes(
 @pytest.mark.usefixtures("close_async_clients")
 @pytest.mark.parametrize("driver", ["sync", "async"])
 async def test_anthropic_retry_and_reask_through_the_sdk(
-    otel: Telemetry, fake_anthropic: FakeAnthropic, driver: str
+    otel: Telemetry, fake_anthropic: FakeAnthropic, driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import promptcast.pricing
+
+    priced: list[str] = []
+    price = promptcast.pricing.cost_usd
+
+    def counted(model: str, *args: Any, **kwargs: Any) -> float | None:
+        priced.append(model)
+        return price(model, *args, **kwargs)
+
+    monkeypatch.setattr(promptcast.pricing, "cost_usd", counted)
     answers = iter(
         [
             error_reply(529, "overloaded_error", "Overloaded", retry_after="0"),
@@ -343,6 +353,7 @@ async def test_anthropic_retry_and_reask_through_the_sdk(
     cost = (task_span.attributes or {})["promptcast.cost_usd"]
     assert cost == pytest.approx(invalid["promptcast.cost_usd"] + valid["promptcast.cost_usd"])
     assert cost == pytest.approx(run.usage.cost_usd)
+    assert len(priced) == 2  # each answered request priced once, for its span and the run
 
 
 def test_cached_input_tokens_count_in_the_input_and_get_their_own_attributes(
