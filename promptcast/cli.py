@@ -291,17 +291,55 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
         if not sep:
             raise TaskInputError(task.name, key, "-i takes key=value")
         declared = task.spec.inputs.get(key)
-        if declared is not None and raw.startswith("@") and is_media_type(declared.type):
+        if declared is None:  # passed on as is: the task names the undeclared input
+            values[key] = raw
+            continue
+        from_file = raw.startswith("@") and not raw.startswith("@@")
+        if from_file and is_media_type(declared.type):
             path = Path(raw[1:]).expanduser()  # -i screenshot=@crash.png reads the file
             if _is_list(declared.type):  # -i photos=@a.png -i photos=@b.png
                 values.setdefault(key, []).append(path)
             else:
                 values[key] = path
-        elif declared is None or declared.type is str:
+            continue
+        if from_file:  # -i documents=@docs.json, as curl -d @file: the file's text is VALUE
+            raw = _read_input_file(task, key, raw[1:])
+        elif raw.startswith("@@"):  # curl's escape: -i handle=@@bob is the text "@bob"
+            raw = raw[1:]
+        documents = [raw, json.dumps(raw)]
+        if from_file and raw.endswith("\n"):  # `echo billing > label.txt` fits a Literal
+            documents.append(json.dumps(raw.removesuffix("\n").removesuffix("\r")))
+        if declared.type is str:
             values[key] = raw
         else:
-            values[key] = _strict_input(task, key, [raw, json.dumps(raw)], raw)
+            values[key] = _strict_input(task, key, documents, raw)
     return values
+
+
+def _read_input_file(task: pc.Task[Any], key: str, name: str) -> str:
+    """The UTF-8 text of the file `-i key=@name` names, or a `TaskInputError` that says why
+    it cannot be read and how to pass a literal value starting with `@` instead."""
+    path = Path(name).expanduser()
+    escape = f"to pass a value that starts with @, write @@ (-i {key}=@@{name})"
+    try:
+        if not name:
+            raise FileNotFoundError
+        return path.read_bytes().decode("utf-8")  # as written: no newline translation
+    except FileNotFoundError:
+        problem = f"no such file {name!r}; {escape}"
+    except IsADirectoryError:
+        problem = f"{name!r} is a folder, not a file; {escape}"
+    except UnicodeDecodeError as exc:
+        problem = (
+            f"{name!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
+    except OSError as exc:
+        if path.is_dir():  # Windows reports a folder as PermissionError
+            problem = f"{name!r} is a folder, not a file; {escape}"
+        else:
+            problem = f"cannot read {name!r}: {exc.strerror or exc}; {escape}"
+    raise TaskInputError(task.name, key, problem)
 
 
 def _is_list(tp: Any) -> bool:
@@ -335,8 +373,9 @@ InputOption = Annotated[
         "-i",
         metavar="KEY=VALUE",
         help="An input (repeatable). VALUE is JSON for inputs that are not str, checked as "
-        'strictly as over HTTP: -i n=3, -i labels=\'["a","b"]\'. An image or document input '
-        "reads a file given as @path: -i screenshot=@crash.png.",
+        'strictly as over HTTP: -i n=3, -i labels=\'["a","b"]\'. @path takes VALUE from a '
+        "file (-i documents=@docs.json, -i text=@mail.txt); an image or document input reads "
+        "it as media (-i screenshot=@crash.png). @@ starts a literal @: -i handle=@@bob.",
     ),
 ]
 InputJsonOption = Annotated[
