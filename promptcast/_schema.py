@@ -12,6 +12,7 @@ import copy
 import json
 from typing import Any
 
+from promptcast.media import MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES
 from promptcast.spec import _FIELD_KEYS, _Frontmatter, _InputForm
 
 __all__ = ["SCHEMA_ID", "frontmatter_schema", "schema_text"]
@@ -59,6 +60,13 @@ def frontmatter_schema() -> dict[str, Any]:
         form["properties"]["type"] = _TYPE_TEXT
         form["properties"].pop("kind", None)  # accepted for Prompty-style files, not advertised
         form["properties"]["description"] = {"type": "string"}
+        form["properties"]["max_bytes"] = {
+            "type": "integer",
+            "exclusiveMinimum": 0,
+            "description": "For an image or document input (each item of a list): the most "
+            f"bytes one may have, at most the built-in {MAX_IMAGE_BYTES >> 20} MB per image and "
+            f"{MAX_DOCUMENT_BYTES >> 20} MB per document.",
+        }
         form.pop("title", None)
         properties["inputs"].update(
             propertyNames={"pattern": _IDENTIFIER},

@@ -20,10 +20,12 @@ import functools
 import hashlib
 import io
 import math
+import operator
 import re
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Required, TypeAlias, TypedDict
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -42,7 +44,11 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_REQUEST_MEDIA_BYTES",
     "Document",
+    "DocumentData",
+    "DocumentInput",
     "Image",
+    "ImageData",
+    "ImageInput",
     "Media",
     "MediaTooLargeError",
     "check_total",
@@ -51,9 +57,11 @@ __all__ = [
     "estimate_tokens",
     "find_media",
     "is_media_type",
+    "max_bytes_problem",
     "media_header",
     "media_inputs",
     "sniff",
+    "with_max_bytes",
 ]
 
 #: The image types every supported provider takes (Anthropic, OpenAI, Gemini).
@@ -108,7 +116,12 @@ class Media:
     max_bytes: ClassVar[int] = MAX_DOCUMENT_BYTES
 
     def __init__(
-        self, data: bytes | None = None, *, url: str | None = None, name: str | None = None
+        self,
+        data: bytes | None = None,
+        *,
+        url: str | None = None,
+        name: str | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if (data is None) == (url is None):
             raise ValueError(
@@ -128,54 +141,64 @@ class Media:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError(f"{self.kind} data must be bytes, not {type(data).__name__}")
         data = bytes(data)
-        self._check_size(len(data))
+        self._check_size(len(data), max_bytes=max_bytes, name=name)
         self._media_type = self._sniffed(data)
         self._data = data
 
     # making one
 
     @classmethod
-    def from_path(cls, path: str | Path, *, name: str | None = None) -> Any:
+    def from_path(
+        cls, path: str | Path, *, name: str | None = None, max_bytes: int | None = None
+    ) -> Any:
         """Read a file; its size is checked before it is read, its extension is not trusted."""
         path = Path(path)
+        limit = cls._limit(max_bytes)
         try:
             size = path.stat().st_size
-            if size <= cls.max_bytes:
+            if size <= limit:
                 with path.open("rb") as handle:
-                    data = handle.read(cls.max_bytes + 1)
+                    data = handle.read(limit + 1)
             else:
                 data = b""
         except OSError as exc:
             raise ValueError(
                 f"cannot read {cls.kind} file {str(path)!r} ({exc.strerror})"
             ) from None
-        cls._check_size(max(size, len(data)), where=f" ({path.name})")
-        return cls(data, name=name)
+        cls._check_size(
+            max(size, len(data)), where=f" ({path.name})", max_bytes=max_bytes, name=name
+        )
+        return cls(data, name=name, max_bytes=max_bytes)
 
     @classmethod
-    def from_data_url(cls, text: str, *, name: str | None = None) -> Any:
+    def from_data_url(
+        cls, text: str, *, name: str | None = None, max_bytes: int | None = None
+    ) -> Any:
         """Decode `data:<type>;base64,<data>`; the type written in it is ignored (sniffed)."""
         match = _DATA_URL.match(text)
         if not match:
             raise ValueError(
                 f"not a base64 data URL; send the {cls.kind} as 'data:<media type>;base64,<data>'"
             )
-        return cls(_b64decode(match["data"], cls), name=name)
+        data = _b64decode(match["data"], cls, max_bytes, name)
+        return cls(data, name=name, max_bytes=max_bytes)
 
     @classmethod
-    def coerce(cls, value: Any, *, name: str | None = None) -> Any:
-        """A value of this class from any accepted form (see the module docstring)."""
+    def coerce(cls, value: Any, *, name: str | None = None, max_bytes: int | None = None) -> Any:
+        """A value of this class from any accepted form (see the module docstring); `max_bytes`
+        lowers the class's size limit (an input's `max_bytes:` in its task file)."""
         if isinstance(value, cls):
+            cls._check_size(value.size, max_bytes=max_bytes, name=name)
             return value if name is None or value._name == name else value._renamed(name)
         if isinstance(value, Media):
             raise ValueError(f"expected {_article(cls.kind)}, got {_article(value.kind)}")
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return cls(bytes(value), name=name)
+            return cls(bytes(value), name=name, max_bytes=max_bytes)
         if isinstance(value, Path):
-            return cls.from_path(value, name=name)
+            return cls.from_path(value, name=name, max_bytes=max_bytes)
         if isinstance(value, str):
             if value.startswith("data:"):
-                return cls.from_data_url(value, name=name)
+                return cls.from_data_url(value, name=name, max_bytes=max_bytes)
             if _URL.match(value):
                 return cls(url=value, name=name)
             raise ValueError(
@@ -190,7 +213,8 @@ class Media:
                 )
             if "media_type" in value and value["media_type"] not in cls.accepted:
                 raise ValueError(f"media_type must be one of {', '.join(cls.accepted)}")
-            return cls(_b64decode(value["data"], cls), name=name)
+            data = _b64decode(value["data"], cls, max_bytes, name)
+            return cls(data, name=name, max_bytes=max_bytes)
         raise ValueError(
             f"{_article(cls.kind)} is bytes, a pathlib.Path, a data URL, an http(s) URL, "
             f"{{media_type, data}} or pc.{cls.__name__}, not {type(value).__name__}"
@@ -288,14 +312,28 @@ class Media:
         return copy
 
     @classmethod
-    def _check_size(cls, size: int, where: str = "") -> None:
-        if size > cls.max_bytes:
-            raise MediaTooLargeError(
-                None,
-                None,
-                f"the {cls.kind}{where} is {_mb(size)}, over the limit of {_mb(cls.max_bytes)}; "
-                f"send a smaller {cls.kind}",
+    def _limit(cls, max_bytes: int | None) -> int:
+        return cls.max_bytes if max_bytes is None else min(max_bytes, cls.max_bytes)
+
+    @classmethod
+    def _check_size(
+        cls, size: int, where: str = "", *, max_bytes: int | None = None, name: str | None = None
+    ) -> None:
+        limit = cls._limit(max_bytes)
+        if size <= limit:
+            return
+        if limit < cls.max_bytes:  # the task's own, lower limit for this input
+            whose = f"this task sets for {name!r}" if name else "this task sets"
+            message = (
+                f"the {cls.kind}{where} is {_mb(size)}, over the limit of {limit:,} bytes "
+                f"{whose} (max_bytes in the task file); send a smaller {cls.kind}"
             )
+        else:
+            message = (
+                f"the {cls.kind}{where} is {_mb(size)}, over the limit of {_mb(limit)}; "
+                f"send a smaller {cls.kind}"
+            )
+        raise MediaTooLargeError(None, None, message)
 
     @classmethod
     def _sniffed(cls, data: bytes) -> str:
@@ -325,11 +363,17 @@ class Media:
     def __get_pydantic_json_schema__(
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
+        return cls._json_schema(None)
+
+    @classmethod
+    def _json_schema(cls, max_bytes: int | None) -> JsonSchemaValue:
         types = ", ".join(cls.accepted)
+        limit = cls._limit(max_bytes)
+        at_most = _mb(limit) if limit == cls.max_bytes else f"{limit:,} bytes"
         return {
             "title": cls.__name__,
             "description": f"{_article(cls.kind).capitalize()} ({types}; at most "
-            f"{_mb(cls.max_bytes)}): a data URL 'data:<media type>;base64,<data>', an object "
+            f"{at_most}): a data URL 'data:<media type>;base64,<data>', an object "
             '{"media_type", "data": <base64>}, or an http(s) URL the provider fetches. The media '
             "type is read from the bytes, not from the caller (the patterns check that the data "
             "starts with the magic number of an accepted type; only PDFs are described for a "
@@ -359,9 +403,11 @@ class Media:
         }
 
     @classmethod
-    def _validate(cls, value: Any, info: core_schema.ValidationInfo) -> Any:
+    def _validate(
+        cls, value: Any, info: core_schema.ValidationInfo, max_bytes: int | None = None
+    ) -> Any:
         try:
-            return cls.coerce(value, name=info.field_name)
+            return cls.coerce(value, name=info.field_name, max_bytes=max_bytes)
         except MediaTooLargeError as exc:
             raise PydanticCustomError(
                 "media_too_large", "{reason}", {"reason": exc.reason}
@@ -408,6 +454,33 @@ class Document(Media):
         return len(re.findall(rb"/Type\s*/Page(?![A-Za-z])", self._data)) or 1
 
 
+class ImageData(TypedDict, total=False):
+    """An image as a mapping: base64 `data`, and optionally the `media_type` it claims (checked
+    against the accepted types; the type sent is still sniffed from the bytes)."""
+
+    media_type: Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+    data: Required[str]
+
+
+class DocumentData(TypedDict, total=False):
+    """A document as a mapping: base64 `data`, and optionally the `media_type` it claims."""
+
+    media_type: Literal["application/pdf", "text/plain"]
+    data: Required[str]
+
+
+# What a task's image or document input takes, for a type checker: `typegen` annotates such an
+# input with these, so `task(screenshot=Path("crash.png"))` type-checks as it runs. At run time
+# each is its class, which validates from exactly these forms as a pydantic annotation (and keeps
+# a generated signature equal to the task file's types).
+if TYPE_CHECKING:
+    ImageInput: TypeAlias = Image | bytes | bytearray | memoryview | Path | str | ImageData
+    DocumentInput: TypeAlias = Document | bytes | bytearray | memoryview | Path | str | DocumentData
+else:
+    ImageInput = Image
+    DocumentInput = Document
+
+
 def sniff(data: bytes) -> str | None:
     """The media type of `data` from its magic numbers; `text/plain` for UTF-8 text without
     control characters; `None` when neither."""
@@ -432,6 +505,72 @@ def is_media_type(tp: Any) -> bool:
     import typing
 
     return any(is_media_type(arg) for arg in typing.get_args(tp))
+
+
+def max_bytes_problem(tp: Any, max_bytes: int) -> str | None:
+    """Why `max_bytes` cannot be an input's limit (`None` when it can): it is for image and
+    document inputs only, and may only lower their built-in limit."""
+    kinds = _media_classes(tp)
+    if not kinds:
+        return "max_bytes is only for image and document inputs (and lists of them)"
+    for kind in kinds:
+        if max_bytes > kind.max_bytes:
+            return (
+                f"max_bytes {max_bytes:,} is over the built-in limit for {_article(kind.kind)} "
+                f"({kind.max_bytes:,} bytes, {_mb(kind.max_bytes)}); max_bytes can only lower it"
+            )
+    return None
+
+
+def with_max_bytes(tp: Any, max_bytes: int) -> Any:
+    """`tp` with each image or document in it (`image`, `image | None`, `list[document]`, ...)
+    validated against `max_bytes` instead of its class's limit: what an input's `max_bytes:`
+    makes of its type in the task's input model."""
+    import typing
+
+    if isinstance(tp, type) and issubclass(tp, Media):
+        return typing.Annotated[tp, _MaxBytes(tp, max_bytes)]
+    args = typing.get_args(tp)
+    if not args or not is_media_type(tp):
+        return tp
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return typing.Annotated[(with_max_bytes(args[0], max_bytes), *tp.__metadata__)]
+    new = tuple(with_max_bytes(arg, max_bytes) for arg in args)
+    if origin is typing.Union or isinstance(tp, types.UnionType):
+        return functools.reduce(operator.or_, new)
+    return origin[new]
+
+
+@dataclasses.dataclass(frozen=True)
+class _MaxBytes:
+    """The pydantic annotation of `with_max_bytes`: validates `kind` against a lower limit."""
+
+    kind: type[Media]
+    max_bytes: int
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            functools.partial(self.kind._validate, max_bytes=self.max_bytes),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _serialize, when_used="json"
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return self.kind._json_schema(self.max_bytes)
+
+
+def _media_classes(tp: Any) -> list[type[Media]]:
+    import typing
+
+    if isinstance(tp, type) and issubclass(tp, Media):
+        return [tp]
+    return [kind for arg in typing.get_args(tp) for kind in _media_classes(arg)]
 
 
 def media_inputs(spec: TaskSpec) -> frozenset[str]:
@@ -532,8 +671,10 @@ def _openai_image_tokens(width: int, height: int) -> int:
     return 85 + 170 * math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
 
 
-def _b64decode(text: str, cls: type[Media]) -> bytes:
-    cls._check_size(len(text) * 3 // 4)
+def _b64decode(
+    text: str, cls: type[Media], max_bytes: int | None = None, name: str | None = None
+) -> bytes:
+    cls._check_size(len(text) * 3 // 4, max_bytes=max_bytes, name=name)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

@@ -72,6 +72,7 @@ class _InputForm(BaseModel):
     kind: Any = None
     default: Any = None
     description: str | None = None
+    max_bytes: int | None = Field(default=None, gt=0, strict=True)  # image/document inputs
 
 
 class _ExampleForm(BaseModel):
@@ -126,6 +127,7 @@ class InputSpec:
     type: Any
     default: Any = ...
     description: str | None = None
+    max_bytes: int | None = None  # an image/document input's own, lower size limit
 
     @property
     def required(self) -> bool:
@@ -557,7 +559,8 @@ def _input_spec(
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                message = _unknown_key(where, ("type", "default", "description"), "in an input")
+                known = ("type", "default", "description", "max_bytes")
+                message = _unknown_key(where, known, "in an input")
             else:
                 message = f"{where}: {err['msg']}"
             problems.add(f"inputs.{name}: {message}", *keys, *err["loc"][:1])
@@ -568,8 +571,15 @@ def _input_spec(
     except TypeExprError as exc:
         problems.add(f"inputs.{name}: {exc}", *keys)
         return None
+    if form.max_bytes is not None:
+        from promptcast.media import max_bytes_problem
+
+        problem = max_bytes_problem(parsed, form.max_bytes)
+        if problem is not None:
+            problems.add(f"inputs.{name}: {problem}", *keys, "max_bytes")
+            return None
     default = form.default if "default" in value else ...
-    return InputSpec(name, str(type_text), parsed, default, form.description)
+    return InputSpec(name, str(type_text), parsed, default, form.description, form.max_bytes)
 
 
 class _OutputBuilder:
@@ -720,7 +730,7 @@ def _input_model(
     task: str, inputs: dict[str, InputSpec], problems: _Problems
 ) -> type[BaseModel] | None:
     fields: dict[str, Any] = {
-        spec.name: (spec.type, Field(spec.default, description=spec.description))
+        spec.name: (_limited(spec), Field(spec.default, description=spec.description))
         for spec in inputs.values()
     }
     try:
@@ -732,6 +742,15 @@ def _input_model(
         problems.add(f"inputs: {exc}", "inputs")
         return None
     return model
+
+
+def _limited(spec: InputSpec) -> Any:
+    """The input's type, validated against its `max_bytes` when it has one."""
+    if spec.max_bytes is None:
+        return spec.type
+    from promptcast.media import with_max_bytes
+
+    return with_max_bytes(spec.type, spec.max_bytes)
 
 
 def _unknown_key(key: str, known: Sequence[str], where: str = "") -> str:
