@@ -961,11 +961,19 @@ def convert(
         Path | None,
         typer.Option("--output", "-o", metavar="DIR", help="Write NAME.jinja files into DIR."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace NAME.jinja files that already exist in DIR.")
+    ] = False,
 ) -> None:
-    """Convert Prompty or Dotprompt files to promptcast task files (printed, or written to -o)."""
+    """Convert Prompty or Dotprompt files to promptcast task files (printed, or written to -o).
+
+    Every file is converted and every target checked before any is written: an error leaves
+    DIR as it was, never half converted.
+    """
     from promptcast._convert import convert as to_task
     from promptcast.spec import parse_task_text
 
+    converted: list[tuple[Path, str]] = []
     for file in files:
         try:
             text = to_task(file.read_text(encoding="utf-8"), str(file)).text
@@ -974,16 +982,47 @@ def convert(
             raise _fail(exc) from None
         except PromptcastError as exc:
             raise _fail(exc) from None
-        if output is None:
+        converted.append((file, text))
+    if output is None:
+        for file, text in converted:
             sys.stdout.write(text if len(files) == 1 else f"# {file}\n{text}\n")
-            continue
-        target = output / f"{file.stem}.jinja"
-        try:
-            output.mkdir(parents=True, exist_ok=True)
+        return
+    targets = _convert_targets([file for file, _ in converted], output, force)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for target, (_, text) in zip(targets, converted, strict=True):
             write_atomic(target, text)
-        except OSError as exc:
-            raise _fail(exc) from None
-        err.print(f"wrote {target}", markup=False, soft_wrap=True)
+            err.print(f"wrote {target}", markup=False, soft_wrap=True)
+    except OSError as exc:
+        raise _fail(exc) from None
+
+
+def _convert_targets(files: list[Path], output: Path, force: bool) -> list[Path]:
+    """`output/NAME.jinja` for each file; exit 1 when two files would write the same one (the
+    name compared as a case-insensitive filesystem does) or, without `force`, one exists."""
+    targets: list[Path] = []
+    sources: dict[str, Path] = {}
+    for file in files:
+        target = output / f"{file.stem}.jinja"
+        first = sources.setdefault(target.name.casefold(), file)
+        if first is not file:
+            raise _fail(
+                FileExistsError(
+                    f"{first} and {file} both convert to {target}; convert them in separate "
+                    "calls with different -o folders, or rename one"
+                )
+            )
+        targets.append(target)
+    existing = [str(t) for t in targets if t.exists() or t.is_symlink()]
+    if existing and not force:
+        them = "it" if len(existing) == 1 else "them"
+        raise _fail(
+            FileExistsError(
+                f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                f"nothing was written: pass --force to replace {them}"
+            )
+        )
+    return targets
 
 
 def main() -> None:
