@@ -123,7 +123,7 @@ def test_a_file_value_is_checked_as_strictly_as_an_inline_one(
 @pytest.mark.parametrize(
     ("pair", "shown"),
     [
-        pytest.param("text=@@bob", "@bob|0|", id="str"),
+        pytest.param("text=@@bob", "\n@bob|0|", id="str"),
         pytest.param("label=@@team", "|@team|", id="Literal"),
         pytest.param('labels=["@@bob"]', "['@@bob']", id="not-at-the-start"),
         pytest.param("note=@@@x", "|@@x", id="str|None"),
