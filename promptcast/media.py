@@ -7,6 +7,9 @@ the caller: a PNG-named GIF is sent as a GIF, a text file given as an image is r
 types the providers accept are taken, and each value is refused before anything is read past its
 size limit.
 
+`ImageInput` and `DocumentInput` name these forms for a type checker (`promptcast typegen` types
+image and document inputs with them).
+
 A plain string is never read as a file path: only a `Path` (from Python, the CLI's `@path` or a
 batch file) reads a file, so an HTTP caller cannot make the server read its disk.
 """

@@ -32,6 +32,7 @@ from pydantic.fields import FieldInfo
 
 from promptcast._typeexpr import SAFE_TYPES
 from promptcast.errors import TaskDefinitionError
+from promptcast.media import Document, Image
 from promptcast.spec import TASK_FILE_SUFFIXES, TaskSpec, parse_task_file
 from promptcast.task import Task
 
@@ -40,6 +41,7 @@ __all__ = ["bind_task", "generate", "task_files"]
 _WIDTH = 100
 _BUILTINS = (str, int, float, bool, bytes, dict, list, tuple, set, frozenset)
 _SAFE_NAMES = {id(tp): ref for ref, tp in SAFE_TYPES.items()}
+_MEDIA_INPUTS = {Image: "ImageInput", Document: "DocumentInput"}
 
 
 def bind_task(path: str | Path, output: type[BaseModel] | None = None) -> Task[Any]:
@@ -170,7 +172,7 @@ class _Writer:
                 raise TaskDefinitionError(
                     f"input {name!r} is a Python keyword; rename it to use typegen", file=spec.path
                 )
-            param = f"{name}: {self.annotation(item.type)}"
+            param = f"{name}: {self.annotation(item.type, inputs=True)}"
             if not item.required:
                 param += f" = {_value(item.default)}"
             params.append(param)
@@ -197,12 +199,18 @@ class _Writer:
 
     # types
 
-    def annotation(self, tp: Any) -> str:
-        """Python source for a type that evaluates to an equal type object in the module."""
+    def annotation(self, tp: Any, *, inputs: bool = False) -> str:
+        """Python source for a type that evaluates to an equal type object in the module.
+
+        With `inputs`, an image or document is written as `ImageInput` / `DocumentInput`: to a type
+        checker every form a call takes (bytes, a Path, a data URL, ...), at run time the class.
+        """
         if tp is type(None) or tp is None:
             return "None"
         if tp is Any:
             return self.use("typing", "Any")
+        if inputs and isinstance(tp, type) and tp in _MEDIA_INPUTS:
+            return self.use("promptcast.media", _MEDIA_INPUTS[tp])
         ref = _SAFE_NAMES.get(id(tp))
         if ref is not None:
             module, _, name = ref.partition(":")
@@ -212,9 +220,10 @@ class _Writer:
         if origin is Literal:
             return f"{self.use('typing', 'Literal')}[{', '.join(_value(a) for a in args)}]"
         if origin in (typing.Union, types.UnionType):
-            return " | ".join(self.annotation(a) for a in args)
+            return " | ".join(self.annotation(a, inputs=inputs) for a in args)
         if origin in _BUILTINS and args:
-            return f"{origin.__name__}[{', '.join(self.annotation(a) for a in args)}]"
+            inner = ", ".join(self.annotation(a, inputs=inputs) for a in args)
+            return f"{origin.__name__}[{inner}]"
         if tp in _BUILTINS:
             return str(tp.__name__)
         if isinstance(tp, type) and issubclass(tp, BaseModel) and not _importable(tp):

@@ -3,6 +3,7 @@ keyword or type, that runs against the fake provider, and that `--check` finds s
 
 from __future__ import annotations
 
+import base64
 import importlib
 import shutil
 import subprocess
@@ -290,3 +291,109 @@ def test_prompty_tasks_get_types_too(project: Path) -> None:
     assert "def ask(*, question: str) -> AskOutput:" in text
     module = importlib.import_module("app.ai_tasks")
     assert module.tasks.ask.render(question="Why?").messages[-1]["content"] == "Why?"
+
+
+SHOTS = """\
+---
+description: Triage a crash report with its screenshots and logs.
+model: anthropic/claude-sonnet-4-6
+inputs:
+  screenshot: image
+  extra: {type: "list[image]", default: []}
+  log: {type: "document | None", default: null}
+---
+{{ screenshot }}{% for shot in extra %}{{ shot }}{% endfor %}{% if log %}{{ log }}{% endif %}
+What crashed?
+"""
+
+# Every form an image or document input takes at run time (promptcast.media.Media.coerce).
+MEDIA_FORMS = {
+    "image": "pc.Image(PNG)",
+    "bytes": "PNG",
+    "bytearray": "bytearray(PNG)",
+    "memoryview": "memoryview(PNG)",
+    "path": 'Path("crash.png")',
+    "data_url": '"data:image/png;base64,iVBORw0KGgo="',
+    "url": '"https://example.com/crash.png"',
+    "mapping": '{"media_type": "image/png", "data": "iVBORw0KGgo="}',
+    "mapping_without_type": '{"data": "iVBORw0KGgo="}',
+}
+DOCUMENT_FORMS = {
+    "document": "pc.Document(b'%PDF-1.4')",
+    "bytes": "b'%PDF-1.4'",
+    "path": 'Path("log.pdf")',
+    "mapping": '{"media_type": "application/pdf", "data": "JVBERi0x"}',
+}
+
+USE_MEDIA_OK = f"""\
+from __future__ import annotations
+
+from pathlib import Path
+
+import promptcast as pc
+from app.ai_tasks import shots, tasks
+
+PNG = b"\\x89PNG"
+{chr(10).join(f"shots(screenshot={v})  # {k}" for k, v in MEDIA_FORMS.items())}
+tasks.shots(screenshot=PNG, extra=[{", ".join(MEDIA_FORMS.values())}])
+{chr(10).join(f"shots(screenshot=PNG, log={v})  # {k}" for k, v in DOCUMENT_FORMS.items())}
+shots(screenshot=PNG, log=None)
+"""
+
+USE_MEDIA_BAD = """\
+from __future__ import annotations
+
+from app.ai_tasks import shots
+
+shots(screenshot=42)
+shots(screenshot=b"x", extra=[3.5])
+shots(screenshot=b"x", log=["not", "a", "document"])
+shots(screenshot={"media_type": "image/bmp", "data": "Qk0="})
+shots(screenshot={"data": 1})
+shots(screenshot=b"x", log={"media_type": "image/png", "data": "iVBORw0KGgo="})
+"""
+
+
+def test_media_inputs_take_every_form_the_call_takes_and_nothing_else(
+    project: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    (project / "prompts" / "shots.jinja").write_text(SHOTS)
+    code, output = _typegen()
+    assert code == 0, output
+    text = (project / "app" / "ai_tasks.py").read_text()
+    assert "from promptcast.media import DocumentInput, ImageInput" in text
+    assert (
+        "def shots(\n    *,\n    screenshot: ImageInput,\n    extra: list[ImageInput] = [],\n"
+        "    log: DocumentInput | None = None,\n) -> str:"
+    ) in text
+    (project / "use_media_ok.py").write_text(USE_MEDIA_OK)
+    (project / "use_media_bad.py").write_text(USE_MEDIA_BAD)
+
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(project / ".mypy"),
+         "app/ai_tasks.py", "use_media_ok.py", "use_media_bad.py"],
+        capture_output=True, text=True, cwd=project, check=False,
+    )  # fmt: skip
+    errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
+    assert not [e for e in errors if not e.startswith("use_media_bad.py")], mypy.stdout
+    assert {int(e.split(":")[1]) for e in errors} == {5, 6, 7, 8, 9, 10}, mypy.stdout
+
+    pyright = subprocess.run(
+        [str(VENV_BIN / "pyright"), "--pythonpath", sys.executable,
+         "app/ai_tasks.py", "use_media_ok.py", "use_media_bad.py"],
+        capture_output=True, text=True, cwd=project, check=False,
+    )  # fmt: skip
+    lines = [line for line in pyright.stdout.splitlines() if " - error:" in line]
+    assert not [e for e in lines if "use_media_bad.py" not in e], pyright.stdout
+    assert {int(e.split(":")[1]) for e in lines} == {5, 6, 7, 8, 9, 10}, pyright.stdout
+
+    # the module binds (its signature equals the file's types) and a Path works as typed
+    (project / "crash.png").write_bytes(
+        base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+        )
+    )
+    module = importlib.import_module("app.ai_tasks")
+    assert isinstance(module.shots(screenshot=Path("crash.png")), str)
+    blocks = fake_anthropic.requests[0]["messages"][0]["content"]
+    assert [b["type"] for b in blocks][:1] == ["image"]
