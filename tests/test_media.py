@@ -794,3 +794,38 @@ def test_batch_media_paths_leave_urls_and_objects_alone(tmp_path: Path) -> None:
         "c": {"data": "QUJD"},
         "d": "text",
     }
+
+
+# --- the input aliases typegen writes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alias", "cls"), [(media.ImageInput, Image), (media.DocumentInput, Document)]
+)
+def test_the_input_aliases_are_their_classes_at_run_time(alias: Any, cls: type[Any]) -> None:
+    """So a signature annotated with them equals the task file's types (`@pc.task`'s check), and
+    as a pydantic type each validates from every form it names for a type checker."""
+    assert alias is cls
+    raw = png() if cls is Image else PDF
+    forms: list[Any] = [
+        raw,
+        bytearray(raw),
+        memoryview(raw),
+        data_url(raw),
+        {"data": base64.b64encode(raw).decode()},
+        cls(raw),
+    ]
+    adapter: TypeAdapter[Any] = TypeAdapter(alias)
+    assert {adapter.validate_python(form) for form in forms} == {cls(raw)}
+
+
+def test_a_function_annotated_with_image_input_binds_to_its_task(
+    write_task: Callable[..., Path],
+) -> None:
+    path = write_task("ticket", TICKET)
+
+    @pc.task(path)
+    def ticket(*, message: str, screenshot: media.ImageInput | None = None) -> str:
+        raise NotImplementedError
+
+    assert ticket.render(message="m", screenshot=png()).messages

@@ -275,3 +275,12 @@ def test_one_list_item_over_the_limit_is_413_over_http(
     assert answer.status_code == 413, answer.text
     assert answer.json()["field"] == "photos.1"
     assert fake_anthropic.requests == []
+
+
+def test_openapi_states_each_inputs_own_limit(server: str) -> None:
+    schemas = httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]
+    shot = next(s for name, s in schemas.items() if name.startswith("ShotInputs"))
+    assert f"at most {LIMIT:,} bytes" in shot["properties"]["screenshot"]["description"]
+    album = next(s for name, s in schemas.items() if name.startswith("AlbumInputs"))
+    photos = album["properties"]["photos"]["anyOf"][0]["items"]
+    assert f"at most {LIMIT:,} bytes" in photos["description"]
