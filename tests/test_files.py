@@ -71,7 +71,7 @@ def test_generated_files_survive_an_interrupted_rewrite(
     args = (
         ["typegen", str(source), "-o", str(target)]
         if command == "typegen"
-        else ["convert", str(source / "chat.prompty"), "-o", str(out)]
+        else ["convert", str(source / "chat.prompty"), "-o", str(out), "--force"]
     )
     _interrupt_at(monkeypatch, "replace")
     result = CliRunner().invoke(app, args)
