@@ -176,15 +176,24 @@ def test_an_image_under_the_inputs_limit_is_sent(
     assert image["source"]["data"] == base64.b64encode(raw).decode()
 
 
-def test_an_image_at_exactly_the_limit_is_sent(
-    shot: pc.Task[Any], fake_anthropic: FakeAnthropic
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("padding", [0, 1, 2])  # base64 that ends in "", "==" or "="
+def test_an_image_at_exactly_the_limit_is_sent_and_one_byte_more_is_not(
+    form: str,
+    padding: int,
+    write_task: Callable[..., Path],
+    fake_anthropic: FakeAnthropic,
+    tmp_path: Path,
 ) -> None:
     raw = png(3, 3)
-    raw += bytes(LIMIT - len(raw))
+    raw += bytes(LIMIT - padding - len(raw))
+    task = pc.Task.from_file(
+        write_task("exact", SHOT.replace(f"max_bytes: {LIMIT}", f"max_bytes: {len(raw)}"))
+    )
     fake_anthropic.reply(_text_reply("fine"))
-    assert shot(message="m", screenshot=raw) == "fine"
+    assert task(message="m", screenshot=as_form(form, raw, tmp_path)) == "fine"
     with pytest.raises(MediaTooLargeError):
-        shot(message="m", screenshot=raw + b"\x00")
+        task(message="m", screenshot=as_form(form, raw + b"\x00", tmp_path))
 
 
 def test_a_url_has_no_size_to_check(shot: pc.Task[Any], fake_anthropic: FakeAnthropic) -> None:
