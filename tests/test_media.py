@@ -829,3 +829,17 @@ def test_a_function_annotated_with_image_input_binds_to_its_task(
         raise NotImplementedError
 
     assert ticket.render(message="m", screenshot=png()).messages
+
+
+@pytest.mark.parametrize(
+    ("typed", "cls"), [(media.ImageData, Image), (media.DocumentData, Document)]
+)
+def test_the_typed_mapping_forms_name_exactly_the_accepted_media_types(
+    typed: Any, cls: type[Any]
+) -> None:
+    import typing
+
+    hints = typing.get_type_hints(typed)
+    assert typing.get_args(hints["media_type"]) == cls.accepted
+    # (with postponed annotations, __required_keys__ cannot see Required: read the hint)
+    assert typing.get_type_hints(typed, include_extras=True)["data"] == typing.Required[str]
