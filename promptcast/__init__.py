@@ -34,7 +34,7 @@ from promptcast.errors import (
     TaskNotFoundError,
 )
 from promptcast.evals import EvalReport, aevaluate, evaluate
-from promptcast.media import Document, Image
+from promptcast.media import Document, DocumentInput, Image, ImageInput
 from promptcast.render import Message, Prompt, fence
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec
@@ -54,8 +54,10 @@ __all__ = [
     "BudgetExceededError",
     "ConfigurationError",
     "Document",
+    "DocumentInput",
     "EvalReport",
     "Image",
+    "ImageInput",
     "Message",
     "OutputTruncatedError",
     "OutputValidationError",
