@@ -13,6 +13,7 @@ Run: python benchmarks/import_time.py [--rounds 9]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,12 @@ MODULES = ("promptcast", "anthropic")
 def import_time(module: str) -> float:
     """Seconds to import `module` in a fresh interpreter (its start-up not included)."""
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # bytecode as an installed package has it (pip compiles on install): the warm-up import writes
+    # it even where PYTHONDONTWRITEBYTECODE is set, which would compile promptcast every time
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     return float(out.stdout)
 
 
