@@ -152,25 +152,28 @@ def test_generated_module_passes_mypy_strict_and_pyright_and_they_flag_wrong_cal
     (project / "use_ok.py").write_text(USE_OK)
     (project / "use_bad.py").write_text(USE_BAD)
 
-    mypy = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(project / ".mypy"),
-         "app/ai_tasks.py", "use_ok.py", "use_bad.py"],
-        capture_output=True, text=True, cwd=project, check=False,
-    )  # fmt: skip
-    errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
-    assert not [e for e in errors if not e.startswith("use_bad.py")], mypy.stdout
-    assert {int(e.split(":")[1]) for e in errors} == {5, 6, 7, 8}, mypy.stdout
-    assert 'Unexpected keyword argument "txt"' in mypy.stdout
+    flagged, output = _type_errors(project, "mypy", "use_ok.py", "use_bad.py")
+    assert flagged == {5, 6, 7, 8} and 'Unexpected keyword argument "txt"' in output, output
+    flagged, output = _type_errors(project, "pyright", "use_ok.py", "use_bad.py")
+    assert flagged == {5, 6, 7, 8} and 'No parameter named "txt"' in output, output
 
-    pyright = subprocess.run(
-        [str(VENV_BIN / "pyright"), "--pythonpath", sys.executable,
-         "app/ai_tasks.py", "use_ok.py", "use_bad.py"],
-        capture_output=True, text=True, cwd=project, check=False,
-    )  # fmt: skip
-    lines = [line for line in pyright.stdout.splitlines() if " - error:" in line]
-    assert not [e for e in lines if "use_bad.py" not in e], pyright.stdout
-    assert {int(e.split(":")[1]) for e in lines} == {5, 6, 7, 8}, pyright.stdout
-    assert 'No parameter named "txt"' in pyright.stdout
+
+def _type_errors(project: Path, checker: str, good: str, bad: str) -> tuple[set[int], str]:
+    """Run mypy --strict or pyright on the generated module and two files using it; anything
+    flagged outside `bad` fails the test. Returns the lines flagged in `bad` and the output."""
+    files = ["app/ai_tasks.py", good, bad]
+    if checker == "mypy":
+        command = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(project / ".mypy")]
+        marker = ": error:"
+    else:
+        command = [str(VENV_BIN / "pyright"), "--pythonpath", sys.executable]
+        marker = " - error:"
+    run = subprocess.run(
+        [*command, *files], capture_output=True, text=True, cwd=project, check=False
+    )
+    lines = [line for line in run.stdout.splitlines() if marker in line]
+    assert all(bad in line for line in lines), run.stdout
+    return {int(line.split(":")[1]) for line in lines}, run.stdout
 
 
 def test_generated_module_is_deterministic_formatted_and_lists_file_hashes(project: Path) -> None:
@@ -369,23 +372,9 @@ def test_media_inputs_take_every_form_the_call_takes_and_nothing_else(
     (project / "use_media_ok.py").write_text(USE_MEDIA_OK)
     (project / "use_media_bad.py").write_text(USE_MEDIA_BAD)
 
-    mypy = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(project / ".mypy"),
-         "app/ai_tasks.py", "use_media_ok.py", "use_media_bad.py"],
-        capture_output=True, text=True, cwd=project, check=False,
-    )  # fmt: skip
-    errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
-    assert not [e for e in errors if not e.startswith("use_media_bad.py")], mypy.stdout
-    assert {int(e.split(":")[1]) for e in errors} == {5, 6, 7, 8, 9, 10}, mypy.stdout
-
-    pyright = subprocess.run(
-        [str(VENV_BIN / "pyright"), "--pythonpath", sys.executable,
-         "app/ai_tasks.py", "use_media_ok.py", "use_media_bad.py"],
-        capture_output=True, text=True, cwd=project, check=False,
-    )  # fmt: skip
-    lines = [line for line in pyright.stdout.splitlines() if " - error:" in line]
-    assert not [e for e in lines if "use_media_bad.py" not in e], pyright.stdout
-    assert {int(e.split(":")[1]) for e in lines} == {5, 6, 7, 8, 9, 10}, pyright.stdout
+    for checker in ("mypy", "pyright"):
+        flagged, output = _type_errors(project, checker, "use_media_ok.py", "use_media_bad.py")
+        assert flagged == {5, 6, 7, 8, 9, 10}, output
 
     # the module binds (its signature equals the file's types) and a Path works as typed
     (project / "crash.png").write_bytes(
