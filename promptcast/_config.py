@@ -88,7 +88,9 @@ class ProviderSettings(BaseModel):
     n_ctx: Annotated[int, Field(ge=0)] | None = None
     n_threads: Annotated[int, Field(ge=1)] | None = None
     n_gpu_layers: Annotated[int, Field(ge=-1)] | None = None
-    seed: Annotated[int, Field(ge=0)] | None = None  # local sampling seed (default 0)
+    # the sampling seed: local/… models use 0 unless set; other models send it with each request
+    # when set (self-hosted servers honour it, OpenAI on a best-effort basis)
+    seed: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("base_url")
     @classmethod

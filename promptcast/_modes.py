@@ -80,8 +80,9 @@ def _matches(table: dict[str, tuple[str, ...]], provider: str, model: str) -> bo
     return any(fnmatchcase(model.lower(), pattern) for pattern in table.get(provider, ()))
 
 
-def _own(provider: str, model: str, key: str) -> Any:
-    """A per-model setting from `configure(models={"provider/model": {key: …}})`."""
+def model_setting(provider: str, model: str, key: str) -> Any:
+    """A per-model setting from `configure(models={"provider/model": {key: …}})`, else the
+    provider's (`configure(providers=…)`); `None` when neither sets it."""
     from promptcast._config import get_config
 
     config = get_config()
@@ -103,7 +104,7 @@ def supports_native(provider: str, model: str) -> bool:
 def native_format(provider: str, model: str) -> str:
     """`json_schema` (the OpenAI form, strict) or `json_object` (with `schema`, for servers that
     take only that); configurable per model with `native_format`."""
-    configured = _own(provider, model, "native_format")
+    configured = model_setting(provider, model, "native_format")
     if configured:
         return str(configured)
     if provider == "litellm":
@@ -132,10 +133,13 @@ def choose(
     from promptcast._config import get_config
 
     mode = task_mode if task_mode and task_mode != "auto" else None
-    mode = mode or _own(provider, model, "output_mode") or get_config().output_mode
+    mode = mode or model_setting(provider, model, "output_mode") or get_config().output_mode
     if mode != "auto":
         return str(mode)
-    native = supports_native(provider, model) or _own(provider, model, "output_mode") == "native"
+    native = (
+        supports_native(provider, model)
+        or model_setting(provider, model, "output_mode") == "native"
+    )
     if supported is not None:
         native = native and "native" in supported
     if native:

@@ -358,21 +358,33 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.mark.parametrize("name", SEED_TASKS)
 @pytest.mark.parametrize(
-    ("route", "settings"),
+    ("route", "settings", "mode"),
     [
         # told what the server takes: response_format json_object + schema (a grammar)
-        ("hosted_vllm/smollm2", {"native_format": "json_object"}),
+        ("hosted_vllm/smollm2", {"native_format": "json_object", "seed": 0}, "native"),
+        # litellm's OpenAI route (it wants a key, which this server ignores); `auto` would pick
+        # `tool` for a model name OpenAI does not have, whose forced call no grammar constrains
+        (
+            "openai/smollm2",
+            {
+                "api_key": "sk-local",
+                "output_mode": "native",
+                "native_format": "json_object",
+                "seed": 0,
+            },
+            "native",
+        ),
     ],
 )
 def test_llama_cpp_server_on_loopback_answers_the_openai_compatible_routes(
-    llama_server: str, name: str, route: str, settings: dict[str, str]
+    llama_server: str, name: str, route: str, settings: dict[str, str], mode: str
 ) -> None:
     pc.configure(models={route: {"base_url": llama_server, **settings}}, max_retries=0)
     task = pc.builtin_tasks()[name].with_model(route)
     inputs = task.spec.examples[0].inputs
     run = task.run(**inputs)
     assert isinstance(run.output, task.spec.output_model)  # type: ignore[arg-type]
-    assert run.attempts == 1 and run.output_mode == "native"
+    assert run.attempts == 1 and run.output_mode == mode
     # the server runs the same file with the same template: the same count as in-process
     assert run.usage.input_tokens == tokenizer_count(task, inputs)
     assert run.usage.output_tokens > 0
@@ -387,13 +399,33 @@ def test_a_server_that_takes_only_json_object_is_detected(
 
     learned: set[str] = set()
     monkeypatch.setattr(litellm_backend, "_json_object_endpoints", learned)
-    pc.configure(models={"hosted_vllm/smollm2": {"base_url": llama_server}}, max_retries=0)
+    pc.configure(
+        models={"hosted_vllm/smollm2": {"base_url": llama_server, "seed": 0}}, max_retries=0
+    )
     task = pc.builtin_tasks()["extract_ticket"].with_model("hosted_vllm/smollm2")
     run = task.run(message="Checkout is down!")
     assert run.attempts == 1 and run.output_mode == "native"
     assert [a.status for a in run.attempt_log] == ["ok"]
     assert learned == {llama_server}
     assert task.run(message="Checkout is down again!").attempts == 1
+
+
+@pytest.mark.parametrize("route", ["hosted_vllm/smollm2", "openai/smollm2"])
+def test_a_configured_seed_makes_a_servers_reply_independent_of_what_ran_before(
+    llama_server: str, route: str
+) -> None:
+    """The server's sampler otherwise carries on from the requests before: `seed` is sent with
+    each request, so the same prompt gets the same reply whatever ran in between."""
+    settings = {"base_url": llama_server, "api_key": "sk-local", "seed": 0}
+    native = {"output_mode": "native", "native_format": "json_object"}
+    pc.configure(models={route: {**settings, **native}}, max_retries=0)
+    tasks = pc.builtin_tasks()
+    ticket = tasks["extract_ticket"].with_model(route)
+    first = ticket.run(message="Checkout page crashes since this morning!")
+    translate = tasks["translate"].with_model(route)
+    translate.run(**translate.spec.examples[0].inputs)
+    again = ticket.run(message="Checkout page crashes since this morning!")
+    assert again.output == first.output
 
 
 def test_the_same_prompt_gets_the_same_reply_whatever_ran_before() -> None:

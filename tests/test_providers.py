@@ -208,3 +208,23 @@ def test_a_missing_provider_key_names_its_variable_before_any_request(
         assert fake.requests == []
     assert info.value.env_var == variable
     assert variable in str(info.value)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "hosted_vllm/smollm2", "ollama/llama3.1"])
+@pytest.mark.parametrize("where", ["models", "providers", None])
+def test_a_configured_seed_is_sent_with_each_request(
+    fake_openai: FakeOpenAI, model: str, where: str | None
+) -> None:
+    provider = model.partition("/")[0]
+    settings: dict[str, object] = {"base_url": fake_openai.base_url, "api_key": "sk-test"}
+    seeded = {**settings, "seed": 7}
+    if where == "models":
+        pc.configure(models={model: seeded})
+    elif where == "providers":
+        pc.configure(providers={provider: seeded})
+    else:
+        pc.configure(models={model: settings})
+    task = pc.builtin_tasks()["translate"].with_model(model)
+    task.run(**task.spec.examples[0].inputs)
+    (request,) = fake_openai.requests
+    assert request.get("seed") == (None if where is None else 7)

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from promptcast._config import endpoint_settings, get_config
-from promptcast._modes import native_format
+from promptcast._modes import model_setting, native_format
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast._schemas import (
     drop_strict_nulls,
@@ -227,6 +227,9 @@ class LiteLLMBackend(Backend):
             kwargs["api_key"] = api_key
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
+        seed = model_setting(self.provider, request.model, "seed")
+        if seed is not None:  # the same prompt, the same reply, where the server honours it
+            kwargs["seed"] = seed
         if request.timeout_s is not None:
             kwargs["timeout"] = request.timeout_s
         headers = request.tracing_headers()
