@@ -410,31 +410,25 @@ def test_a_server_that_takes_only_json_object_is_detected(
     assert task.run(message="Checkout is down again!").attempts == 1
 
 
-@pytest.mark.parametrize("route", ["hosted_vllm/smollm2", "openai/smollm2"])
-def test_a_configured_seed_makes_a_servers_reply_independent_of_what_ran_before(
-    llama_server: str, route: str
+@pytest.mark.parametrize(
+    "route",
+    [MODEL, "hosted_vllm/smollm2", "openai/smollm2"],
+    ids=["in-process", "hosted_vllm-server", "openai-server"],
+)
+def test_the_same_prompt_gets_the_same_reply_whatever_ran_before(
+    request: pytest.FixtureRequest, route: str
 ) -> None:
-    """The server's sampler otherwise carries on from the requests before: `seed` is sent with
-    each request, so the same prompt gets the same reply whatever ran in between."""
-    settings = {"base_url": llama_server, "api_key": "sk-local", "seed": 0}
-    native = {"output_mode": "native", "native_format": "json_object"}
-    pc.configure(models={route: {**settings, **native}}, max_retries=0)
+    """Each request samples with a fixed seed, not one carried on from the requests before it:
+    in process the configured one (0 by default); a server's sampler is told the configured
+    `seed` with each request. A test's answer does not depend on the tests that ran first."""
+    if route != MODEL:
+        settings = {"base_url": request.getfixturevalue("llama_server"), "api_key": "sk-local"}
+        native = {"output_mode": "native", "native_format": "json_object", "seed": 0}
+        pc.configure(models={route: {**settings, **native}}, max_retries=0)
     tasks = pc.builtin_tasks()
     ticket = tasks["extract_ticket"].with_model(route)
     first = ticket.run(message="Checkout page crashes since this morning!")
     translate = tasks["translate"].with_model(route)
-    translate.run(**translate.spec.examples[0].inputs)
-    again = ticket.run(message="Checkout page crashes since this morning!")
-    assert again.output == first.output
-
-
-def test_the_same_prompt_gets_the_same_reply_whatever_ran_before() -> None:
-    """Each request samples with the configured seed (0 by default), not one derived from the
-    requests before it: a test's answer does not depend on the tests that ran first."""
-    tasks = pc.builtin_tasks()
-    ticket = tasks["extract_ticket"].with_model(MODEL)
-    first = ticket.run(message="Checkout page crashes since this morning!")
-    translate = tasks["translate"].with_model(MODEL)
     translate.run(**translate.spec.examples[0].inputs)
     again = ticket.run(message="Checkout page crashes since this morning!")
     assert again.output == first.output
