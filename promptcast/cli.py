@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 import promptcast as pc
-from promptcast._files import write_atomic
+from promptcast._files import read_text, write_atomic
 from promptcast._secrets import scrub
 from promptcast.errors import PromptcastError, TaskInputError
 from promptcast.media import is_media_type
@@ -277,7 +277,7 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
     values: dict[str, Any] = {}
     if input_json is not None:
         try:
-            loaded = json.loads(input_json.read_text(encoding="utf-8"))
+            loaded = json.loads(read_text(input_json))
         except (OSError, ValueError) as exc:
             raise TaskInputError(
                 task.name, None, f"cannot read --input-json {input_json}: {exc}"
@@ -324,7 +324,7 @@ def _read_input_file(task: pc.Task[Any], key: str, name: str) -> str:
     try:
         if not name:
             raise FileNotFoundError
-        return path.read_bytes().decode("utf-8")  # as written: no newline translation
+        return read_text(path)  # as written: no newline translation
     except FileNotFoundError:
         problem = f"no such file {name!r}; {escape}"
     except IsADirectoryError:

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from promptcast import _telemetry
+from promptcast._files import read_text
 from promptcast._secrets import scrub
 from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
 from promptcast.spec import Example
@@ -112,7 +113,7 @@ def expectation_problems(output: Any, example: Example) -> list[str]:
 def load_cases(path: str | Path) -> list[Example]:
     """Cases from JSONL: `{"inputs": {…}, "expect": {…}, "expect_contains": {…}}` per line."""
     cases = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(Path(path)).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic import field_validator as _field_validator
 
+from promptcast._files import decode_text
 from promptcast._typeexpr import TypeExprError, parse_type
 from promptcast.errors import TaskDefinitionError
 
@@ -255,7 +256,7 @@ def _read(path: Path) -> str:
             file=str(path),
         )
     try:
-        return raw.decode("utf-8")
+        return decode_text(raw)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise TaskDefinitionError(

@@ -1,16 +1,20 @@
-"""Atomic writes: a kill (here an interrupt) at any moment leaves the old file or the new one."""
+"""Files people write are read alike everywhere (a byte-order mark is not text); atomic writes:
+a kill (here an interrupt) at any moment leaves the old file or the new one."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import promptcast as pc
 from promptcast import _files
-from promptcast._files import write_atomic
+from promptcast._files import decode_text, write_atomic
 from promptcast.cli import app
+from promptcast.evals import load_cases
 
 PROMPTY = """\
 ---
@@ -81,3 +85,61 @@ def test_generated_files_survive_an_interrupted_rewrite(
     monkeypatch.undo()
     assert CliRunner().invoke(app, args).exit_code == 0
     assert target.read_text(encoding="utf-8") != "# the previous version\n"
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (BOM + b"hello", "hello"),
+        (b"hello", "hello"),
+        (BOM, ""),
+        (BOM + BOM + b"x", "\ufeffx"),  # only the mark at the start: a second one is text
+        (b"a\xef\xbb\xbfb", "a\ufeffb"),  # a zero-width no-break space inside stays
+        ("line\u2028sep \U0001f600".encode(), "line\u2028sep \U0001f600"),
+    ],
+)
+def test_decode_text_drops_a_leading_byte_order_mark_only(raw: bytes, text: str) -> None:
+    assert decode_text(raw) == text
+
+
+def test_decode_text_reports_offsets_into_the_file_bytes() -> None:
+    with pytest.raises(UnicodeDecodeError) as caught:
+        decode_text(BOM + b"ok\xff")
+    assert caught.value.start == 5
+
+
+TASK = """---
+inputs: {text: str, labels: "list[str]"}
+output: str
+---
+{{ text }} {{ labels | join(",") }}
+"""
+
+
+@pytest.mark.parametrize("bom", [b"", BOM], ids=["plain", "bom"])
+def test_every_file_a_user_writes_may_start_with_a_byte_order_mark(
+    bom: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task files, eval cases, --input-json and -i KEY=@path read the same text with or without
+    the mark Windows editors write (batch input files already did)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tag.jinja").write_bytes(bom + TASK.encode())
+    task = pc.Task.from_file(tmp_path / "tag.jinja")
+    assert list(task.spec.inputs) == ["text", "labels"]
+
+    (tmp_path / "cases.jsonl").write_bytes(bom + b'{"inputs": {"text": "hi"}, "expect": "x"}\n')
+    assert [case.inputs for case in load_cases(tmp_path / "cases.jsonl")] == [{"text": "hi"}]
+
+    (tmp_path / "inputs.json").write_bytes(bom + json.dumps({"labels": ["a", "b"]}).encode())
+    (tmp_path / "text.txt").write_bytes(bom + "caf\u00e9".encode())
+    (tmp_path / "labels.json").write_bytes(bom + b'["c"]')
+    for args in (
+        ["--input-json", "inputs.json", "-i", "text=@text.txt"],
+        ["-i", "text=@text.txt", "-i", "labels=@labels.json"],
+    ):
+        result = CliRunner().invoke(app, ["render", "tag", "--prompts", str(tmp_path), *args])
+        assert result.exit_code == 0, result.output
+        assert "caf\u00e9 " in result.stdout and "\ufeff" not in result.stdout
