@@ -322,8 +322,8 @@ def run_span(name: str, attributes: dict[str, Any], *, parent: RunSpan | None = 
 
 
 class RequestSpan(_Current):
-    """The CLIENT span and the metrics of one provider request; `ok(reply)` or `failed(error)`
-    ends it. Current inside `with` (the driver sends the request there)."""
+    """The CLIENT span and the metrics of one provider request; `ok(reply, usage)` or
+    `failed(error)` ends it. Current inside `with` (the driver sends the request there)."""
 
     __slots__ = ("_content", "_metric", "_parent", "_started")
 
@@ -348,7 +348,7 @@ class RequestSpan(_Current):
         if isinstance(error, Exception) and not isinstance(error, BackendError):
             self.failed(error)
 
-    def ok(self, reply: ModelReply, usage: Usage | None = None) -> None:
+    def ok(self, reply: ModelReply, usage: Usage) -> None:
         """End the span of a reply; `usage` is the reply's own `Usage`, priced here for the
         span's cost (it keeps the price, so the call's total is not priced again)."""
         otel = self._otel
@@ -467,9 +467,9 @@ def _server(endpoint: str) -> tuple[str | None, int | None]:
         return None, None
 
 
-def _cost(usage: Usage | None) -> float | None:
+def _cost(usage: Usage) -> float | None:
     try:
-        return None if usage is None else usage.cost_usd
+        return usage.cost_usd
     except Exception:  # a price lookup must never fail a call
         return None
 

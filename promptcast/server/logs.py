@@ -4,9 +4,10 @@ that writes them.
 
 The server logs through plain `logging` (`logger.info("request", extra={...})`), so under an
 application's own logging configuration its records are ordinary records whose fields are
-attributes, never JSON text inside a message. Every line goes through the shared scrubber; exception info is reduced to the exception's type
-and message, so a traceback never reaches the log. When an OpenTelemetry span is current, the
-line carries its `trace_id` and `span_id`, so a log line leads to its trace.
+attributes, never JSON text inside a message. Every line goes through the shared scrubber;
+exception info is reduced to the exception's type and message, so a traceback never reaches the
+log. When an OpenTelemetry span is current, the line carries its `trace_id` and `span_id`, so a
+log line leads to its trace.
 """
 
 from __future__ import annotations
