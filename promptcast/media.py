@@ -26,6 +26,7 @@ import math
 import operator
 import re
 import types
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Required, TypeAlias, TypedDict
@@ -505,8 +506,6 @@ def is_media_type(tp: Any) -> bool:
     """Whether an input type holds media anywhere (`image`, `image | None`, `list[document]`)."""
     if isinstance(tp, type) and issubclass(tp, Media):
         return True
-    import typing
-
     return any(is_media_type(arg) for arg in typing.get_args(tp))
 
 
@@ -529,8 +528,6 @@ def with_max_bytes(tp: Any, max_bytes: int) -> Any:
     """`tp` with each image or document in it (`image`, `image | None`, `list[document]`, ...)
     validated against `max_bytes` instead of its class's limit: what an input's `max_bytes:`
     makes of its type in the task's input model."""
-    import typing
-
     if isinstance(tp, type) and issubclass(tp, Media):
         return typing.Annotated[tp, _MaxBytes(tp, max_bytes)]
     args = typing.get_args(tp)
@@ -569,8 +566,6 @@ class _MaxBytes:
 
 
 def _media_classes(tp: Any) -> list[type[Media]]:
-    import typing
-
     if isinstance(tp, type) and issubclass(tp, Media):
         return [tp]
     return [kind for arg in typing.get_args(tp) for kind in _media_classes(arg)]
