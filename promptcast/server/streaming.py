@@ -64,9 +64,14 @@ def stream_responses(errors: dict[int | str, dict[str, Any]]) -> dict[int | str,
     }
 
 
+# JSON escapes every control character, but not these three, which `str.splitlines` (and so
+# httpx's `iter_lines`) ends a line at: a value holding one would tear its event in two
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def sse(event: str, data: str) -> bytes:
-    """One server-sent event; `data` is one line of JSON."""
-    return f"event: {event}\ndata: {data}\n\n".encode()
+    """One server-sent event; `data` is one line of JSON, whatever line breaks its values hold."""
+    return f"event: {event}\ndata: {data.translate(_LINE_BREAKS)}\n\n".encode()
 
 
 class _Failed(Exception):

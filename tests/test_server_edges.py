@@ -1,0 +1,138 @@
+"""The HTTP service at its edges: odd bodies, headers and paths, providers that lie, and event
+streams whose values hold line breaks. Every answer is the service's problem JSON or a stream a
+line-splitting client still reads right."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import promptcast as pc
+from promptcast.server import create_app
+from promptcast.testing import ScriptedBackend
+from tests.serving import AUTH, TOKEN, running
+
+TICKET = {"issue": "Checkout crashes", "urgency": "high", "product": "checkout"}
+PATH = "/v1/tasks/extract_ticket"
+JSON = {"content-type": "application/json", **AUTH}
+
+
+def scripted_app(model: str, **options: Any) -> Any:
+    """The built-ins, each pinned to the scripted `model`, behind the test token."""
+    registry = pc.TaskRegistry({n: t.with_model(model) for n, t in pc.builtin_tasks().items()})
+    return create_app(registry, **{"tokens": [TOKEN], **options})
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """`serve(backend)`: a server whose tasks all call `backend`; yields its base URL."""
+    servers: list[Any] = []
+
+    def start(backend: ScriptedBackend, **options: Any) -> str:
+        pc.configure(backends={"test/edge": backend})
+        server = running(scripted_app("test/edge", **options))
+        servers.append(server)
+        url: str = server.__enter__()
+        return url
+
+    yield start
+    for server in reversed(servers):
+        server.__exit__(None, None, None)
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, Any]]:
+    """(event, JSON data) pairs, read as most clients do: line by line with httpx."""
+    found: list[tuple[str, Any]] = []
+    kind, data = "message", ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif not line and data:
+            found.append((kind, json.loads(data)))
+            kind, data = "message", ""
+    return found
+
+
+def raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send exact bytes and read the whole answer (`Connection: close`)."""
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"\r\nHost: localhost\r\nConnection: close\r\n\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+# server-sent events: a value with a line break must not break the event framing
+
+# every character `str.splitlines` (so httpx's `iter_lines`) breaks a line at, plus SSE's own
+BREAKS = ["\n", "\r", "\r\n", "\n\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85"]
+BREAKS += ["\u2028", "\u2029", "data: x\n\nevent: final\n"]
+
+
+@pytest.mark.parametrize("brk", BREAKS, ids=[repr(b) for b in BREAKS])
+@pytest.mark.parametrize("task", ["extract_ticket", "summarize"])
+def test_stream_events_keep_their_framing_whatever_the_values_hold(
+    serve: Any, brk: str, task: str
+) -> None:
+    values = {
+        "extract_ticket": {**TICKET, "issue": f"before{brk}after"},
+        "summarize": {"summary": f"one{brk}two", "key_points": [f"a{brk}b", brk]},
+    }[task]
+    url = serve(ScriptedBackend(lambda request: values, chunk_chars=3))
+    inputs = {"extract_ticket": {"message": "m"}, "summarize": {"text": "t"}}[task]
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        response = client.post(f"/v1/tasks/{task}/stream", json=inputs)
+    assert response.status_code == 200, response.text
+    found = sse_events(response)
+    kinds = [kind for kind, _ in found]
+    assert kinds[-1] == "final" and set(kinds) == {"partial", "final"}, kinds
+    assert found[-1][1]["output"] == values
+    for kind, data in found[:-1]:  # each partial is a prefix of the answer, never a torn line
+        assert isinstance(data, dict), (kind, data)
+
+
+# bearer tokens
+
+
+def test_the_401_says_how_to_send_the_token(serve: Any) -> None:
+    url = serve(ScriptedBackend([TICKET]))
+    response = httpx.post(url + PATH, json={"message": "m"})
+    assert response.status_code == 401
+    detail = response.json()["detail"]
+    assert "Bearer" in detail and "PROMPTCAST_API_TOKENS" in detail, detail
+    assert "[REDACTED]" not in detail
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [(TOKEN, "wrong"), ("wrong", TOKEN), (TOKEN, TOKEN), ("wrong", "wrong")],
+    ids=["good-bad", "bad-good", "good-good", "bad-bad"],
+)
+def test_two_authorization_headers_are_refused_whatever_their_order(
+    serve: Any, tokens: tuple[str, str]
+) -> None:
+    """One request, one credential: a proxy that checks the first header and a server that
+    checks the last must not disagree about who is calling."""
+    url = serve(ScriptedBackend(lambda request: TICKET))
+    body = b'{"message": "m"}'
+    head = (
+        b"POST " + PATH.encode() + b" HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Authorization: Bearer " + tokens[0].encode() + b"\r\n"
+        b"Authorization: Bearer " + tokens[1].encode()
+    )
+    answer = raw_request(url, head, body)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"401", answer[:300]
+    problem = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert problem["type"] == "urn:promptcast:problem:unauthorized"
+    assert "one Authorization header" in problem["detail"]
