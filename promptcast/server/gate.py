@@ -188,12 +188,15 @@ class Gate:
             self.tokens
             and path not in self.open_paths
             and not path.startswith(self.open_prefix)
-            and not self._authorized(headers)
+            and not self._authorized(scope, headers)
         ):
+            # worded so that the scrubber, which redacts whatever follows "Authorization: ",
+            # leaves the instruction readable
             body = problem(
                 401,
                 "unauthorized",
-                "send 'Authorization: Bearer <token>' with a token from PROMPTCAST_API_TOKENS",
+                "send one Authorization header with the value 'Bearer <token>', the token one "
+                "of PROMPTCAST_API_TOKENS",
                 instance=path,
                 request_id=request_id,
             )
@@ -228,7 +231,10 @@ class Gate:
         )
         return 413, body, {"connection": "close"}
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+    def _authorized(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        sent = sum(name.lower() == b"authorization" for name, _ in scope.get("headers", ()))
+        if sent > 1:  # a proxy may have checked another one than the last, kept here
+            return False
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
         if scheme.lower() != b"bearer":
             return False
