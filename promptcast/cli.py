@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 import promptcast as pc
-from promptcast._files import read_text, write_atomic
+from promptcast._files import decode_text, read_text, write_atomic
 from promptcast._secrets import scrub
 from promptcast.errors import PromptcastError, TaskInputError
 from promptcast.media import is_media_type
@@ -240,8 +240,8 @@ def _model_problems(task: pc.Task[Any]) -> list[str]:
 
     spec = task.spec
     try:
-        lines = Path(spec.path).read_text(encoding="utf-8").splitlines()
-    except OSError:
+        lines = read_text(Path(spec.path)).split("\n")  # not splitlines: U+2028 is no line end
+    except (OSError, ValueError):
         lines = []
     problems = []
     for model in [m for m in (spec.model, *spec.fallbacks) if m]:
@@ -277,7 +277,12 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
     values: dict[str, Any] = {}
     if input_json is not None:
         try:
-            loaded = json.loads(read_text(input_json))
+            text = (  # `-` is standard input, as for jq and curl
+                decode_text(sys.stdin.buffer.read())
+                if str(input_json) == "-"
+                else read_text(input_json)
+            )
+            loaded = json.loads(text)
         except (OSError, ValueError) as exc:
             raise TaskInputError(
                 task.name, None, f"cannot read --input-json {input_json}: {exc}"
@@ -380,7 +385,9 @@ InputOption = Annotated[
 ]
 InputJsonOption = Annotated[
     Path | None,
-    typer.Option("--input-json", metavar="FILE", help="A JSON object of inputs (before -i)."),
+    typer.Option(
+        "--input-json", metavar="FILE", help="A JSON object of inputs (before -i); - reads stdin."
+    ),
 ]
 
 
@@ -976,10 +983,17 @@ def convert(
     converted: list[tuple[Path, str]] = []
     for file in files:
         try:
-            text = to_task(file.read_text(encoding="utf-8"), str(file)).text
+            text = to_task(read_text(file), str(file)).text
             parse_task_text(text, path=str(file))  # converted files must load
         except OSError as exc:
             raise _fail(exc) from None
+        except UnicodeDecodeError as exc:
+            raise _fail(
+                ValueError(
+                    f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                    f"{exc.start}); save it as UTF-8"
+                )
+            ) from None
         except PromptcastError as exc:
             raise _fail(exc) from None
         converted.append((file, text))

@@ -14,8 +14,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -426,8 +428,18 @@ def _frontmatter(data: dict[Any, Any], problems: _Problems) -> _Frontmatter:
         return _Frontmatter()
 
 
+def _split_lines(text: str) -> list[str]:
+    """`text` cut after each LF, CRLF or lone CR, the ends kept: the lines Jinja numbers its
+    errors by. (`str.splitlines` also cuts at U+0085, U+2028, form feeds, ..., so a pasted
+    text holding one in the frontmatter shifted every template line after it.)"""
+    return [line for line in _EDITOR_LINES.split(text) if line]
+
+
+_EDITOR_LINES = re.compile(r"(?<=\n)|(?<=\r)(?!\n)")
+
+
 def _split(text: str, path: str) -> tuple[str, str, int]:
-    lines = text.splitlines(keepends=True)
+    lines = _split_lines(text)
     if not lines or lines[0].strip() != "---":
         raise TaskDefinitionError(
             "a task file starts with a '---' line, then YAML frontmatter, then '---' and the template",
@@ -470,13 +482,22 @@ class _Loader(yaml.SafeLoader):
 
 
 def _load_yaml(front: str, path: str) -> tuple[yaml.Node | None, Any]:
-    loader = _Loader(front)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(front)  # its reader refuses control characters here, at once
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:  # no mark: a character offset into `front`
+        raise TaskDefinitionError(
+            f"character U+{exc.character:04X} is not allowed in frontmatter (YAML takes no "
+            "control characters as they are); write it as an escape in a double-quoted string: "
+            f'"\\u{exc.character:04x}"',
+            file=path,
+            line=front.count("\n", 0, exc.position) + 2,
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
+        line = _file_line(mark) if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise TaskDefinitionError(
             f"invalid YAML in frontmatter: {problem}", file=path, line=line
@@ -486,7 +507,8 @@ def _load_yaml(front: str, path: str) -> tuple[yaml.Node | None, Any]:
             f"invalid value in frontmatter: {exc}", file=path, line=2
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return node, data
 
 
@@ -502,7 +524,7 @@ def _duplicate_keys(node: yaml.Node | None, problems: _Problems) -> None:
                     if key.value in seen:
                         problems.add(
                             f"key {key.value!r} appears twice in the same mapping",
-                            line=key.start_mark.line + 2,
+                            line=_file_line(key.start_mark),
                         )
                     seen.add(key.value)
                 stack.append(value)
@@ -512,21 +534,43 @@ def _duplicate_keys(node: yaml.Node | None, problems: _Problems) -> None:
 
 def _line_of(node: yaml.Node | None, keys: tuple[str | int, ...]) -> int:
     """1-based file line of the deepest node found along `keys` (frontmatter starts at line 2)."""
-    line = node.start_mark.line if node is not None else 0
+    if node is None:
+        return 2
+    mark = node.start_mark
     for key in keys:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if k.value == str(key):
-                    line, node = k.start_mark.line, v
+                    mark, node = k.start_mark, v
                     break
             else:
                 break
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
-            line = node.start_mark.line
+            mark = node.start_mark
         else:
             break
-    return line + 2
+    return _file_line(mark)
+
+
+# PyYAML reads YAML 1.1, where U+0085, U+2028, U+2029 and a lone CR end a line too; a file's lines
+# (as editors, grep and Jinja's errors number them) end at LF only
+_YAML_ONLY_BREAKS = re.compile("[\x85\u2028\u2029]|\r(?!\n)")
+
+
+@lru_cache(maxsize=8)
+def _newlines(front: str) -> tuple[int, ...] | None:
+    """Offsets of the LFs of a frontmatter that holds a YAML-only line break, else `None`."""
+    if _YAML_ONLY_BREAKS.search(front) is None:
+        return None
+    return tuple(match.start() for match in re.finditer("\n", front))
+
+
+def _file_line(mark: Any) -> int:
+    """1-based task-file line of a YAML mark (the frontmatter starts at line 2)."""
+    buffer = getattr(mark, "buffer", None)  # the frontmatter, for a mark of a str stream
+    newlines = _newlines(buffer) if isinstance(buffer, str) else None
+    return mark.line + 2 if newlines is None else bisect_left(newlines, mark.index) + 2
 
 
 def _search_folders(path: str) -> tuple[Path, ...]:

@@ -171,3 +171,28 @@ def test_a_bad_input_after_good_ones_writes_nothing(legacy: Path, tmp_path: Path
 def test_convert_help_names_force() -> None:
     result = runner.invoke(app, ["convert", "--help"], terminal_width=200)
     assert "--force" in result.output and "already exist" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".prompty", ".prompt"])
+def test_a_byte_order_mark_converts_like_the_file_without_it(tmp_path: Path, suffix: str) -> None:
+    template = PROMPTY if suffix == ".prompty" else DOTPROMPT
+    text = template.format(name="billing")
+    plain, marked = tmp_path / f"plain{suffix}", tmp_path / f"marked{suffix}"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    expected, got = _convert(plain), _convert(marked)
+    assert got[0] == 0, got[1]
+    assert got[2].replace("marked", "plain") == expected[2]
+
+
+@pytest.mark.parametrize("suffix", [".prompty", ".prompt"])
+def test_a_file_that_is_not_utf8_is_one_error_line_naming_it(tmp_path: Path, suffix: str) -> None:
+    template = PROMPTY if suffix == ".prompty" else DOTPROMPT
+    latin = tmp_path / f"latin{suffix}"
+    latin.write_bytes(template.format(name="café").encode("latin-1"))
+    code, lines, _ = _convert(latin, "-o", tmp_path / "out")
+    assert code == 1
+    [line] = lines
+    assert line.startswith(f"error: {latin}: not UTF-8 text (byte 0xe9 at offset ")
+    assert line.endswith("save it as UTF-8")
+    assert not (tmp_path / "out").exists()

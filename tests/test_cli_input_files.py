@@ -187,6 +187,30 @@ def test_dash_i_from_a_file_still_wins_over_input_json(typed: Path) -> None:
     assert "|1|['file']|" in result.stdout
 
 
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf"], ids=["plain", "BOM"])
+def test_input_json_dash_reads_standard_input(typed: Path, prefix: bytes) -> None:
+    body = json.dumps({"n": 7, "text": "caf\u00e9 \u2028 ok"}, ensure_ascii=False).encode()
+    args = ["render", "typed", "-p", str(typed), "--input-json", "-"]
+    result = runner.invoke(app, args, input=prefix + body)
+    assert result.exit_code == 0, result.output
+    assert "caf\u00e9 \u2028 ok|7|" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [(b"[1]", "must hold a JSON object"), (b"\xff{}", "cannot read --input-json -"), (b"", "-")],
+    ids=["array", "not UTF-8", "empty"],
+)
+def test_input_json_dash_with_bad_input_is_one_error_line(
+    typed: Path, body: bytes, problem: str
+) -> None:
+    args = ["render", "typed", "-p", str(typed), "--input-json", "-"]
+    result = runner.invoke(app, args, input=body)
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "'typed'" in line and problem in line
+
+
 @pytest.mark.parametrize("stream", [[], ["--stream"]], ids=["run", "run --stream"])
 def test_run_and_stream_read_file_values(
     write_task: Callable[..., Path],

@@ -71,6 +71,17 @@ def test_model_strings(tmp_path: Path, model: str, hint: str) -> None:
         task.run()
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_a_model_line_counts_only_newlines(tmp_path: Path, separator: str) -> None:
+    """Other line separators inside a value do not shift the line a problem names."""
+    (tmp_path / "t.jinja").write_bytes(
+        f"---\ndescription: 'a{separator}b'\nmodel: opnai/gpt-4o\n---\nhi\n".encode()
+    )
+    result = runner.invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "t.jinja:3: model 'opnai/gpt-4o': unknown provider" in result.output
+
+
 def test_known_model_strings_pass_check(tmp_path: Path) -> None:
     (tmp_path / "t.jinja").write_text(
         "---\nmodel: anthropic/claude-sonnet-4-6\nfallbacks: [openai/gpt-4o, ollama/llama3]\n"

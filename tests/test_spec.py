@@ -336,3 +336,46 @@ def test_every_problem_in_a_file_is_collected(write_task: Callable[..., Path]) -
     with pytest.raises(pc.TaskDefinitionError, match=r"and 4 more problem\(s\)") as info:
         parse_task_file(path)
     assert info.value.line == 2
+
+
+# YAML 1.1 also ends a line at U+0085, U+2028, U+2029 and a lone CR; a file's lines end at LF
+YAML_ONLY_BREAKS = pytest.mark.parametrize(
+    "separator", ["\u2028", "\u2029", "\x85", "\r"], ids=["U+2028", "U+2029", "U+0085", "CR"]
+)
+
+
+@YAML_ONLY_BREAKS
+def test_problem_lines_count_only_newlines(tmp_path: Path, separator: str) -> None:
+    path = tmp_path / "t.jinja"
+    text = f"---\ndescription: 'a{separator}b'\nmodle: x\ninputs: {{q: str}}\ninputs: {{q: str}}\n---\n{{{{ q }}}}\n"
+    path.write_bytes(text.encode())
+    problems = check_task_file(path)
+    assert [(p.line, str(p).split(": ")[1]) for p in problems] == [
+        (3, "modle"),
+        (5, "key 'inputs' appears twice in the same mapping"),
+    ]
+
+
+@YAML_ONLY_BREAKS
+def test_a_yaml_syntax_error_line_counts_only_newlines(tmp_path: Path, separator: str) -> None:
+    path = tmp_path / "t.jinja"
+    path.write_bytes(
+        f"---\ndescription: 'a{separator}b'\nmodel: [x\ninputs: {{}}\n---\nhi\n".encode()
+    )
+    with pytest.raises(pc.TaskDefinitionError, match="invalid YAML") as caught:
+        parse_task_file(path)
+    assert caught.value.line == 4
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x0c", "\x1b", "\x7f", "\x9f", "\ufffe"])
+def test_a_control_character_in_frontmatter_is_a_definition_error(
+    tmp_path: Path, character: str
+) -> None:
+    path = tmp_path / "t.jinja"
+    path.write_bytes(f"---\ndescription: x\nmodel: 'a{character}b'\n---\nhi\n".encode())
+    with pytest.raises(pc.TaskDefinitionError) as caught:
+        parse_task_file(path)
+    error = caught.value
+    assert error.line == 3 and error.file == str(path)
+    assert f"U+{ord(character):04X} is not allowed in frontmatter" in str(error)
+    assert f'"\\u{ord(character):04x}"' in str(error)  # the escape to write instead
