@@ -56,9 +56,9 @@ _UNSUPPORTED = ("media", "history", "section")
 
 def convert_dotprompt(text: str, path: str) -> Converted:
     """The promptcast task file equivalent to a `.prompt` file's text."""
-    from promptcast.spec import _load_yaml
+    from promptcast.spec import _load_yaml, _split_lines
 
-    lines = text.splitlines(keepends=True)
+    lines = _split_lines(text)
     data: Any = {}
     body_line = 1
     if lines and lines[0].strip() == "---":
