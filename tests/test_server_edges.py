@@ -15,7 +15,7 @@ import pytest
 import promptcast as pc
 from promptcast.server import create_app
 from promptcast.testing import ScriptedBackend
-from tests.serving import AUTH, TOKEN, running
+from tests.serving import AUTH, TOKEN, metric, running
 
 TICKET = {"issue": "Checkout crashes", "urgency": "high", "product": "checkout"}
 PATH = "/v1/tasks/extract_ticket"
@@ -136,3 +136,49 @@ def test_two_authorization_headers_are_refused_whatever_their_order(
     problem = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert problem["type"] == "urn:promptcast:problem:unauthorized"
     assert "one Authorization header" in problem["detail"]
+
+
+# a call that fails in an unexpected way
+
+
+class BreaksMidStream(ScriptedBackend):
+    """Streams `chunks` of a reply, then raises an exception no backend should let out."""
+
+    def __init__(self, chunks: list[str]) -> None:
+        super().__init__(lambda request: TICKET)
+        self.chunks = chunks
+
+    async def astream(self, request: Any) -> Any:
+        from promptcast.backends.base import StreamDelta
+
+        for chunk in self.chunks:
+            yield StreamDelta(chunk)
+        raise RuntimeError(f"bug in a backend; key {FAKE_KEY}")
+
+
+FAKE_KEY = "sk-ant-api03-" + "k" * 40
+
+
+@pytest.mark.parametrize("chunks", [[], ['{"issue": "Checkout'], ['{"issue": "a", ', '"urgency']])
+def test_an_unexpected_failure_ends_the_stream_with_a_problem_counted_once(
+    serve: Any, chunks: list[str]
+) -> None:
+    url = serve(BreaksMidStream(chunks))
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        response = client.post(f"{PATH}/stream", json={"message": "m"})  # no torn body
+        scraped = client.get("/metrics").text
+    assert "Traceback" not in response.text and FAKE_KEY not in response.text
+    if chunks:
+        assert response.status_code == 200
+        kinds = [kind for kind, _ in sse_events(response)]
+        assert kinds[0] == "partial" and kinds[-1] == "error", kinds
+        problem = sse_events(response)[-1][1]
+    else:
+        assert response.status_code == 500
+        problem = response.json()
+    assert problem["type"] == "urn:promptcast:problem:internal-error"
+    assert problem["status"] == 500 and problem["request_id"] == response.headers["x-request-id"]
+    labels = {"task": "extract_ticket", "model": "test/edge"}
+    assert metric(scraped, "promptcast_task_calls_total", status="500", **labels) == 1
+    assert metric(scraped, "promptcast_task_calls_total", status="499", **labels) == 0
+    assert metric(scraped, "promptcast_calls_in_flight") == 0

@@ -30,8 +30,8 @@ from pydantic import BaseModel
 from promptcast.errors import PromptcastError
 from promptcast.server import context
 from promptcast.server.calls import TaskEndpoint, _scrubbed
-from promptcast.server.gate import CLIENT_CLOSED, logger
-from promptcast.server.problems import problem_response
+from promptcast.server.gate import CLIENT_CLOSED, _one_line, logger
+from promptcast.server.problems import problem, problem_response, scrub
 from promptcast.stream import Final, Partial, Restart
 
 __all__ = ["EVENT_STREAM", "StreamEndpoint", "stream_responses"]
@@ -148,7 +148,20 @@ class StreamEndpoint(TaskEndpoint):
             yield sse("error", json.dumps(body, ensure_ascii=False))
         except Exception as exc:
             self._count_error(model, exc, 500)
-            raise
+            info["error"] = type(exc).__name__  # counted once: not also as a 499 below
+            if not sent:
+                raise  # the gate's last resort answers 500
+            # the stream began: end it with a problem, not a torn chunked body
+            info["error_detail"] = scrub(_one_line(exc))
+            body = problem(
+                500,
+                "internal-error",
+                "the call failed; the request id is in the server's log",
+                instance=request.url.path,
+                request_id=context.request_id(request),
+                task=task.name,
+            )
+            yield sse("error", json.dumps(body, ensure_ascii=False))
         finally:
             if not finished and not info.get("error"):  # the client went away mid-stream
                 metrics.calls.labels(task.name, model, str(CLIENT_CLOSED)).inc()
