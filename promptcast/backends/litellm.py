@@ -35,6 +35,7 @@ from promptcast._schemas import (
     schema_rejection,
 )
 from promptcast.backends._parts import openai_content, openai_messages
+from promptcast.backends._redirects import keep_credentials_on_origin
 from promptcast.backends.base import (
     Backend,
     Capabilities,
@@ -71,6 +72,7 @@ def _litellm() -> Any:
             extra="litellm",
         ) from exc
     litellm.suppress_debug_info = True
+    keep_credentials_on_origin()  # its SDKs follow redirects with the key in any header
     litellm.disable_aiohttp_transport = True  # httpx everywhere: one transport for vcrpy to record
     # litellm's bundled model map no longer lists Gemini 1.5 (retired by Google in 2025); unlisted,
     # it would paste the schema into the prompt instead of sending Gemini's response schema, and
