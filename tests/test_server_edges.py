@@ -14,7 +14,8 @@ import pytest
 
 import promptcast as pc
 from promptcast.server import create_app
-from promptcast.testing import ScriptedBackend
+from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
+from tests.conftest import TEST_KEY
 from tests.serving import AUTH, TOKEN, metric, running
 
 TICKET = {"issue": "Checkout crashes", "urgency": "high", "product": "checkout"}
@@ -182,3 +183,54 @@ def test_an_unexpected_failure_ends_the_stream_with_a_problem_counted_once(
     assert metric(scraped, "promptcast_task_calls_total", status="500", **labels) == 1
     assert metric(scraped, "promptcast_task_calls_total", status="499", **labels) == 0
     assert metric(scraped, "promptcast_calls_in_flight") == 0
+
+
+# a provider that answers with something else than its API's reply
+
+
+LIES = {
+    "html-page": FakeReply(raw=b"<html><body>502 Bad Gateway</body></html>"),
+    "truncated-json": FakeReply(raw=b'{"id": "msg_1", "type": "message", "content": [{"ty'),
+    "wrong-shape": FakeReply(body={"hello": "world"}),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_provider_that_answers_garbage_is_not_called_unreachable(
+    lie: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTCAST_MAX_RETRIES", "0")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        fake.reply(*[LIES[lie]] * 3)
+        with running(create_app(tokens=[TOKEN])) as url:
+            response = httpx.post(url + PATH, json={"message": "m"}, headers=AUTH, timeout=30)
+    assert response.status_code == 502, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:promptcast:problem:provider-error"
+    assert problem["task"] == "extract_ticket"
+    assert "sent no usable reply" in problem["detail"], problem["detail"]
+
+
+def test_an_unreachable_or_silent_provider_is_told_apart(
+    silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMPTCAST_MAX_RETRIES", "0")
+    monkeypatch.setenv("PROMPTCAST_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    found = {}
+    for name, base in {"refused": closed_port(), "silent": silent_server}.items():
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{base}")
+        pc.reset_defaults()
+        with running(create_app(tokens=[TOKEN])) as url:
+            response = httpx.post(url + PATH, json={"message": "m"}, headers=AUTH, timeout=30)
+        found[name] = (response.status_code, response.json()["detail"])
+    assert found["refused"][0] == 502 and "could not be reached" in found["refused"][1]
+    assert found["silent"][0] == 504 and "did not answer in time" in found["silent"][1]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
