@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from promptcast._terminal import visible, visible_data
 from promptcast.result import Run
 from promptcast.stream import Partial, Restart, Stream
 
@@ -37,7 +38,7 @@ def show_stream(stream: Stream[Any], out: Console, err: Console) -> Run[Any]:
     with Live(console=out, auto_refresh=False, transient=True) as live:
         for event in stream.events():
             if isinstance(event, Partial):
-                data = _data(event.output)
+                data = visible_data(_data(event.output))  # a reply's escapes stay inert
                 view = Text(data) if isinstance(data, str) else JSON.from_data(data)
                 live.update(view, refresh=True)
             elif isinstance(event, Restart):
@@ -45,7 +46,7 @@ def show_stream(stream: Stream[Any], out: Console, err: Console) -> Run[Any]:
     run = stream.run
     output = run.output
     data = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
-    out.file.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    out.file.write(visible(json.dumps(data, ensure_ascii=False, indent=2)) + "\n")
     return run
 
 
@@ -54,7 +55,7 @@ def _lines(stream: Stream[Any], err: Console) -> Run[Any]:
 
     for event in stream.events():
         if isinstance(event, Partial):
-            sys.stdout.write(json.dumps(_data(event.output), ensure_ascii=False) + "\n")
+            sys.stdout.write(visible(json.dumps(_data(event.output), ensure_ascii=False)) + "\n")
             sys.stdout.flush()
         elif isinstance(event, Restart):
             err.print(Text(_restart(event)), highlight=False)

@@ -23,6 +23,7 @@ from rich.text import Text
 import promptcast as pc
 from promptcast._files import decode_text, read_text, write_atomic
 from promptcast._secrets import scrub
+from promptcast._terminal import visible
 from promptcast.errors import PromptcastError, TaskInputError
 from promptcast.media import is_media_type
 from promptcast.spec import TASK_FILE_SUFFIXES
@@ -66,7 +67,7 @@ def _registry(prompts: list[Path] | None) -> pc.TaskRegistry:
 def _fail(exc: Exception) -> typer.Exit:
     """Print `exc` as one literal `error:` line on stderr, credentials scrubbed (provider errors
     can echo a key or a header); raise the returned exit 1."""
-    message = Text.assemble(("error:", "bold red"), " ", scrub(str(exc)))
+    message = Text.assemble(("error:", "bold red"), " ", visible(scrub(str(exc))))
     err.print(message, highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
@@ -82,7 +83,7 @@ def _print_table(
     model names, kept whole on one line. A terminal wide enough gets a boxed table (other
     columns wrap); a pipe, a file or a narrow terminal gets plain aligned lines: no box drawing,
     no colour, and nothing cut (a terminal wraps a long line, Rich would crop it)."""
-    cells = [[" ".join(str(cell).split()) for cell in row] for row in rows]
+    cells = [[visible(" ".join(str(cell).split())) for cell in row] for row in rows]
     lines = [list(columns), *cells]
     widths = [max(cell_len(line[i]) for line in lines) for i in range(len(columns))]
     # a boxed table needs the names whole, room for the other columns (wrapped at 12) and borders
@@ -442,7 +443,7 @@ def run(
 
 def _print_output(output: Any) -> None:
     data = output.model_dump(mode="json") if hasattr(output, "model_dump") else output
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(visible(json.dumps(data, ensure_ascii=False, indent=2)) + "\n")
 
 
 def _print_usage(result: pc.Run[Any], console: Console = err) -> None:
@@ -897,9 +898,9 @@ def eval_command(
         chart.write_text(to_html_chart(report), encoding="utf-8")
         err.print(f"chart written to {chart}", highlight=False, markup=False)
     if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(visible(report.model_dump_json(indent=2)) + "\n")
     elif markdown:
-        sys.stdout.write(to_markdown(report))
+        sys.stdout.write(visible(to_markdown(report)))
     else:
         _print_table(
             SUMMARY_COLUMNS, summary_rows(report), title=f"{task.name} v{task.spec.version}"

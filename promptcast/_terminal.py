@@ -1,0 +1,37 @@
+"""Text bound for a terminal, made inert: a model's reply (steered by a prompt injection in the
+document it summarized) or a provider's error message may carry escape sequences that clear the
+screen, retitle the window, write the clipboard (OSC 52) or hide a line behind a carriage return.
+Rich passes ESC through, and `json.dumps(ensure_ascii=False)` passes C1 controls (U+009B is a CSI
+on some terminals), so every such text is shown with its control characters spelled out."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["visible", "visible_data"]
+
+# C0 controls but tab and newline, DEL and the C1 controls
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def visible(text: str) -> str:
+    """`text` with each control character written as a `\\uXXXX` escape. JSON text stays valid
+    JSON of the same value: `json.dumps` already escapes C0, and `\\u0085` means U+0085."""
+    return _CONTROL.sub(_escape, text)
+
+
+def visible_data(data: Any) -> Any:
+    """JSON data with `visible` applied to every string in it, keys too (for a view that
+    renders the data itself, as rich's JSON does)."""
+    if isinstance(data, str):
+        return visible(data)
+    if isinstance(data, dict):
+        return {visible(str(key)): visible_data(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [visible_data(item) for item in data]
+    return data
