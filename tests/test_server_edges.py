@@ -234,3 +234,30 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# bodies in other encodings
+
+TEXT = '{"message": "Die Kasse stürzt ab – 5 €"}'
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_a_utf8_body_with_a_byte_order_mark_is_read(serve: Any, route: str) -> None:
+    backend = ScriptedBackend(lambda request: TICKET)
+    url = serve(backend)
+    body = b"\xef\xbb\xbf" + TEXT.encode()
+    response = httpx.post(url + route, content=body, headers=JSON, timeout=30)
+    assert response.status_code == 200, response.text
+    (request,) = backend.requests
+    assert "Die Kasse stürzt ab – 5 €" in repr(request.prompt)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "cp1252"])
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_a_body_not_in_utf8_gets_a_422_saying_so(serve: Any, encoding: str, route: str) -> None:
+    url = serve(ScriptedBackend([]))
+    response = httpx.post(url + route, content=TEXT.encode(encoding), headers=JSON, timeout=30)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["task"] == "extract_ticket" and problem["field"] == "body"
+    assert "not UTF-8" in problem["detail"], problem["detail"]

@@ -8,6 +8,7 @@ read) and counted with status 499.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
 import json
 import logging
@@ -89,7 +90,9 @@ class TaskEndpoint:
     async def handle(self, request: Request) -> Response:
         task = self.task
         model = task.spec.input_model
-        raw = await request.body()
+        # a leading byte-order mark (a file saved by Notepad, sent with curl -d @file) is not
+        # part of the JSON: dropped, as for the files promptcast reads
+        raw = (await request.body()).removeprefix(codecs.BOM_UTF8)
         if not raw.strip():
             if self.required:
                 missing = [{"type": "missing", "loc": (), "msg": "body is empty"}]
@@ -113,6 +116,8 @@ class TaskEndpoint:
             inputs = model.model_validate_json(raw, strict=True)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False, include_context=False)
+            if errors[0]["type"] == "json_invalid" and not _is_utf8(raw):  # UTF-16, Latin-1, …
+                errors[0]["msg"] = "the body is not UTF-8; send the JSON encoded as UTF-8"
             large = next((e for e in errors if e["type"] == "media_too_large"), None)
             if large is not None:  # an image or document over its limit: 413, as for the body
                 field = ".".join(str(p) for p in large["loc"])
@@ -290,6 +295,14 @@ async def _disconnected(request: Request) -> None:
     disconnect (or nothing, until the answer is sent and this is cancelled)."""
     while (await request.receive())["type"] != "http.disconnect":
         await asyncio.sleep(0.01)  # a server that answers at once must not make this spin
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _scrubbed(data: Any) -> Any:
