@@ -8,12 +8,14 @@ import json
 import socket
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 import promptcast as pc
 from promptcast.server import create_app
+from promptcast.server.logs import JsonFormatter
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
 from tests.conftest import TEST_KEY
 from tests.serving import AUTH, TOKEN, metric, running
@@ -261,3 +263,30 @@ def test_a_body_not_in_utf8_gets_a_422_saying_so(serve: Any, encoding: str, rout
     problem = response.json()
     assert problem["task"] == "extract_ticket" and problem["field"] == "body"
     assert "not UTF-8" in problem["detail"], problem["detail"]
+
+
+# log lines
+
+
+@pytest.mark.parametrize("brk", ["\x85", "\u2028", "\u2029", "\n", "\r"], ids=repr)
+def test_each_log_line_stays_one_line_whatever_the_request_holds(
+    serve: Any, brk: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="promptcast.server")  # DEBUG: the inputs are logged too
+    url = serve(ScriptedBackend(lambda request: TICKET))
+    message = f"line one{brk}line two"
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        assert client.post(PATH, json={"message": message}).status_code == 200
+        missing = client.post(f"/v1/tasks/no{quote(brk)}such", json={})
+        assert missing.status_code == 404
+    lines = [
+        JsonFormatter().format(r)
+        for r in caplog.records
+        if r.name == "promptcast.server" and getattr(r, "event", None) == "request"
+    ]
+    assert len(lines) == 2
+    for line in lines:
+        assert line.splitlines() == [line], line
+    called, unknown = (json.loads(line) for line in lines)
+    assert called["inputs"]["message"] == message
+    assert unknown["path"] == f"/v1/tasks/no{brk}such"

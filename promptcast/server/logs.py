@@ -67,15 +67,20 @@ class JsonFormatter(_JsonFormatter):
     def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
         """The line, scrubbed once as a whole (one scan per line, not one per field: a request's
         line has a dozen fields); a scrub that would break the JSON falls back to each field."""
-        line = super().jsonify_log_record(log_data)
+        line = super().jsonify_log_record(log_data).translate(_LINE_BREAKS)
         clean = scrub(line)
         if clean == line:
             return line
         try:
             json.loads(clean)
         except ValueError:
-            return super().jsonify_log_record(_scrubbed(log_data))
+            return super().jsonify_log_record(_scrubbed(log_data)).translate(_LINE_BREAKS)
         return clean
+
+
+# JSON escapes control characters but not these, at which `str.splitlines` (and tools built on
+# it) ends a line: a path or input holding one would split its log line in two
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def _scrubbed(value: Any) -> Any:
