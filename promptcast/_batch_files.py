@@ -23,6 +23,7 @@ __all__ = [
     "ProviderBatchState",
     "append_exclusively",
     "cut_torn_line",
+    "is_batch_output",
     "media_paths",
     "read_state",
     "remove_state",
@@ -96,6 +97,17 @@ def cut_torn_line(path: Path, *, chunk: int = 1 << 16) -> None:
                 handle.truncate(position + newline + 1)
                 return
         handle.truncate(0)
+
+
+RESULT_START = b'{"id": '
+"""How every line a batch run writes begins (`json.dumps` of a dict whose first key is "id")."""
+
+
+def is_batch_output(path: Path) -> bool:
+    """Whether `path` is empty or starts like a result line (a torn first line included)."""
+    with path.open("rb") as handle:
+        start = handle.read(len(RESULT_START))
+    return RESULT_START.startswith(start)
 
 
 def media_paths(inputs: dict[str, Any], names: frozenset[str], folder: Path) -> dict[str, Any]:

@@ -18,7 +18,8 @@ so invalid UTF-8 makes that one line an error line.
 Resume. A rerun on the same output skips the ids that already have an `"output"` line (a torn
 last line is cut off first) and runs the errored ids again; the new line is appended after the
 old error line, so an id's last line is its current one. `retry_errors=False` skips errored ids
-too. One run writes an output at a time: the file is locked with an OS lock for the run.
+too. One run writes an output at a time: the file is locked with an OS lock for the run. An
+output that is the input file, or a file that is not a batch output, is refused untouched.
 """
 
 from __future__ import annotations
@@ -453,10 +454,23 @@ async def _run(
 
 
 @contextmanager
-def _writing(output: Path) -> Iterator[BinaryIO]:
+def _writing(source: Path, output: Path) -> Iterator[BinaryIO]:
+    """`output` locked for appending, once it is known to be a batch output: resuming cuts its
+    torn last line, which in any other file (the input file itself) is data of someone's."""
+    if output.exists() and source.exists() and output.samefile(source):
+        raise ConfigurationError(
+            f"{output} is the input file: the results would be appended to the inputs being "
+            "read. Write them to another file: -o results.jsonl"
+        )
     with _batch_files.append_exclusively(output) as out:
         if out is None:
             raise BatchOutputBusyError(output)
+        if not _batch_files.is_batch_output(output):
+            raise ConfigurationError(
+                f"{output} is not the output of a promptcast batch run (its first line is not "
+                'a result line {"id": …}), so nothing was written to it: choose a new -o file, '
+                "or the -o file of an earlier run to resume it"
+            )
         yield out
 
 
@@ -493,7 +507,7 @@ async def run_file(
     batch in flight. `on_start` gets the stats once the file is checked
     (`total` and `skipped` set), before the first call.
     """
-    with _writing(output) as out:
+    with _writing(source, output) as out:
         state_file = _batch_files.state_path(output)
         if state_file.exists():
             raise ConfigurationError(
@@ -556,7 +570,7 @@ async def run_file_provider_batch(
     backend = typing.cast(ProviderBatches, resolved)
     batch_params = backend.batch_params
     state_file = _batch_files.state_path(output)
-    with _writing(output) as out:
+    with _writing(source, output) as out:
         skip = done_ids(output, include_errors=not retry_errors)
         to_run, skipped = _plan(task, source, skip)
         stats = BatchStats(skipped=skipped, total=to_run)
