@@ -240,7 +240,7 @@ def closed_port() -> int:
 
 # bodies in other encodings
 
-TEXT = '{"message": "Die Kasse stürzt ab – 5 €"}'
+TEXT = '{"message": "Die Kasse stürzt ab, 5 €"}'
 
 
 @pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
@@ -251,7 +251,7 @@ def test_a_utf8_body_with_a_byte_order_mark_is_read(serve: Any, route: str) -> N
     response = httpx.post(url + route, content=body, headers=JSON, timeout=30)
     assert response.status_code == 200, response.text
     (request,) = backend.requests
-    assert "Die Kasse stürzt ab – 5 €" in repr(request.prompt)
+    assert "Die Kasse stürzt ab, 5 €" in repr(request.prompt)
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "cp1252"])
@@ -290,3 +290,37 @@ def test_each_log_line_stays_one_line_whatever_the_request_holds(
     called, unknown = (json.loads(line) for line in lines)
     assert called["inputs"]["message"] == message
     assert unknown["path"] == f"/v1/tasks/no{brk}such"
+
+
+# Host headers
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        ("evil.example", "localhost"),
+        ("localhost", "evil.example"),
+        ("api.example.com", "evil.example"),
+        ("evil.example", "api.example.com"),
+        ("localhost", "localhost"),
+    ],
+    ids=["evil-first", "evil-last", "allowed-first", "allowed-last", "same-twice"],
+)
+def test_two_host_headers_are_refused_whatever_their_order(
+    serve: Any, hosts: tuple[str, str]
+) -> None:
+    url = serve(ScriptedBackend(lambda request: TICKET), allowed_hosts=["api.example.com"])
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        request = f"GET /v1/tasks HTTP/1.1\r\nHost: {hosts[0]}\r\nHost: {hosts[1]}\r\n"
+        sock.sendall(
+            f"{request}Connection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"421", answer[:300]
+    problem = json.loads(body)
+    assert problem["type"] == "urn:promptcast:problem:host-not-allowed"
+    assert f"{hosts[0]}, {hosts[1]}" in problem["detail"]

@@ -167,8 +167,9 @@ class Gate:
         if path not in self.probe_paths and self.hosts.applies(
             scope.get("server"), bool(self.tokens)
         ):
-            host = headers.get(b"host")
-            shown = host.decode("latin-1") if host is not None else None
+            # two Host headers (a proxy may route by the first) are one value no host matches
+            sent = [value for name, value in scope.get("headers", ()) if name.lower() == b"host"]
+            shown = b", ".join(sent).decode("latin-1") if sent else None
             if not self.hosts.allows(shown):
                 body = problem(
                     421,
