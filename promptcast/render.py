@@ -26,6 +26,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from promptcast import _render_limits as _limits
 from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
 from promptcast.media import Media
 
@@ -299,7 +300,7 @@ _UNSUPPORTED: dict[type[nodes.Node], str] = {
 class _Environment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with `*` and `**` bounded so data cannot make a render eat memory."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         big = (
@@ -315,7 +316,36 @@ class _Environment(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left))
         ):
             raise SecurityError(f"the sandbox blocks repeating to more than {MAX_SIZE} items")
+        if operator == "%" and isinstance(left, str):
+            problem = _limits.printf_problem(left, right, MAX_SIZE)
+            if problem is not None:
+                raise SecurityError(problem)
         return super().call_binop(context, operator, left, right)
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """A call from the template; widths of padding methods and `lipsum()` are bounded."""
+        problem = _limits.call_problem(obj, args, kwargs, MAX_SIZE)
+        if problem is not None:
+            raise SecurityError(problem)
+        return super().call(context, obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`str.format` / `format_map`, sandboxed by Jinja, with their widths bounded."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        template: str = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            given = [*args, *kwargs.values()]
+            if value.__name__ == "format_map" and args and isinstance(args[0], dict):
+                given = list(args[0].values())
+            problem = _limits.format_problem(template, given, MAX_SIZE)
+            if problem is not None:
+                raise SecurityError(problem)
+            return wrapped(*args, **kwargs)
+
+        return checked
 
 
 def _is_int(value: Any) -> bool:
@@ -332,6 +362,7 @@ def environment() -> ImmutableSandboxedEnvironment:
         finalize=_finalize,
     )
     env.filters["fence"] = fence
+    env.filters.update(_limits.bounded_filters(env.filters, MAX_SIZE, SecurityError))
     return env
 
 

@@ -44,3 +44,63 @@ def test_dotprompt_template_lines_after_an_odd_separator(tmp_path: Path, separat
         "line7\n{{ y }}\n".encode()
     )
     assert [p.line for p in check_task_file(path)] == [8]
+
+
+# A width, count or precision from the data makes text as large as `'a' * n` does; each is
+# refused before it allocates, like `*` and `**` (MAX_SIZE). n = 10**10 would ask for 10 GB; the test uses 10**7, over the limit.
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "x.ljust(n)",
+        "x.rjust(n)",
+        "x.center(n)",
+        "x.zfill(n)",
+        "('\\t' ~ x).expandtabs(n)",
+        "x|center(n)",
+        "x|indent(n)",
+        "[x]|batch(n, 'pad')|list",
+        "[x]|slice(n)|list",
+        "'%*s'|format(n, x)",
+        "('%' ~ n ~ 's')|format(x)",
+        "('%' ~ n ~ 's') % x",
+        "'%*s' % (n, x)",
+        "'%.*f' % (n, 1.5)",
+        "('%.' ~ n ~ 'f') % 1.5",
+        "('%(a)' ~ n ~ 's')|format(a=x)",
+        "('{:' ~ n ~ '}').format(x)",
+        "'{:{w}}'.format(x, w=n)",
+        "('{a:' ~ n ~ '}').format_map({'a': x})",
+        "lipsum(n)",
+        "lipsum(1, False, n, n)",
+    ],
+)
+def test_widths_from_data_cannot_make_a_huge_prompt(tmp_path: Path, expression: str) -> None:
+    path = tmp_path / "t.jinja"
+    path.write_text(f"---\ninputs: {{x: str, n: int}}\n---\nfirst\n{{{{ {expression} }}}}\n")
+    task = pc.Task.from_file(path)
+    with pytest.raises(pc.TaskInputError, match=rf"{path}:5: the sandbox blocks .* more than"):
+        task.render(x="ab", n=10**7)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("x.ljust(4) ~ '|'", "ab  |"),
+        ("x.zfill(4)", "00ab"),
+        ("'|' ~ x|center(6) ~ '|'", "|  ab  |"),
+        ("('a\\nb')|indent(2)", "a\n  b"),
+        ("[1, 2, 3]|batch(2, 0)|list", "[[1, 2], [3, 0]]"),
+        ("[1, 2, 3]|slice(2)|list", "[[1, 2], [3]]"),
+        ("'%-4s|%d' % (x, n)", "ab  |3"),
+        ("'[%5.2f]'|format(1.5)", "[ 1.50]"),
+        ("'%(a)s'|format(a=x)", "ab"),
+        ("'[{:>4}|{:.{p}f}'.format(x, 1.5, p=n)", "[  ab|1.500"),
+        ("'{a:_^6}'.format_map({'a': x})", "__ab__"),
+        ("7 % n", "1"),
+        ("lipsum(2, False, 5, 9).count('.') > 0", "True"),
+    ],
+)
+def test_ordinary_widths_still_render(tmp_path: Path, expression: str, expected: str) -> None:
+    path = tmp_path / "t.jinja"
+    path.write_text(f"---\ninputs: {{x: str, n: int}}\n---\n{{{{ {expression} }}}}\n")
+    assert pc.Task.from_file(path).render(x="ab", n=3).messages[0]["content"] == expected
