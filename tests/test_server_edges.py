@@ -4,8 +4,11 @@ line-splitting client still reads right."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -324,3 +327,39 @@ def test_two_host_headers_are_refused_whatever_their_order(
     problem = json.loads(body)
     assert problem["type"] == "urn:promptcast:problem:host-not-allowed"
     assert f"{hosts[0]}, {hosts[1]}" in problem["detail"]
+
+
+# clients that leave
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_a_client_that_leaves_while_waiting_in_line_costs_no_provider_call(
+    serve: Any, route: str
+) -> None:
+    calls: list[str] = []
+
+    async def slow(request: Any) -> dict[str, Any]:
+        calls.append(repr(request.prompt))
+        await asyncio.sleep(1.0)
+        return TICKET
+
+    url = serve(ScriptedBackend(slow), max_concurrency=1)
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        holder = threading.Thread(
+            target=client.post, args=(route,), kwargs={"json": {"message": "first"}}
+        )
+        holder.start()
+        time.sleep(0.2)  # the first call holds the only slot
+        for _ in range(3):
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(route, json={"message": "gone"}, timeout=httpx.Timeout(10, read=0.1))
+        holder.join()
+        time.sleep(0.5)  # a call the server failed to cancel would start now
+        scraped = client.get("/metrics").text
+    assert len(calls) == 1 and "first" in calls[0], calls
+    labels = {"task": "extract_ticket", "model": "test/edge"}
+    assert metric(scraped, "promptcast_task_calls_total", status="499", **labels) == 3
+    assert metric(scraped, "promptcast_task_calls_total", status="200", **labels) == 1
+    assert metric(scraped, "promptcast_http_responses_total", status="499") == 3
+    assert metric(scraped, "promptcast_calls_waiting") == 0
+    assert metric(scraped, "promptcast_calls_in_flight") == 0

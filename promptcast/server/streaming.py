@@ -17,10 +17,11 @@ A client that disconnects cancels the call: the provider's stream is closed at o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Request
@@ -29,7 +30,7 @@ from pydantic import BaseModel
 
 from promptcast.errors import PromptcastError
 from promptcast.server import context
-from promptcast.server.calls import TaskEndpoint, _scrubbed
+from promptcast.server.calls import TaskEndpoint, _disconnected, _scrubbed
 from promptcast.server.gate import CLIENT_CLOSED, _one_line, logger
 from promptcast.server.problems import problem, problem_response, scrub
 from promptcast.stream import Final, Partial, Restart
@@ -91,8 +92,27 @@ class StreamEndpoint(TaskEndpoint):
 
     async def call(self, request: Request, inputs: BaseModel) -> Response:
         events = self._events(request, inputs)
+        # until the first event, watch the client as the JSON route does: one that leaves while
+        # waiting in line or for the first token cancels its call (no provider spend for it)
+        first_event = asyncio.ensure_future(anext(events))
+        watching = asyncio.ensure_future(_disconnected(request))
         try:
-            first = await anext(events)
+            await asyncio.wait((first_event, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (first_event, watching):
+                if not future.done():
+                    future.cancel()
+        if first_event.cancelled() or not first_event.done():
+            await asyncio.gather(first_event, return_exceptions=True)
+            await events.aclose()
+            info = context.log_info(request)
+            if not info.get("error"):  # not counted yet: it left while waiting in line
+                task = self.task
+                self.state.metrics.calls.labels(task.name, task.model, str(CLIENT_CLOSED)).inc()
+                info["error"] = "client-disconnected"
+            return Response(status_code=CLIENT_CLOSED)  # dropped by the gate: nobody listens
+        try:
+            first = first_event.result()
         except _Failed as failed:
             return failed.response
         except StopAsyncIteration:  # pragma: no cover - a stream always ends with `final`
@@ -103,7 +123,7 @@ class StreamEndpoint(TaskEndpoint):
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
-    async def _events(self, request: Request, inputs: BaseModel) -> AsyncIterator[bytes]:
+    async def _events(self, request: Request, inputs: BaseModel) -> AsyncGenerator[bytes]:
         task = self.task
         spec = task.spec
         state = self.state
