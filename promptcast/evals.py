@@ -12,6 +12,7 @@ import asyncio
 import html
 import json
 import math
+import numbers
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +25,7 @@ from promptcast import _telemetry
 from promptcast._files import read_text
 from promptcast._secrets import scrub
 from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
+from promptcast.result import Usage
 from promptcast.spec import Example
 from promptcast.task import Task
 
@@ -59,7 +61,7 @@ class CaseResult(BaseModel):
     cost_usd: float | None = None
     outcome: str = Field(
         description="ok, failed (scored below 1), invalid (output never "
-        "validated) or error (provider or budget failure)"
+        "validated) or error (provider or budget failure, or the scorer failed)"
     )
     detail: str | None = None
 
@@ -111,25 +113,59 @@ def expectation_problems(output: Any, example: Example) -> list[str]:
 
 
 def load_cases(path: str | Path) -> list[Example]:
-    """Cases from JSONL: `{"inputs": {…}, "expect": {…}, "expect_contains": {…}}` per line."""
+    """Cases from JSONL: `{"inputs": {…}, "expect": {…}, "expect_contains": {…}}` per line.
+
+    Lines end at `\\n` only (`str.splitlines` would also split inside a JSON string at U+2028,
+    U+2029 or NEL), and each line is checked whole here, so a bad case stops the eval before
+    any call rather than crashing it half way."""
+    try:
+        text = read_text(Path(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TaskInputError(
+            "eval", None, f"--cases {path} cannot be read ({exc}); give a UTF-8 JSONL file"
+        ) from None
     cases = []
-    for number, line in enumerate(read_text(Path(path)).splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
-            cases.append(
-                Example(
-                    dict(data["inputs"]),
-                    data.get("expect"),
-                    data.get("expect_contains"),
-                    data.get("name"),
-                    number,
-                )
+            problem = _case_problem(data)
+        except ValueError as exc:
+            problem = f"not JSON ({exc})"
+        if problem is not None:
+            raise TaskInputError(
+                "eval",
+                None,
+                f"{path}:{number}: not a case: {problem}; a case is "
+                '{"inputs": {…}, "expect": {…}, "expect_contains": {…} or "text"}',
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TaskInputError("eval", None, f"{path}:{number}: not a case ({exc})") from None
+        cases.append(
+            Example(
+                data["inputs"],
+                data.get("expect"),
+                data.get("expect_contains"),
+                data.get("name"),
+                number,
+            )
+        )
     return cases
+
+
+def _case_problem(data: Any) -> str | None:
+    """Why a parsed cases line is not a case, or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if not isinstance(data.get("inputs"), dict):
+        return '"inputs" must be an object'
+    if data.get("expect") is not None and not isinstance(data["expect"], dict):
+        return '"expect" must be an object of output fields'
+    contains = data.get("expect_contains")
+    if contains is not None and not isinstance(contains, dict | str):
+        return '"expect_contains" must be a string or an object of output fields'
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        return '"name" must be a string'
+    return None
 
 
 async def _one(
@@ -138,9 +174,11 @@ async def _one(
     started = time.perf_counter()
     try:
         run = await task.with_model(model).arun(**case.inputs)
-    except PromptcastError as exc:
+    except Exception as exc:  # one case's failure, expected or not, never ends the comparison
         usage = getattr(exc, "usage", None)
+        usage = usage if isinstance(usage, Usage) else None
         outcome = "invalid" if isinstance(exc, OutputValidationError) else "error"
+        message = str(exc) if isinstance(exc, PromptcastError) else f"{type(exc).__name__}: {exc}"
         return CaseResult(
             model=model,
             case=index,
@@ -153,11 +191,25 @@ async def _one(
             cache_write_tokens=usage.cache_write_tokens if usage else 0,
             cost_usd=usage.cost_usd if usage else None,
             outcome=outcome,
-            detail=scrub(str(exc)),  # reports are saved and shared: no credentials in them
+            detail=scrub(message),  # reports are saved and shared: no credentials in them
         )
     if scorer is not None:
-        score = min(1.0, max(0.0, float(scorer(run.output, case))))
-        detail = None
+        score, detail = _scored(scorer, run.output, case)
+        if score is None:  # the call's numbers are kept: it ran and was paid for
+            return CaseResult(
+                model=model,
+                case=index,
+                score=0.0,
+                passed=False,
+                latency_s=run.latency_s,
+                input_tokens=run.usage.input_tokens,
+                output_tokens=run.usage.output_tokens,
+                cache_read_tokens=run.usage.cache_read_tokens,
+                cache_write_tokens=run.usage.cache_write_tokens,
+                cost_usd=run.usage.cost_usd,
+                outcome="error",
+                detail=detail,
+            )
     else:
         problems = expectation_problems(run.output, case)
         score, detail = (0.0, "; ".join(problems)) if problems else (1.0, None)
@@ -175,6 +227,19 @@ async def _one(
         outcome="ok" if score >= 1.0 else "failed",
         detail=detail,
     )
+
+
+def _scored(scorer: Scorer, output: Any, case: Example) -> tuple[float | None, str | None]:
+    """The scorer's score clamped to 0..1, or None and why: a scorer that raises or returns
+    something that is not a number fails its case, not the whole (paid-for) comparison."""
+    name = getattr(scorer, "__qualname__", repr(scorer))
+    try:
+        value = scorer(output, case)
+    except Exception as exc:
+        return None, scrub(f"the scorer {name} raised {type(exc).__name__}: {exc}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        return None, f"the scorer {name} returned {value!r:.80}, not a number from 0 to 1"
+    return min(1.0, max(0.0, float(value))), None
 
 
 def _summary(model: str, results: list[CaseResult]) -> ModelScore:
@@ -214,6 +279,12 @@ async def aevaluate(
         raise TaskInputError(
             task.name, None, "no cases: add examples: to the task file or pass cases (--cases FILE)"
         )
+    models = list(dict.fromkeys(models))  # a model named twice would count its cases twice
+    if not models:
+        raise TaskInputError(task.name, None, "no models to compare: pass --models a,b")
+    if concurrency < 1:  # a semaphore of 0 would wait forever
+        raise TaskInputError(task.name, None, f"concurrency must be at least 1, not {concurrency}")
+    _check_expectations(task, chosen)
     gate = asyncio.Semaphore(concurrency)
 
     async def bounded(model: str, index: int, case: Example) -> CaseResult:
@@ -238,6 +309,28 @@ async def aevaluate(
         models=[_summary(m, [r for r in results if r.model == m]) for m in models],
         results=list(results),
     )
+
+
+def _check_expectations(task: Task[Any], cases: list[Example]) -> None:
+    """Refuse, before any call, a case whose `expect` names a field the output has not: it
+    could never pass, on any model (the task file's own examples are checked when it loads)."""
+    model = task.spec.output_model
+    fields = set(model.model_fields) if model is not None else None
+    for index, case in enumerate(cases):
+        if not isinstance(case.expect, dict | None):
+            problem = f"its expect is {case.expect!r:.80}, not an object of output fields"
+        elif fields is not None and set(case.expect or {}) - fields:
+            names = sorted(set(case.expect or {}) - fields)
+            problem = (
+                f"its expect names {names}, which the output has not (its fields: "
+                f"{', '.join(sorted(fields))})"
+            )
+        else:
+            continue
+        where = f"the case on line {case.line}" if case.line is not None else f"case {index}"
+        raise TaskInputError(
+            task.name, None, f"{where} can never pass: {problem}; fix it (nothing was run)"
+        )
 
 
 def evaluate(

@@ -3,9 +3,13 @@ cannot pass, scorers that break, arguments that would hang."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
+import re
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ from typer.testing import CliRunner
 import promptcast as pc
 from promptcast.batch import run_file, run_file_provider_batch
 from promptcast.cli import app
+from promptcast.evals import aevaluate, load_cases
+from promptcast.spec import Example
 from promptcast.testing import FakeAnthropic, ScriptedBackend
 
 TASK = """
@@ -123,3 +129,246 @@ def test_cli_refuses_the_input_file_as_output(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "is the input file" in result.output
     assert "Traceback" not in result.output
     assert source.read_text() == jsonl({"text": "a"})
+
+
+# eval: cases files
+
+
+def _texts(cases: list[Example]) -> list[Any]:
+    return [case.inputs["text"] for case in cases]
+
+
+@pytest.mark.parametrize("inside", ["\u2028", "\u2029", "\x85"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_a_cases_line_is_split_at_newlines_only(inside: str, ending: str, tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    rows = [
+        {"inputs": {"text": f"a{inside}b"}},
+        {"inputs": {"text": "c"}, "expect": {"label": "x"}},
+    ]
+    text = ending.join(json.dumps(row, ensure_ascii=False) for row in rows)  # no final newline
+    path.write_bytes(b"\xef\xbb\xbf" + (ending + text + ending + ending).encode("utf-8"))
+    cases = load_cases(path)
+    assert _texts(cases) == [f"a{inside}b", "c"] and [c.line for c in cases] == [2, 3]
+
+
+@pytest.mark.parametrize("make", ["missing", "folder", "latin-1"])
+def test_a_cases_file_that_cannot_be_read_is_a_task_input_error(make: str, tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    if make == "folder":
+        path.mkdir()
+    elif make == "latin-1":
+        path.write_bytes('{"inputs": {"text": "café"}}\n'.encode("latin-1"))
+    with pytest.raises(pc.TaskInputError, match=r"--cases .*cases\.jsonl cannot be read"):
+        load_cases(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("[1]", "a JSON list, not an object"),
+        ('"text"', "a JSON str, not an object"),
+        ("{nope", "not JSON"),
+        ("{}", '"inputs" must be an object'),
+        ('{"inputs": "a"}', '"inputs" must be an object'),
+        ('{"inputs": [["text", "a"]]}', '"inputs" must be an object'),
+        ('{"inputs": {}, "expect": "ok"}', '"expect" must be an object'),
+        ('{"inputs": {}, "expect": ["ok"]}', '"expect" must be an object'),
+        ('{"inputs": {}, "expect_contains": 3}', '"expect_contains" must be a string or'),
+        ('{"inputs": {}, "name": 7}', '"name" must be a string'),
+    ],
+)
+def test_a_line_that_is_not_a_case_names_its_line(line: str, problem: str, tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    path.write_text('{"inputs": {"text": "fine"}}\n' + line + "\n")
+    with pytest.raises(pc.TaskInputError, match=f"cases.jsonl:2: not a case: {re.escape(problem)}"):
+        load_cases(path)
+
+
+def test_cli_eval_with_a_missing_cases_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "labels.jinja").write_text(TASK.lstrip())
+    missing = tmp_path / "nope.jsonl"
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        result = CliRunner().invoke(
+            app, ["eval", "labels", "--cases", str(missing), "-p", str(tmp_path)]
+        )
+    assert result.exit_code == 1 and "cannot be read" in result.output
+    assert "Traceback" not in result.output
+
+
+# eval: cases that can never pass, arguments that would hang or double count
+
+
+@pytest.fixture
+def counted(write_task: Callable[..., Path]) -> Iterator[tuple[pc.Task[Any], ScriptedBackend]]:
+    backend = ScriptedBackend(lambda request: {"label": "ok"})
+    with pc.override(backends={"test/labels": backend, "test/other": backend}):
+        yield pc.Task.from_file(write_task("labels", TASK)), backend
+
+
+@pytest.mark.parametrize(
+    ("expect", "problem"),
+    [
+        ({"labl": "ok"}, "its expect names ['labl'], which the output has not (its fields: label)"),
+        ({"label": "ok", "score": 1}, "its expect names ['score']"),
+        ("ok", "its expect is 'ok', not an object of output fields"),
+    ],
+)
+async def test_a_case_whose_expect_does_not_fit_the_output_is_refused_before_any_call(
+    expect: Any, problem: str, counted: tuple[pc.Task[Any], ScriptedBackend]
+) -> None:
+    task, backend = counted
+    cases = [Example({"text": "a"}, {"label": "ok"}), Example({"text": "b"}, expect, line=4)]
+    with pytest.raises(
+        pc.TaskInputError, match=re.escape(f"case on line 4 can never pass: {problem}")
+    ):
+        await aevaluate(task, ["test/labels"], cases)
+    assert backend.requests == []
+
+
+async def test_a_text_task_refuses_an_expect_that_is_not_an_object(
+    write_task: Callable[..., Path],
+) -> None:
+    backend = ScriptedBackend(lambda request: "fine")
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(
+            write_task("echo", "---\ninputs: {text: str}\nmodel: test/labels\n---\n{{ text }}\n")
+        )
+        with pytest.raises(pc.TaskInputError, match=r"case 0 can never pass: its expect is 'fine'"):
+            await aevaluate(task, ["test/labels"], [Example({"text": "a"}, "fine")])  # type: ignore[arg-type]
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize(
+    ("models", "concurrency", "problem"),
+    [
+        ([], 8, "no models to compare"),
+        (["test/labels"], 0, "concurrency must be at least 1, not 0"),
+        (["test/labels"], -2, "not -2"),
+    ],
+)
+async def test_no_models_or_no_concurrency_is_refused_instead_of_hanging(
+    models: list[str], concurrency: int, problem: str, counted: tuple[pc.Task[Any], ScriptedBackend]
+) -> None:
+    task, backend = counted
+    with pytest.raises(pc.TaskInputError, match=problem):
+        await asyncio.wait_for(
+            aevaluate(task, models, [Example({"text": "a"})], concurrency=concurrency), 5
+        )
+    assert backend.requests == []
+
+
+async def test_a_model_named_twice_is_compared_once(
+    counted: tuple[pc.Task[Any], ScriptedBackend],
+) -> None:
+    task, backend = counted
+    report = await aevaluate(
+        task, ["test/labels", "test/other", "test/labels"], [Example({"text": "a"})]
+    )
+    assert [(m.model, m.cases) for m in report.models] == [("test/labels", 1), ("test/other", 1)]
+    assert len(report.results) == len(backend.requests) == 2
+
+
+# eval: one case's failure is that case's, never the comparison's
+
+
+def _raises(output: Any, case: Example) -> float:
+    raise KeyError("confidence")
+
+
+@pytest.mark.parametrize(
+    ("scorer", "detail"),
+    [
+        (_raises, "picky raised KeyError: 'confidence'"),
+        (lambda output, case: None, "returned None, not a number from 0 to 1"),
+        (lambda output, case: "0.5", "returned '0.5', not a number from 0 to 1"),
+        (lambda output, case: math.nan, "returned nan, not a number from 0 to 1"),
+        (lambda output, case: [1.0], "returned [1.0], not a number from 0 to 1"),
+    ],
+)
+async def test_a_scorer_that_breaks_fails_its_case_and_the_others_are_scored(
+    scorer: Callable[[Any, Example], Any],
+    detail: str,
+    counted: tuple[pc.Task[Any], ScriptedBackend],
+) -> None:
+    task, _ = counted
+
+    def picky(output: Any, case: Example) -> Any:
+        return 1.0 if case.inputs["text"] == "good" else scorer(output, case)
+
+    cases = [Example({"text": "good"}), Example({"text": "bad"})]
+    report = await aevaluate(task, ["test/labels"], cases, scorer=picky)
+    good, bad = sorted(report.results, key=lambda r: r.case)
+    assert (good.outcome, good.score) == ("ok", 1.0)
+    assert (bad.outcome, bad.score, bad.passed) == ("error", 0.0, False)
+    assert bad.detail is not None and detail in bad.detail
+    assert bad.input_tokens > 0  # the call ran and was paid for: its numbers are kept
+    [row] = report.models
+    assert (row.cases, row.passed, row.errors) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("score", [1, 0, 2, -1, 0.25, Fraction(1, 2)])
+async def test_a_scorer_returning_any_real_number_is_clamped(
+    score: Any, counted: tuple[pc.Task[Any], ScriptedBackend]
+) -> None:
+    task, _ = counted
+    report = await aevaluate(
+        task, ["test/labels"], [Example({"text": "a"})], scorer=lambda output, case: score
+    )
+    assert report.results[0].score == min(1.0, max(0.0, float(score)))
+
+
+async def test_an_unexpected_exception_in_a_call_is_an_errored_case(
+    write_task: Callable[..., Path],
+) -> None:
+    def handler(request: Any) -> Any:
+        if "boom" in str(request):
+            raise RuntimeError("handler bug")
+        return {"label": "ok"}
+
+    with pc.override(backends={"test/labels": ScriptedBackend(handler)}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        report = await aevaluate(
+            task, ["test/labels"], [Example({"text": "boom"}), Example({"text": "fine"})]
+        )
+    outcomes = sorted((r.case, r.outcome, r.detail) for r in report.results)
+    assert outcomes[1] == (1, "ok", None)
+    assert outcomes[0][:2] == (0, "error") and "RuntimeError: handler bug" in str(outcomes[0][2])
+
+
+def test_cli_eval_chart_into_a_missing_folder_prints_the_report_then_one_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "labels.jinja").write_text(TASK.lstrip())
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps({"inputs": {"text": "a"}, "expect": {"label": "ok"}}) + "\n")
+    chart = tmp_path / "missing" / "chart.html"
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "labels",
+                "--cases",
+                str(cases),
+                "--chart",
+                str(chart),
+                "--json",
+                "-p",
+                str(tmp_path),
+            ],
+        )
+    assert result.exit_code == 1 and "No such file or directory" in result.stderr
+    assert "Traceback" not in result.output
+    assert json.loads(result.stdout)["models"][0]["passed"] == 1
+
+
+def test_cli_eval_with_only_commas_for_models_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "labels.jinja").write_text(TASK.lstrip())
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps({"inputs": {"text": "a"}}) + "\n")
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        result = CliRunner().invoke(
+            app, ["eval", "labels", "--models", " , ", "--cases", str(cases), "-p", str(tmp_path)]
+        )
+    assert result.exit_code == 1 and "no models to compare" in result.output
