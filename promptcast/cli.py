@@ -894,9 +894,6 @@ def eval_command(
         )
     except PromptcastError as exc:
         raise _fail(exc) from None
-    if chart is not None:
-        chart.write_text(to_html_chart(report), encoding="utf-8")
-        err.print(f"chart written to {chart}", highlight=False, markup=False)
     if as_json:
         sys.stdout.write(visible(report.model_dump_json(indent=2)) + "\n")
     elif markdown:
@@ -905,6 +902,12 @@ def eval_command(
         _print_table(
             SUMMARY_COLUMNS, summary_rows(report), title=f"{task.name} v{task.spec.version}"
         )
+    if chart is not None:  # after the report: a chart that cannot be written loses no results
+        try:
+            chart.write_text(to_html_chart(report), encoding="utf-8")
+        except OSError as exc:
+            raise _fail(exc) from None
+        err.print(f"chart written to {chart}", highlight=False, markup=False)
     errored = [r for r in report.results if r.outcome == "error"]
     if errored:
         first = errored[0]
