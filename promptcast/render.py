@@ -24,7 +24,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.ext import Extension
 from jinja2.parser import Parser
 from jinja2.runtime import Context, Macro
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from promptcast import _render_limits as _limits
 from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
@@ -236,6 +236,8 @@ _blocks: contextvars.ContextVar[tuple[str, list[tuple[Role, str]]]] = contextvar
 )
 # The images and documents a render placed, in order; the text holds `\x01{nonce}:{index}\x01`.
 _media: contextvars.ContextVar[list[Media]] = contextvars.ContextVar("promptcast_media")
+# How many items the range() calls of a render have made so far (see MAX_RANGE_ITEMS).
+_ranged: contextvars.ContextVar[list[int]] = contextvars.ContextVar("promptcast_ranged")
 
 
 def _finalize(value: Any) -> Any:
@@ -348,6 +350,25 @@ class _Environment(ImmutableSandboxedEnvironment):
         return checked
 
 
+#: All `range()` calls of one render together make at most this many items: Jinja's sandbox
+#: bounds each range to 100,000, but loops nested in each other multiply (10**10 iterations hang).
+MAX_RANGE_ITEMS = 10 * MAX_SIZE
+
+
+def _range(*args: int) -> range:
+    """Jinja's `safe_range`, counted against the render's `MAX_RANGE_ITEMS`."""
+    made = safe_range(*args)
+    counter = _ranged.get(None)
+    if counter is not None:
+        counter[0] += len(made)
+        if counter[0] > MAX_RANGE_ITEMS:
+            raise SecurityError(
+                f"the sandbox blocks loops over range() of more than {MAX_RANGE_ITEMS} items "
+                "in all (nested loops multiply)"
+            )
+    return made
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -362,6 +383,7 @@ def environment() -> ImmutableSandboxedEnvironment:
         finalize=_finalize,
     )
     env.filters["fence"] = fence
+    env.globals["range"] = _range
     env.filters.update(_limits.bounded_filters(env.filters, MAX_SIZE, SecurityError))
     return env
 
@@ -412,6 +434,7 @@ def compile_template(
         placed: list[Media] = []
         token = _blocks.set((nonce, collected))
         media_token = _media.set(placed)
+        ranged_token = _ranged.set([0])
         try:
             text = template.render(values)
         except PromptcastError:
@@ -427,6 +450,7 @@ def compile_template(
         finally:
             _blocks.reset(token)
             _media.reset(media_token)
+            _ranged.reset(ranged_token)
         prompt = _assemble(text, nonce, collected, placed)
         return replace(prompt, system_static=True) if static and prompt.system else prompt
 

@@ -104,3 +104,24 @@ def test_ordinary_widths_still_render(tmp_path: Path, expression: str, expected:
     path = tmp_path / "t.jinja"
     path.write_text(f"---\ninputs: {{x: str, n: int}}\n---\n{{{{ {expression} }}}}\n")
     assert pc.Task.from_file(path).render(x="ab", n=3).messages[0]["content"] == expected
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [
+        "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}",
+        "{% for i in range(n) %}{{ range(n)|length }}{% endfor %}",
+        "{% macro m() %}{% for j in range(n) %}.{% endfor %}{% endmacro %}"
+        "{% for i in range(n) %}{{ m() }}{% endfor %}",
+        "{% role 'user' %}{% for i in range(n) %}{% for j in range(n) %}{% endfor %}"
+        "{% endfor %}{% endrole %}",
+    ],
+)
+def test_nested_range_loops_are_bounded_in_all(tmp_path: Path, loops: str) -> None:
+    """Each range() is at most 100,000 items; nested, 10**10 iterations would hang the render."""
+    path = tmp_path / "t.jinja"
+    path.write_text(f"---\ninputs: {{n: int}}\n---\nfirst\n{loops}\n")
+    task = pc.Task.from_file(path)
+    with pytest.raises(pc.TaskInputError, match=rf"{path}:5: the sandbox blocks loops over range"):
+        task.render(n=99_999)
+    assert task.render(n=1000).messages  # a million iterations in all still render
