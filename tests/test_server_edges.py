@@ -363,3 +363,15 @@ def test_a_client_that_leaves_while_waiting_in_line_costs_no_provider_call(
     assert metric(scraped, "promptcast_http_responses_total", status="499") == 3
     assert metric(scraped, "promptcast_calls_waiting") == 0
     assert metric(scraped, "promptcast_calls_in_flight") == 0
+
+
+# probes
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_head_as_get_without_a_body(serve: Any, path: str) -> None:
+    url = serve(ScriptedBackend(lambda request: TICKET))
+    with httpx.Client(base_url=url, timeout=30) as client:
+        got, head = client.get(path), client.head(path)
+    assert got.status_code == head.status_code, (got.text, head.text)
+    assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]

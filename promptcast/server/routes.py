@@ -84,11 +84,14 @@ CALL_ERRORS: dict[int | str, dict[str, Any]] = {
 ops = APIRouter(tags=["ops"])
 
 
+# HEAD too: uptime monitors probe with it (RFC 9110: every server supports GET and HEAD)
+@ops.head("/healthz", include_in_schema=False)
 @ops.get("/healthz", response_model=Health, summary="Liveness")
 async def healthz() -> Health:
     return Health(status="ok")
 
 
+@ops.head("/readyz", response_model=Ready, include_in_schema=False)
 @ops.get(
     "/readyz",
     response_model=Ready,
