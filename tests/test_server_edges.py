@@ -151,7 +151,7 @@ class BreaksMidStream(ScriptedBackend):
     """Streams `chunks` of a reply, then raises an exception no backend should let out."""
 
     def __init__(self, chunks: list[str]) -> None:
-        super().__init__(lambda request: TICKET)
+        super().__init__(lambda request: RuntimeError(f"bug in a backend; key {FAKE_KEY}"))
         self.chunks = chunks
 
     async def astream(self, request: Any) -> Any:
@@ -165,13 +165,21 @@ class BreaksMidStream(ScriptedBackend):
 FAKE_KEY = "sk-ant-api03-" + "k" * 40
 
 
-@pytest.mark.parametrize("chunks", [[], ['{"issue": "Checkout'], ['{"issue": "a", ', '"urgency']])
-def test_an_unexpected_failure_ends_the_stream_with_a_problem_counted_once(
-    serve: Any, chunks: list[str]
+@pytest.mark.parametrize(
+    ("route", "chunks"),
+    [
+        (PATH, []),
+        (PATH + "/stream", []),
+        (PATH + "/stream", ['{"issue": "Checkout']),
+        (PATH + "/stream", ['{"issue": "a", ', '"urgency']),
+    ],
+)
+def test_an_unexpected_failure_is_a_problem_naming_the_task_counted_once(
+    serve: Any, route: str, chunks: list[str]
 ) -> None:
     url = serve(BreaksMidStream(chunks))
     with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
-        response = client.post(f"{PATH}/stream", json={"message": "m"})  # no torn body
+        response = client.post(route, json={"message": "m"})  # no torn body
         scraped = client.get("/metrics").text
     assert "Traceback" not in response.text and FAKE_KEY not in response.text
     if chunks:
@@ -184,6 +192,7 @@ def test_an_unexpected_failure_ends_the_stream_with_a_problem_counted_once(
         problem = response.json()
     assert problem["type"] == "urn:promptcast:problem:internal-error"
     assert problem["status"] == 500 and problem["request_id"] == response.headers["x-request-id"]
+    assert problem["task"] == "extract_ticket"
     labels = {"task": "extract_ticket", "model": "test/edge"}
     assert metric(scraped, "promptcast_task_calls_total", status="500", **labels) == 1
     assert metric(scraped, "promptcast_task_calls_total", status="499", **labels) == 0

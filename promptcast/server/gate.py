@@ -154,6 +154,7 @@ class Gate:
                         "the server failed to answer; the request id is in its log",
                         instance=path,
                         request_id=request_id,
+                        task=info.get("task"),  # set once a task's route took the request
                     )
                     await _answer(tagged_send, 500, body500, {})
         finally:
