@@ -183,9 +183,21 @@ def read_items(
 
 def _located(task: Task[Any], items: Iterable[BatchItem], source: Path) -> Iterator[BatchItem]:
     """Items whose image and document inputs given as file names are paths relative to the
-    input file `source` (data URLs and http(s) URLs are kept as they are)."""
+    input file `source` (data URLs and http(s) URLs are kept as they are).
+
+    A required task input named "id" cannot come from a line's top-level "id" (that is the
+    item's id); an item without it says so, where the task would say only that it is missing."""
     names = media_inputs(task.spec)
+    id_input = task.spec.inputs.get("id")
     for item in items:
+        if item.problem is None and id_input and id_input.required and "id" not in item.inputs:
+            item = replace(
+                item,
+                inputs={},
+                problem=f'task {task.name!r} has an input named "id", and a line\'s top-level '
+                '"id" is the item\'s id, not that input: put the inputs under "inputs", '
+                '{"id": "item-1", "inputs": {"id": …, …}}',
+            )
         if names and item.problem is None:
             item = replace(item, inputs=_batch_files.media_paths(item.inputs, names, source.parent))
         yield item
@@ -247,6 +259,13 @@ def _item(data: dict[str, Any], default_id: str) -> BatchItem:
     inputs = data.pop("inputs", data)
     if not isinstance(inputs, dict):
         return BatchItem(item_id, {}, "inputs must be an object")
+    if inputs is not data and data:  # they would be dropped without a word
+        beside = ", ".join(sorted(map(repr, data)))
+        return BatchItem(
+            item_id,
+            {},
+            f'a line with "inputs" holds only "id" beside it; move {beside} into "inputs"',
+        )
     return BatchItem(item_id, inputs)
 
 

@@ -131,6 +131,51 @@ def test_cli_refuses_the_input_file_as_output(tmp_path: Path) -> None:
     assert source.read_text() == jsonl({"text": "a"})
 
 
+# input lines that would lose or misplace an input without a word
+
+
+@pytest.mark.parametrize(
+    ("row", "moved"),
+    [
+        ({"id": 1, "inputs": {"text": "b"}, "text": "c"}, "'text'"),
+        ({"id": 1, "inputs": {"text": "b"}, "note": "c", "lang": "de"}, "'lang', 'note'"),
+        ({"inputs": {"text": "b"}, "extra": None}, "'extra'"),
+    ],
+)
+async def test_keys_beside_inputs_are_an_error_line_not_dropped(
+    row: dict[str, Any], moved: str, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl(row, {"id": 2, "inputs": {"text": "fine"}}))
+    stats = await run_file(labels, source, out)
+    written = {json.loads(line)["id"]: json.loads(line) for line in out.read_text().splitlines()}
+    assert (stats.done, stats.failed) == (2, 1) and "output" in written[2]
+    error = written[row.get("id", "line-1")]["error"]
+    assert error["type"] == "TaskInputError"
+    assert f'holds only "id" beside it; move {moved} into "inputs"' in error["message"]
+
+
+@pytest.mark.parametrize(
+    "row", [{"id": "7", "text": "a"}, {"id": 7, "inputs": {"text": "a"}}, {"text": "a"}]
+)
+async def test_a_required_task_input_named_id_says_where_it_goes(
+    row: dict[str, Any], write_task: Callable[..., Path], tmp_path: Path
+) -> None:
+    backend = ScriptedBackend(lambda request: {"label": "ok"})
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(
+            write_task("tickets", TASK.replace("{text: str}", "{id: str, text: str}"))
+        )
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl(row, {"id": "x", "inputs": {"id": "T-1", "text": "b"}}))
+        stats = await run_file(task, source, out)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (stats.done, stats.failed) == (2, 1) and len(backend.requests) == 1
+    [error] = [line["error"] for line in written if "error" in line]
+    assert 'has an input named "id"' in error["message"]
+    assert '{"id": "item-1", "inputs": {"id": …, …}}' in error["message"]
+
+
 # eval: cases files
 
 
