@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import warnings
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic import field_validator as _field_validator
 
 from promptcast._files import decode_text
@@ -596,6 +597,9 @@ def _input_spec(
     if not _NAME.match(name):
         problems.add(f"input name {name!r} is not a Python identifier", *keys)
         return None
+    if _reserved(name):
+        problems.add(f"input name {name!r} {_RESERVED}", *keys)
+        return None
     if not isinstance(value, dict):
         value = {"type": value}
     try:
@@ -624,7 +628,47 @@ def _input_spec(
             problems.add(f"inputs.{name}: {problem}", *keys, "max_bytes")
             return None
     default = form.default if "default" in value else ...
+    if default is not ...:
+        from promptcast.media import is_media_type
+
+        problem = None if is_media_type(parsed) else _default_problem(parsed, default)
+        if problem is not None:
+            problems.add(
+                f"inputs.{name}.default: {problem} (the type is {type_text})", *keys, "default"
+            )
+            return None
     return InputSpec(name, str(type_text), parsed, default, form.description, form.max_bytes)
+
+
+def _default_problem(tp: Any, default: Any) -> str | None:
+    """Why `default` is not a valid `tp` (pydantic does not check defaults), or None."""
+    try:
+        TypeAdapter(tp).validate_python(default)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return f"{where + ': ' if where else ''}{err['msg']}"
+    except Exception:  # a type pydantic cannot build: the model build reports it
+        return None
+    return None
+
+
+_RESERVED = "is a pydantic model's own attribute and cannot be a field; rename it"
+
+
+def _reserved(name: str) -> bool:
+    """`model_config`, `model_dump`, `Config`, ...: names pydantic refuses or breaks on (other
+    BaseModel attributes, `json`, `copy`, `schema`, work as field names)."""
+    return name == "Config" or (name.startswith("model_") and hasattr(BaseModel, name))
+
+
+def _create_model(model_name: str, /, **fields: Any) -> type[BaseModel]:
+    """`create_model`, quiet about fields that shadow deprecated BaseModel methods (`json`,
+    `copy`, `schema`, `validate`, ...): they work, and a warning made an error (as in a
+    test run) refused the task file."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Field name .* shadows an attribute", UserWarning)
+        return create_model(model_name, **fields)
 
 
 class _OutputBuilder:
@@ -682,6 +726,10 @@ class _OutputBuilder:
                 self._add(f"field name {key!r} must be letters, digits and '_'", here)
                 ok = False
                 continue
+            if _reserved(key):
+                self._add(f"field name {key!r} {_RESERVED}", here)
+                ok = False
+                continue
             result = self._field(f"{name}{_camel(key)}", spec, here)
             if result is None:
                 ok = False
@@ -690,7 +738,7 @@ class _OutputBuilder:
         if not ok:
             return None
         try:
-            return create_model(name, **built)
+            return _create_model(name, **built)
         except Exception as exc:  # pydantic's schema errors are TypeErrors, NameErrors, ...
             self._add(f"cannot build the output model: {exc}", keys)
             return None
@@ -712,6 +760,10 @@ class _OutputBuilder:
                 return None
             tp = self._spec_type(name, spec, keys)
             if tp is None or unknown:
+                return None
+            problem = _default_problem(tp, spec["default"]) if "default" in spec else None
+            if problem is not None:
+                self._add(problem, (*keys, "default"))
                 return None
             return tp, Field(spec.get("default", ...), description=description)
         tp = self._type(spec, keys, name)
@@ -779,7 +831,7 @@ def _input_model(
         for spec in inputs.values()
     }
     try:
-        model: type[BaseModel] = create_model(
+        model: type[BaseModel] = _create_model(
             f"{_camel(task)}Inputs", __config__=ConfigDict(extra="forbid"), **fields
         )
         model.model_json_schema()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import promptcast as pc
-from promptcast.spec import check_task_file
+from promptcast.spec import check_task_file, parse_task_text
+from promptcast.testing import ScriptedBackend
 
 # Characters Python's str.splitlines() and YAML 1.1 treat as line ends, but editors and Jinja do
 # not: pasted text (an example's input, a description) can hold them.
@@ -125,3 +126,59 @@ def test_nested_range_loops_are_bounded_in_all(tmp_path: Path, loops: str) -> No
     with pytest.raises(pc.TaskInputError, match=rf"{path}:5: the sandbox blocks loops over range"):
         task.render(n=99_999)
     assert task.render(n=1000).messages  # a million iterations in all still render
+
+
+@pytest.mark.parametrize("name", ["model_config", "model_dump", "model_fields", "Config"])
+@pytest.mark.parametrize("where", ["inputs", "output"])
+def test_names_pydantic_keeps_for_itself_are_refused_by_name(where: str, name: str) -> None:
+    """`model_config` as an input loaded, then every call said it 'is not declared by the task
+    (declared inputs: model_config)'; as an output field the error was "'FieldInfo' object is
+    not iterable"."""
+    with pytest.raises(pc.TaskDefinitionError, match=f"{name}' is a pydantic model's own") as info:
+        parse_task_text(f"---\n{where}:\n  {name}: str\n---\nhi\n", path="t.jinja")
+    assert info.value.line == 3
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("name", ["copy", "json", "schema", "dict", "validate", "construct"])
+def test_field_names_shadowing_old_basemodel_methods_work(name: str) -> None:
+    """`copy: str` (ad copy) warned "shadows an attribute in parent BaseModel", which a warnings
+    filter set to error (a test run) turned into a refused task file."""
+    text = f"---\ninputs:\n  {name}: str\noutput:\n  {name}: str\n---\n{{{{ {name} }}}}\n"
+    task = pc.Task(parse_task_text(text, path="t.jinja"))
+    with pc.override(backends={"test/m": ScriptedBackend(lambda request: {name: "out"})}):
+        run = task.with_model("test/m").run(**{name: "in"})
+    assert task.render(**{name: "in"}).messages[0]["content"] == "in"
+    assert getattr(run.output, name) == "out"
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("{type: int, default: abc}", "valid integer"),
+        ("{type: 'list[str]', default: 3}", "valid list"),
+        ("{type: \"Literal['a', 'b']\", default: c}", "'a' or 'b'"),
+        ("{type: str, default: null}", "valid string"),
+        ("{type: 'list[int]', default: [1, x]}", "1: Input should be a valid integer"),
+    ],
+)
+@pytest.mark.parametrize("where", ["inputs", "output"])
+def test_a_default_that_is_not_of_its_type_is_a_load_error(
+    where: str, field: str, message: str
+) -> None:
+    """Pydantic does not check defaults: an int input defaulting to 'abc' reached the template
+    as text, and an output missing the field came back with the wrong type."""
+    text = f"---\n{where}:\n  ok: str\n  x: {field}\n---\nhi\n"
+    with pytest.raises(pc.TaskDefinitionError, match=message) as info:
+        parse_task_text(text, path="t.jinja")
+    assert info.value.line == 4 and "default" in str(info.value)
+
+
+def test_defaults_of_their_type_still_load() -> None:
+    text = (
+        "---\ninputs:\n  a: {type: 'str | None', default: null}\n  b: {type: float, default: 3}\n"
+        "  c: {type: 'list[str]', default: []}\n  d: {type: date, default: 2024-01-02}\n"
+        "output:\n  e: {type: int, default: 0}\n---\n{{ a }}{{ b }}{{ c }}{{ d }}\n"
+    )
+    spec = parse_task_text(text, path="t.jinja")
+    assert [spec.inputs[k].default for k in "abc"] == [None, 3, []]
