@@ -384,3 +384,28 @@ def test_probes_answer_head_as_get_without_a_body(serve: Any, path: str) -> None
         got, head = client.get(path), client.head(path)
     assert got.status_code == head.status_code, (got.text, head.text)
     assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+
+
+# model output no UTF-8 encoder takes
+
+
+@pytest.mark.parametrize(
+    "value", ["\ud83d", "\udc00", "\U0001f600"], ids=["lone-high", "lone-low", "pair"]
+)
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_a_lone_surrogate_in_the_output_is_sent_as_its_json_escape(
+    serve: Any, route: str, value: str
+) -> None:
+    """A model that cuts an emoji's escape pair in half: the JSON reply holds `\\ud83d` alone,
+    which json reads into a str that no UTF-8 encoder (nor pydantic's serializer) takes."""
+    reply = json.dumps({**TICKET, "issue": f"a{value}b"})  # ASCII: each half as its escape
+    url = serve(ScriptedBackend(lambda request: reply, chunk_chars=4))
+    response = httpx.post(url + route, json={"message": "m"}, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    if route.endswith("/stream"):
+        found = sse_events(response)
+        assert [kind for kind, _ in found][-1] == "final"
+        output = found[-1][1]["output"]
+    else:
+        output = json.loads(response.content)["output"]
+    assert output["issue"] == f"a{value}b"

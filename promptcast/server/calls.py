@@ -20,7 +20,7 @@ from fastapi import Body, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from promptcast.errors import PromptcastError
 from promptcast.media import MediaTooLargeError, described
@@ -38,7 +38,7 @@ from promptcast.server.problems import (
 from promptcast.server.state import ServerState
 from promptcast.task import Task
 
-__all__ = ["TaskEndpoint"]
+__all__ = ["TaskEndpoint", "dump_json", "utf8"]
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -240,7 +240,7 @@ class TaskEndpoint:
             template_hash=run.template_hash,
             attempts=run.attempts,
         )
-        return Response(result.model_dump_json().encode(), media_type="application/json")
+        return Response(utf8(dump_json(result)), media_type="application/json")
 
     def _failed(
         self, request: Request, exc: PromptcastError, model: str, info: dict[str, Any]
@@ -295,6 +295,22 @@ async def _disconnected(request: Request) -> None:
     disconnect (or nothing, until the answer is sent and this is cancelled)."""
     while (await request.receive())["type"] != "http.disconnect":
         await asyncio.sleep(0.01)  # a server that answers at once must not make this spin
+
+
+def dump_json(model: BaseModel, **options: Any) -> str:
+    """`model.model_dump_json(**options)`, or the same JSON from `json` when a string holds a
+    lone surrogate (a model's cut-off emoji escape, which pydantic's serializer refuses)."""
+    try:
+        return model.model_dump_json(**options)
+    except PydanticSerializationError:
+        data = model.model_dump(mode="json", **options)
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def utf8(text: str) -> bytes:
+    """JSON `text` as UTF-8; a lone surrogate, only ever inside a JSON string, is written as its
+    JSON escape (`\\ud83d`), so the client reads back the value the model gave."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _is_utf8(raw: bytes) -> bool:

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from promptcast.errors import PromptcastError
 from promptcast.server import context
-from promptcast.server.calls import TaskEndpoint, _disconnected, _scrubbed
+from promptcast.server.calls import TaskEndpoint, _disconnected, _scrubbed, dump_json, utf8
 from promptcast.server.gate import CLIENT_CLOSED, _one_line, logger
 from promptcast.server.problems import problem, problem_response, scrub
 from promptcast.stream import Final, Partial, Restart
@@ -72,7 +72,7 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 
 def sse(event: str, data: str) -> bytes:
     """One server-sent event; `data` is one line of JSON, whatever line breaks its values hold."""
-    return f"event: {event}\ndata: {data.translate(_LINE_BREAKS)}\n\n".encode()
+    return utf8(f"event: {event}\ndata: {data.translate(_LINE_BREAKS)}\n\n")
 
 
 class _Failed(Exception):
@@ -206,5 +206,5 @@ def _json(output: Any) -> str:
     """A partial output as JSON: a model's known fields only (its unknown ones are not `null`
     yet, they are not there yet); text as a JSON string."""
     if isinstance(output, BaseModel):
-        return output.model_dump_json(exclude_unset=True, warnings=False)
+        return dump_json(output, exclude_unset=True, warnings=False)
     return json.dumps(output, ensure_ascii=False, default=str)
