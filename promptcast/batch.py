@@ -32,7 +32,7 @@ import re
 import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +48,7 @@ from promptcast.task import Task
 __all__ = [
     "BatchItem",
     "BatchOutputBusyError",
+    "BatchOutputError",
     "BatchResult",
     "BatchStats",
     "ItemId",
@@ -62,6 +63,25 @@ __all__ = [
 
 ItemId = str | int
 """An item's id as its JSON type: a string or an integer."""
+
+
+class BatchOutputError(PromptcastError, OSError):
+    """The output file cannot be opened or written (a missing folder, no permission, a full
+    disk); the lines written before stay, so the run resumes once that is fixed."""
+
+    def __init__(self, output: Path, cause: OSError, *, written: int | None) -> None:
+        self.output = output
+        reason = cause.strerror or str(cause)
+        if written is None:
+            message = f"cannot open {output} for the results ({reason}); nothing was run"
+        else:
+            message = (
+                f"writing {output} failed ({reason}); the {written} line(s) this run wrote "
+                "before are kept: fix that (free disk space, permissions) and run the same "
+                "command again to resume"
+            )
+        super().__init__(message)
+        self.errno = cause.errno
 
 
 class BatchOutputBusyError(PromptcastError):
@@ -481,7 +501,11 @@ def _writing(source: Path, output: Path) -> Iterator[BinaryIO]:
             f"{output} is the input file: the results would be appended to the inputs being "
             "read. Write them to another file: -o results.jsonl"
         )
-    with _batch_files.append_exclusively(output) as out:
+    with ExitStack() as stack:
+        try:
+            out = stack.enter_context(_batch_files.append_exclusively(output))
+        except OSError as exc:
+            raise BatchOutputError(output, exc, written=None) from exc
         if out is None:
             raise BatchOutputBusyError(output)
         if not _batch_files.is_batch_output(output):
@@ -495,12 +519,16 @@ def _writing(source: Path, output: Path) -> Iterator[BinaryIO]:
 
 def _emitter(
     out: BinaryIO,
+    output: Path,
     stats: BatchStats,
     on_result: Callable[[BatchResult, BatchStats], None] | None,
 ) -> Callable[[BatchResult], None]:
     def emit(result: BatchResult) -> None:
-        out.write(result.to_json().encode("utf-8") + b"\n")
-        out.flush()
+        try:
+            out.write(result.to_json().encode("utf-8") + b"\n")
+            out.flush()
+        except OSError as exc:  # a torn line it leaves is cut off when the run resumes
+            raise BatchOutputError(output, exc, written=stats.done) from exc
         stats.add(result)
         if on_result is not None:
             on_result(result, stats)
@@ -539,7 +567,7 @@ async def run_file(
         stats = BatchStats(skipped=skipped, total=to_run)
         if on_start is not None:
             on_start(stats)
-        emit = _emitter(out, stats, on_result)
+        emit = _emitter(out, output, stats, on_result)
         with _file_lines(source) as lines:
             items = _located(task, read_items(lines, skip=skip), source)
             async for result in _run(task, items, concurrency=concurrency, rate=rate):
@@ -596,7 +624,7 @@ async def run_file_provider_batch(
         saved = _saved_state(state_file)
         if on_start is not None:
             on_start(stats)
-        emit = _emitter(out, stats, on_result)
+        emit = _emitter(out, output, stats, on_result)
         in_saved: set[str] = set()
         if saved is not None:  # a killed run's batch: read its results, never resubmit
             in_saved = set(saved.custom_ids.values())

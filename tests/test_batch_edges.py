@@ -4,6 +4,8 @@ cannot pass, scorers that break, arguments that would hang."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import math
 import os
@@ -11,13 +13,14 @@ import re
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from typer.testing import CliRunner
 
 import promptcast as pc
-from promptcast.batch import run_file, run_file_provider_batch
+from promptcast import _batch_files
+from promptcast.batch import BatchOutputError, run_file, run_file_provider_batch
 from promptcast.cli import app
 from promptcast.evals import aevaluate, load_cases
 from promptcast.spec import Example
@@ -129,6 +132,85 @@ def test_cli_refuses_the_input_file_as_output(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "is the input file" in result.output
     assert "Traceback" not in result.output
     assert source.read_text() == jsonl({"text": "a"})
+
+
+# the output cannot be written: a typed error, the lines before it kept, the run resumable
+
+
+class _FailingWrites:
+    """A handle that writes half of its `fail_at`th line, then raises `error` (a full disk)."""
+
+    def __init__(self, handle: BinaryIO, error: OSError, fail_at: int) -> None:
+        self.handle, self.error, self.fail_at, self.count = handle, error, fail_at, 0
+
+    def write(self, data: bytes) -> int:
+        self.count += 1
+        if self.count == self.fail_at:
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            raise self.error
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EDQUOT, "Disk quota exceeded"),
+        OSError(errno.EIO, "Input/output error"),
+    ],
+    ids=["ENOSPC", "EDQUOT", "EIO"],
+)
+async def test_a_write_failing_mid_line_is_a_typed_error_and_the_run_resumes(
+    error: OSError, labels: pc.Task[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl(*({"id": i, "text": str(i)} for i in range(20))))
+    real = _batch_files.append_exclusively
+
+    @contextlib.contextmanager
+    def failing(path: Path) -> Iterator[Any]:
+        with real(path) as handle:
+            yield None if handle is None else _FailingWrites(handle, error, fail_at=5)
+
+    monkeypatch.setattr(_batch_files, "append_exclusively", failing)
+    with pytest.raises(
+        BatchOutputError, match="the 4 line\\(s\\) this run wrote before are kept"
+    ) as caught:
+        await run_file(labels, source, out, concurrency=3)
+    assert isinstance(caught.value, OSError) and caught.value.errno == error.errno
+    assert str(out) in str(caught.value) and error.strerror in str(caught.value)
+    assert not out.read_bytes().endswith(b"\n")  # the torn half line is there
+    monkeypatch.setattr(_batch_files, "append_exclusively", real)
+    stats = await run_file(labels, source, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (stats.skipped, stats.done, stats.failed) == (4, 16, 0)
+    assert sorted(row["id"] for row in rows) == list(range(20))
+    assert all("output" in row for row in rows)
+
+
+@pytest.mark.parametrize("make", ["missing-folder", "a-folder"])
+async def test_an_output_that_cannot_be_opened_is_a_typed_error_and_nothing_runs(
+    make: str, tmp_path: Path, write_task: Callable[..., Path]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    if make == "a-folder":
+        out.mkdir()
+    else:
+        out = tmp_path / "missing" / "out.jsonl"
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl({"text": "a"}))
+    backend = ScriptedBackend(lambda request: {"label": "ok"})
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        with pytest.raises(
+            BatchOutputError, match=f"cannot open {re.escape(str(out))} .*nothing was run"
+        ):
+            await run_file(task, source, out)
+    assert backend.requests == []
 
 
 # input lines that would lose or misplace an input without a word
