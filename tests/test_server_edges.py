@@ -409,3 +409,29 @@ def test_a_lone_surrogate_in_the_output_is_sent_as_its_json_escape(
     else:
         output = json.loads(response.content)["output"]
     assert output["issue"] == f"a{value}b"
+
+
+# a key sent where a name goes
+
+
+KEY = "sk-ant-api03-" + "Q" * 40
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (PATH, {"message": "m", KEY: 1}),  # an undeclared input named by a key
+        ("/v1/tasks/answer_product_question", {"question": "q", "documents": {KEY: 1}}),
+        (f"/v1/tasks/{KEY}", {}),  # a key as the task name
+        (f"{PATH}/{KEY}", {}),  # under a task's path
+    ],
+    ids=["input-name", "pointer", "task-name", "sub-path"],
+)
+def test_a_key_sent_as_a_name_is_not_echoed_in_the_problem(
+    serve: Any, path: str, body: dict[str, Any]
+) -> None:
+    url = serve(ScriptedBackend(lambda request: TICKET))
+    response = httpx.post(url + path, json=body, headers=AUTH, timeout=30)
+    assert response.status_code in (404, 422), response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "Q" * 20 not in response.text, response.text

@@ -147,7 +147,7 @@ def problem(
         "detail": scrub(detail),
     }
     if instance is not None:
-        body["instance"] = instance
+        body["instance"] = scrub(instance)  # the path is the caller's: it may hold a key
     if request_id is not None:
         body["request_id"] = request_id
     body.update({k: v for k, v in extensions.items() if v is not None})
@@ -323,8 +323,8 @@ def _validation_item(err: Any, declared: str) -> dict[str, str]:
     else:
         message = str(err.get("msg", "invalid"))
     return {
-        "field": _cut(field),
-        "pointer": _cut(_pointer(loc)),
+        "field": _cut(scrub(field[: 2 * MAX_ERROR_TEXT])),  # an undeclared name is the caller's
+        "pointer": _cut(scrub(_pointer(loc)[: 2 * MAX_ERROR_TEXT])),
         "message": _cut(message),
         "type": _cut(kind),
     }
