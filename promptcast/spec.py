@@ -420,13 +420,24 @@ def _frontmatter(data: dict[Any, Any], problems: _Problems) -> _Frontmatter:
             if err["type"] == "extra_forbidden":
                 known = _KNOWN_KEYS.get(loc[0] if len(loc) > 1 else None, ())
                 message = _unknown_key(str(loc[-1]), known)
+            elif loc and loc[-1] == "[key]":  # pydantic shows a key `no` (False) as 0
+                where = ".".join(str(p) for p in loc[:-2])
+                message = f"a key is not text{_NOT_TEXT}"
             else:
                 message = err["msg"]
+                if err["type"] == "string_type" and not isinstance(err["input"], (dict, list)):
+                    message += _NOT_TEXT
             problems.add(f"{where}: {message}", *loc)
     try:
         return _Frontmatter.model_validate({k: v for k, v in data.items() if k not in bad})
     except ValidationError:
         return _Frontmatter()
+
+
+_NOT_TEXT = (
+    "; YAML reads an unquoted yes/no/on/off/true/false as a boolean, null or ~ as nothing, "
+    "and digits or a date as a number or date: put the text in quotes"
+)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -600,6 +611,13 @@ def _input_spec(
     if _reserved(name):
         problems.add(f"input name {name!r} {_RESERVED}", *keys)
         return None
+    if name in _JINJA_NAMES:
+        problems.add(
+            f"input name {name!r} means {_JINJA_NAMES[name]} in a Jinja template, so the "
+            "template would never see the input; rename it",
+            *keys,
+        )
+        return None
     if not isinstance(value, dict):
         value = {"type": value}
     try:
@@ -654,6 +672,15 @@ def _default_problem(tp: Any, default: Any) -> str | None:
 
 
 _RESERVED = "is a pydantic model's own attribute and cannot be a field; rename it"
+# Names a template reads as something else than a variable the render passes in.
+_JINJA_NAMES = {
+    "self": "the template itself",
+    "loop": "the loop state inside {% for %}",
+    "caller": "the calling block inside a {% macro %}",
+    "varargs": "a macro's extra arguments",
+    "kwargs": "a macro's extra keyword arguments",
+    **dict.fromkeys(("true", "false", "none", "True", "False", "None"), "a constant"),
+}
 
 
 def _reserved(name: str) -> bool:

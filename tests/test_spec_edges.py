@@ -182,3 +182,35 @@ def test_defaults_of_their_type_still_load() -> None:
     )
     spec = parse_task_text(text, path="t.jinja")
     assert [spec.inputs[k].default for k in "abc"] == [None, 3, []]
+
+
+@pytest.mark.parametrize("name", ["self", "loop", "caller", "varargs", "kwargs", "none", "None"])
+def test_input_names_jinja_reads_as_something_else_are_refused(name: str) -> None:
+    """An input `self` rendered as '<TemplateReference None>', `none` as 'None', `loop` inside a
+    for loop as the loop state: the value given was silently not used."""
+    text = f"---\ninputs:\n  {name}: str\n---\n{{{{ {name} }}}}\n"
+    with pytest.raises(pc.TaskDefinitionError, match=f"input name '{name}' means") as info:
+        parse_task_text(text, path="t.jinja")
+    assert info.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("where", "word"),
+    [
+        *(
+            (where, word)
+            for where in ("model: {}", "name: {}", "inputs:\n  {}: str")
+            for word in ("no", "on", "off", "yes", "true", "1", "2024-01-02")
+        ),
+        ("inputs:\n  {}: str", "null"),
+        ("inputs:\n  {}: str", "~"),
+    ],
+)
+def test_yaml_words_that_are_not_text_say_to_quote_them(where: str, word: str) -> None:
+    """`inputs: {no: str}` said 'inputs.0.[key]: Input should be a valid string' (pydantic
+    shows the key False as 0); `model: no` did not say why a model name is not text."""
+    text = f"---\n{where.format(word)}\n---\nhi\n"
+    with pytest.raises(pc.TaskDefinitionError, match="put the text in quotes") as info:
+        parse_task_text(text, path="t.jinja")
+    assert ".0." not in str(info.value) and ".1." not in str(info.value)
+    assert info.value.line in (2, 3)
