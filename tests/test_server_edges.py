@@ -435,3 +435,16 @@ def test_a_key_sent_as_a_name_is_not_echoed_in_the_problem(
     assert response.status_code in (404, 422), response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert "Q" * 20 not in response.text, response.text
+
+
+def test_a_key_in_a_redirected_path_stays_out_of_the_log_record(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trailing slash gets a 307 for any path: its log record (whatever formats it) must not
+    carry a key sent in that path."""
+    caplog.set_level("INFO", logger="promptcast.server")
+    url = serve(ScriptedBackend(lambda request: TICKET))
+    response = httpx.post(f"{url}/v1/tasks/{KEY}/", json={}, headers=AUTH, timeout=30)
+    assert response.status_code == 307
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "request"]
+    assert "Q" * 20 not in record.getMessage() and "Q" * 20 not in record.path

@@ -91,7 +91,7 @@ class Gate:
                     "event": "request",
                     "request_id": request_id,
                     "method": method if method in _METHODS else scrub(str(method)[:20]),
-                    "path": path if final < 400 else scrub(path[:1000]),  # not a route's
+                    "path": path if final < 300 else scrub(path[:1000]),  # 2xx: a route's own
                     "status": final,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                     **info,
