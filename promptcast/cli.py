@@ -7,6 +7,7 @@ failure), printed as one message without a traceback; 2 a command-line usage err
 from __future__ import annotations
 
 import json
+import re
 import sys
 import typing
 from collections.abc import Iterable, Sequence
@@ -241,7 +242,8 @@ def _model_problems(task: pc.Task[Any]) -> list[str]:
 
     spec = task.spec
     try:
-        lines = read_text(Path(spec.path)).split("\n")  # not splitlines: U+2028 is no line end
+        # the lines a task file's errors count (LF, CRLF, CR): not splitlines, U+2028 is no end
+        lines = re.split("\r\n?|\n", read_text(Path(spec.path)))
     except (OSError, ValueError):
         lines = []
     problems = []

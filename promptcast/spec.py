@@ -565,17 +565,18 @@ def _line_of(node: yaml.Node | None, keys: tuple[str | int, ...]) -> int:
     return _file_line(mark)
 
 
-# PyYAML reads YAML 1.1, where U+0085, U+2028, U+2029 and a lone CR end a line too; a file's lines
-# (as editors, grep and Jinja's errors number them) end at LF only
-_YAML_ONLY_BREAKS = re.compile("[\x85\u2028\u2029]|\r(?!\n)")
+# PyYAML reads YAML 1.1, where U+0085, U+2028 and U+2029 end a line too; a task file's lines end
+# at LF, CRLF or a lone CR only (as `_split_lines` cuts them and Jinja numbers its errors)
+_YAML_ONLY_BREAKS = re.compile("[\x85\u2028\u2029]")
+_LINE_BREAK = re.compile("\r\n?|\n")
 
 
 @lru_cache(maxsize=8)
 def _newlines(front: str) -> tuple[int, ...] | None:
-    """Offsets of the LFs of a frontmatter that holds a YAML-only line break, else `None`."""
+    """Offsets of the line breaks of a frontmatter that holds a YAML-only one, else `None`."""
     if _YAML_ONLY_BREAKS.search(front) is None:
         return None
-    return tuple(match.start() for match in re.finditer("\n", front))
+    return tuple(match.start() for match in _LINE_BREAK.finditer(front))
 
 
 def _file_line(mark: Any) -> int:

@@ -338,9 +338,9 @@ def test_every_problem_in_a_file_is_collected(write_task: Callable[..., Path]) -
     assert info.value.line == 2
 
 
-# YAML 1.1 also ends a line at U+0085, U+2028, U+2029 and a lone CR; a file's lines end at LF
+# YAML 1.1 also ends a line at U+0085, U+2028 and U+2029; a task file's lines end at LF, CRLF, CR
 YAML_ONLY_BREAKS = pytest.mark.parametrize(
-    "separator", ["\u2028", "\u2029", "\x85", "\r"], ids=["U+2028", "U+2029", "U+0085", "CR"]
+    "separator", ["\u2028", "\u2029", "\x85"], ids=["U+2028", "U+2029", "U+0085"]
 )
 
 
@@ -379,3 +379,15 @@ def test_a_control_character_in_frontmatter_is_a_definition_error(
     assert error.line == 3 and error.file == str(path)
     assert f"U+{ord(character):04X} is not allowed in frontmatter" in str(error)
     assert f'"\\u{ord(character):04x}"' in str(error)  # the escape to write instead
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+def test_frontmatter_and_template_lines_agree_whatever_the_line_ends(
+    tmp_path: Path, newline: str
+) -> None:
+    """A file's lines end at LF, CRLF or a lone CR, in the frontmatter as in the template."""
+    path = tmp_path / "t.jinja"
+    lines = ["---", "description: 'a\u2028b'", "modle: x", "---", "{{ q", ""]
+    path.write_bytes(newline.join(lines).encode())
+    problems = check_task_file(path)
+    assert [p.line for p in problems] == [3, 5]
