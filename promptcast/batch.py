@@ -751,10 +751,12 @@ async def _collect(
 ) -> None:
     """Wait for the batch to end, then write a line for each of its items not in `skip`; an
     item the results leave out (or never reach, when reading them fails) is an error line."""
-    while not await backend.batch_ended(batch_id):
+    requests = {cid: req for cid, (_, req) in chunk.items()}
+    # polled where it was submitted: the model's own endpoint and key when it has them
+    model = next((request.model for request in requests.values()), None)
+    while not await backend.batch_ended(batch_id, model=model):
         await asyncio.sleep(poll_s)
     seen: set[str] = set()
-    requests = {cid: req for cid, (_, req) in chunk.items()}
     gone: dict[str, str] | None = None
     results = aiter(backend.batch_results(batch_id, requests))
     while True:

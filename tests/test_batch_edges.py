@@ -24,7 +24,7 @@ from promptcast.batch import BatchOutputError, run_file, run_file_provider_batch
 from promptcast.cli import app
 from promptcast.evals import aevaluate, load_cases
 from promptcast.spec import Example
-from promptcast.testing import FakeAnthropic, ScriptedBackend
+from promptcast.testing import FakeAnthropic, ScriptedBackend, message, tool_use_block
 
 TASK = """
 ---
@@ -499,3 +499,42 @@ def test_cli_eval_with_only_commas_for_models_is_a_one_line_error(tmp_path: Path
             app, ["eval", "labels", "--models", " , ", "--cases", str(cases), "-p", str(tmp_path)]
         )
     assert result.exit_code == 1 and "no models to compare" in result.output
+
+
+# provider batches: polled where they were submitted
+
+
+def _label(request: dict[str, Any]) -> dict[str, Any]:
+    text = request["messages"][0]["content"]
+    return message([tool_use_block("LabelOutput", {"label": text.upper()})])
+
+
+@pytest.mark.parametrize("default", ["another-account", "no-key"])
+async def test_a_provider_batch_on_a_model_with_its_own_endpoint_is_polled_there(
+    default: str,
+    fake_anthropic: FakeAnthropic,
+    close_async_clients: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "label.jinja").write_text(
+        "---\ninputs: {text: str}\noutput: {label: str}\nmodel: anthropic/claude-sonnet-4-6\n"
+        "max_tokens: 64\n---\nLabel {{ text }}\n"
+    )
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl(*({"id": f"i{i}", "text": f"t{i}"} for i in range(3))))
+    with FakeAnthropic() as own:
+        own.handler = _label
+        key = "sk-ant-api03-" + "m" * 90
+        pc.configure(
+            models={"anthropic/claude-sonnet-4-6": {"base_url": own.base_url, "api_key": key}}
+        )
+        if default == "no-key":
+            monkeypatch.delenv("ANTHROPIC_API_KEY")
+        task = pc.Task.from_file(tmp_path / "label.jinja")
+        stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
+    assert (stats.done, stats.failed) == (3, 0)
+    assert len(own.batches) == 1 and fake_anthropic.batches == {} and fake_anthropic.requests == []
+    rows = sorted(map(json.loads, out.read_text().splitlines()), key=lambda row: row["id"])
+    assert [row["output"]["label"] for row in rows] == ["LABEL T0", "LABEL T1", "LABEL T2"]
+    assert not _batch_files.state_path(out).exists()
