@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ProviderSettings",
     "Settings",
+    "check_api_key",
     "configure",
     "endpoint_settings",
     "get_config",
@@ -408,25 +409,56 @@ def reset_defaults() -> None:
         _base = None
 
 
-def endpoint_settings(provider: str, model: str | None = None) -> tuple[str | None, str | None]:
+def endpoint_settings(
+    provider: str, model: str | None = None, *, check: bool = False
+) -> tuple[str | None, str | None]:
     """`(api_key, base_url)` for a provider, or one of its models: the model's own settings
     (`configure(models=…)`), then the provider's (`configure(providers=…)`), then the provider's
-    own environment variables. Never another provider's."""
+    own environment variables. Never another provider's.
+
+    A key loses surrounding whitespace (a `.env` line's `\r`, a secret file's newline), which
+    no key has and which made the HTTP client refuse the header, quoting the key in its error.
+    With `check`, a key that still holds a character no header can carry is refused here."""
     config = get_config()
     own = config.models.get(f"{provider}/{model}") if model else None
     shared = config.providers.get(provider)
     key_var, url_var = PROVIDER_ENV.get(provider, (None, None))
     key: str | None = None
     url: str | None = None
-    for layer in (own, shared):
+    source = ""
+    for layer, name in (
+        (own, f"models={{'{provider}/{model}'"),
+        (shared, f"providers={{'{provider}'"),
+    ):
         if layer is None:
             continue
         if key is None and layer.api_key is not None:
-            key = layer.api_key.get_secret_value()
+            key = layer.api_key.get_secret_value().strip() or None
+            source = f"configure({name}: {{'api_key': …}}}})"
         if url is None and layer.base_url is not None:
             url = layer.base_url
     if key is None and key_var:
-        key = os.environ.get(key_var) or None
+        key = os.environ.get(key_var, "").strip() or None
+        source = key_var
     if url is None and url_var:
         url = os.environ.get(url_var) or None
+    if check and key is not None:
+        check_api_key(key, source, env_var=key_var if source == key_var else None)
     return key, url
+
+
+def check_api_key(key: str, source: str, *, env_var: str | None = None) -> None:
+    """Refuse a key holding a line break, tab, space, control or non-ASCII character (a paste
+    from a document or two lines of a file), naming where it came from but never the key."""
+    bad = next((i for i, c in enumerate(key) if not " " < c < "\x7f"), None)
+    if bad is not None:
+        raise ConfigurationError(
+            f"{source} holds {_char_name(key[bad])} at position {bad + 1}, which an HTTP header "
+            "cannot carry: set it to the key alone, on one line",
+            env_var=env_var,
+        )
+
+
+def _char_name(char: str) -> str:
+    names = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", " ": "a space"}
+    return names.get(char, f"the character U+{ord(char):04X}")

@@ -158,3 +158,113 @@ def test_a_same_origin_redirect_keeps_the_key(elsewhere: _Server) -> None:
     finally:
         server.close()
     assert [h.get("x-api-key") for h in server.headers] == [KEY, KEY]
+
+
+# Keys as they arrive from .env files, secret mounts and copy-paste.
+PADDED = {
+    "trailing-newline": KEY + "\n",
+    "crlf": KEY + "\r\n",
+    "spaces": "  " + KEY + " ",
+    "tab": "\t" + KEY,
+}
+BROKEN = {
+    "inner-newline": (KEY[:10] + "\n" + KEY[10:], "a line break"),
+    "inner-space": (KEY[:10] + " " + KEY[10:], "a space"),
+    "zero-width-space": (KEY + "\u200b", "U+200B"),
+    "no-break-space": (KEY[:10] + "\u00a0" + KEY[10:], "U+00A0"),
+    "escape": (KEY[:5] + "\x1b" + KEY[5:], "U+001B"),
+}
+
+
+def _set_key(provider: str, key: str, source: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    if source == "env":
+        var = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}[provider]
+        monkeypatch.setenv(var, key)
+        return var
+    pc.configure(providers={provider: {"api_key": key}})
+    return f"configure(providers={{'{provider}': {{'api_key': …}}}})"
+
+
+@pytest.fixture(params=["anthropic", "openai"])
+def provider_fake(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Any]]:
+    from promptcast.testing import FakeAnthropic, FakeOpenAI
+
+    if request.param == "anthropic":
+        with FakeAnthropic() as fake:
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+            yield "anthropic", fake
+            from tests.conftest import anthropic_backend
+
+            anthropic_backend().close()
+    else:
+        with FakeOpenAI() as fake:
+            monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+            yield "openai", fake
+
+
+@pytest.mark.parametrize("source", ["env", "configure"])
+@pytest.mark.parametrize("padded", list(PADDED.values()), ids=list(PADDED))
+def test_whitespace_around_a_key_is_dropped(
+    write_task: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    provider_fake: tuple[str, Any],
+    padded: str,
+    source: str,
+) -> None:
+    """A key with a newline or spaces around it made the HTTP client refuse the header, and
+    Anthropic's error then quoted the whole key; now it is sent trimmed."""
+    provider, fake = provider_fake
+    _set_key(provider, padded, source, monkeypatch)
+    model = "anthropic/claude-sonnet-4-6" if provider == "anthropic" else "openai/gpt-4o-mini"
+    pc.configure(max_retries=0)
+    _task(write_task, model).run(text="hi")
+    assert fake.request_headers[0]["authorization"] == "Bearer " + KEY
+
+
+@pytest.mark.parametrize("source", ["env", "configure"])
+@pytest.mark.parametrize(("key", "named"), list(BROKEN.values()), ids=list(BROKEN))
+def test_a_key_no_header_can_carry_is_a_configuration_error(
+    write_task: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    provider_fake: tuple[str, Any],
+    key: str,
+    named: str,
+    source: str,
+) -> None:
+    provider, fake = provider_fake
+    where = _set_key(provider, key, source, monkeypatch)
+    model = "anthropic/claude-sonnet-4-6" if provider == "anthropic" else "openai/gpt-4o-mini"
+    with pytest.raises(pc.ConfigurationError) as caught:
+        _task(write_task, model).run(text="hi")
+    message = str(caught.value)
+    assert where in message and named in message
+    assert KEY[12:20] not in message and KEY[12:20] not in repr(caught.value)
+    assert caught.value.env_var == (where if source == "env" else None)
+    assert fake.requests == []
+
+
+def test_an_illegal_header_error_never_quotes_the_key() -> None:
+    """A client handed in with a broken key: the transport's 'Illegal header value b"…"' is
+    scrubbed before it becomes the BackendError's message."""
+    import anthropic
+
+    from promptcast.backends.anthropic import AnthropicBackend
+    from promptcast.backends.base import ModelRequest
+    from promptcast.render import Prompt
+    from promptcast.testing import FakeAnthropic
+
+    request = ModelRequest(
+        model="claude-sonnet-4-6",
+        prompt=Prompt(system=None, messages=[{"role": "user", "content": "hi"}]),
+        output_model=None,
+    )
+    with FakeAnthropic() as fake:
+        client = anthropic.Anthropic(api_key=KEY + "\n", base_url=fake.base_url)
+        with pytest.raises(BackendError) as caught:
+            AnthropicBackend(client=client).request(request)
+        assert fake.requests == []
+    assert "Illegal header value" in str(caught.value)
+    assert KEY[12:] not in str(caught.value)
+    client.close()

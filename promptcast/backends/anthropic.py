@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
-from promptcast._config import endpoint_settings
+from promptcast._config import check_api_key, endpoint_settings
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast._schemas import anthropic_schema, schema_rejection
+from promptcast._secrets import scrub
 from promptcast.backends._parts import anthropic_content, anthropic_messages, has_media
 from promptcast.backends.base import (
     Backend,
@@ -132,8 +133,11 @@ class AnthropicBackend(Backend):
         self._lock = threading.Lock()
 
     def _endpoint(self, model: str | None) -> _Endpoint:
-        key, url = endpoint_settings("anthropic", model)
-        return self._api_key or key, self._base_url or url
+        given = self._api_key.strip() if self._api_key is not None else None
+        if given:
+            check_api_key(given, "AnthropicBackend(api_key=…)")
+        key, url = endpoint_settings("anthropic", model, check=not given)
+        return given or key, self._base_url or url
 
     def check(self, model: str) -> None:
         if self._given is not None or self._given_async is not None:
@@ -631,7 +635,7 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         ) from exc
     except sdk.APIConnectionError as exc:
         cause = exc.__cause__ or exc
-        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        detail = scrub(str(cause).strip()).splitlines()[0] if str(cause).strip() else ""
         raise BackendError(
             f"cannot reach the Anthropic API ({type(cause).__name__}: {detail}); check the "
             "network or ANTHROPIC_BASE_URL",

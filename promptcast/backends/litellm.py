@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promptcast._config import endpoint_settings, get_config
+from promptcast._config import check_api_key, endpoint_settings, get_config
 from promptcast._modes import model_setting, native_format
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast._schemas import (
@@ -141,9 +141,11 @@ class LiteLLMBackend(Backend):
 
     def _endpoint(self, model: str) -> tuple[str | None, str | None]:
         own = get_config().models.get(f"litellm/{model}") if self.provider == "litellm" else None
-        key, url = endpoint_settings(*self._route(model))
+        key, url = endpoint_settings(*self._route(model), check=True)
         if own is not None:
-            key = own.api_key.get_secret_value() if own.api_key is not None else key
+            if own.api_key is not None:
+                key = own.api_key.get_secret_value().strip()
+                check_api_key(key, f"configure(models={{'litellm/{model}': {{'api_key': …}}}})")
             url = own.base_url or url
         provider, _ = self._route(model)
         if provider == "ollama":
