@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
+import stat
 import warnings
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -247,7 +249,14 @@ def check_task_file(path: str | Path) -> list[TaskDefinitionError]:
 
 def _read(path: Path) -> str:
     try:
-        with path.open("rb") as handle:
+        # non-blocking: opening a named pipe (a FIFO called x.jinja) for reading waited forever
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise TaskDefinitionError(
+                    "task file is not a regular file (but a pipe, device or socket)",
+                    file=str(path),
+                )
             raw = handle.read(MAX_TASK_FILE_BYTES + 1)
     except OSError as exc:
         raise TaskDefinitionError(

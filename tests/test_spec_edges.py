@@ -6,6 +6,8 @@ eats memory or escapes as a bare Python exception.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,25 @@ def test_yaml_words_that_are_not_text_say_to_quote_them(where: str, word: str) -
         parse_task_text(text, path="t.jinja")
     assert ".0." not in str(info.value) and ".1." not in str(info.value)
     assert info.value.line in (2, 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_called_like_a_task_file_does_not_hang_check(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: `promptcast check prompts/` and
+    `load_tasks` hung forever on one."""
+    os.mkfifo(tmp_path / "pipe.jinja")
+    (tmp_path / "ok.jinja").write_text("---\n---\nhi\n")
+    found: list[list[pc.TaskDefinitionError]] = []
+    worker = threading.Thread(target=lambda: found.append(check_task_file(tmp_path / "pipe.jinja")))
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # unblock the reader so the test run can end
+        with open(tmp_path / "pipe.jinja", "w"):
+            pass
+        worker.join()
+        pytest.fail("reading a named pipe blocked")
+    assert [str(p) for p in found[0]] == [
+        f"{tmp_path / 'pipe.jinja'}: task file is not a regular file (but a pipe, device or socket)"
+    ]
+    with pytest.raises(pc.TaskDefinitionError, match="not a regular file"):
+        pc.load_tasks(tmp_path)
