@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 from promptcast import _batch_files, _telemetry
 from promptcast._secrets import scrub
 from promptcast.backends.base import ModelReply, ModelRequest, ProviderBatches
-from promptcast.errors import ConfigurationError, PromptcastError, TaskInputError
+from promptcast.errors import BackendError, ConfigurationError, PromptcastError, TaskInputError
 from promptcast.media import media_inputs
 from promptcast.result import Usage
 from promptcast.task import Task
@@ -740,6 +740,37 @@ async def _one_batch(
     _batch_files.remove_state(state_file)
 
 
+POLL_FAILURES = 10
+"""Retryable failures in a row a batch's poll rides out: a day of polling meets some."""
+
+
+async def _wait_for(
+    backend: ProviderBatches, batch_id: str, model: str | None, poll_s: float
+) -> None:
+    """Poll until the batch has ended. An overloaded or failing status read (a retryable
+    `BackendError`) is polled again; after `POLL_FAILURES` in a row, or another failure, the
+    error says the batch is saved and a rerun collects it."""
+    failures = 0
+    while True:
+        try:
+            if await backend.batch_ended(batch_id, model=model):
+                return
+            failures = 0
+        except BackendError as exc:
+            failures += 1
+            if not exc.retryable or failures >= POLL_FAILURES:
+                raise BackendError(
+                    f"polling provider batch {batch_id} failed ({exc}); it is saved, so run "
+                    "the same command again to collect it (nothing is submitted twice)",
+                    provider=exc.provider,
+                    status=exc.status,
+                    retryable=exc.retryable,
+                ) from exc
+            await asyncio.sleep(max(poll_s, exc.retry_after or 0.0))
+            continue
+        await asyncio.sleep(poll_s)
+
+
 async def _collect(
     task: Task[Any],
     backend: ProviderBatches,
@@ -754,8 +785,7 @@ async def _collect(
     requests = {cid: req for cid, (_, req) in chunk.items()}
     # polled where it was submitted: the model's own endpoint and key when it has them
     model = next((request.model for request in requests.values()), None)
-    while not await backend.batch_ended(batch_id, model=model):
-        await asyncio.sleep(poll_s)
+    await _wait_for(backend, batch_id, model, poll_s)
     seen: set[str] = set()
     gone: dict[str, str] | None = None
     results = aiter(backend.batch_results(batch_id, requests))

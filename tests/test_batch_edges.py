@@ -24,7 +24,14 @@ from promptcast.batch import BatchOutputError, run_file, run_file_provider_batch
 from promptcast.cli import app
 from promptcast.evals import aevaluate, load_cases
 from promptcast.spec import Example
-from promptcast.testing import FakeAnthropic, ScriptedBackend, message, tool_use_block
+from promptcast.testing import (
+    FakeAnthropic,
+    FakeReply,
+    ScriptedBackend,
+    error_reply,
+    message,
+    tool_use_block,
+)
 
 TASK = """
 ---
@@ -538,3 +545,64 @@ async def test_a_provider_batch_on_a_model_with_its_own_endpoint_is_polled_there
     rows = sorted(map(json.loads, out.read_text().splitlines()), key=lambda row: row["id"])
     assert [row["output"]["label"] for row in rows] == ["LABEL T0", "LABEL T1", "LABEL T2"]
     assert not _batch_files.state_path(out).exists()
+
+
+class _FlakyPolls(FakeAnthropic):
+    """Message Batches whose status reads fail with `failures` (status codes) first."""
+
+    def __init__(self, failures: list[int]) -> None:
+        super().__init__(_label)
+        self.failures = list(failures)
+
+    def get(self, path: str) -> FakeReply:
+        if self.failures and not path.split("?")[0].endswith("/results"):
+            status = self.failures.pop(0)
+            return error_reply(status, "overloaded_error" if status == 529 else "api_error", "busy")
+        return super().get(path)
+
+
+@pytest.fixture
+def flaky_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[pc.Task[Any], Path]:
+    (tmp_path / "label.jinja").write_text(
+        "---\ninputs: {text: str}\noutput: {label: str}\nmodel: anthropic/claude-sonnet-4-6\n"
+        "max_tokens: 64\n---\nLabel {{ text }}\n"
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl(*({"id": f"i{i}", "text": f"t{i}"} for i in range(3))))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-" + "p" * 90)
+    return pc.Task.from_file(tmp_path / "label.jinja"), source
+
+
+@pytest.mark.parametrize("failures", [[529], [500, 502, 503], [429, 529, 500, 504]])
+async def test_a_provider_batch_poll_failing_for_a_while_keeps_polling(
+    failures: list[int],
+    flaky_batch: tuple[pc.Task[Any], Path],
+    close_async_clients: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, source = flaky_batch
+    out = tmp_path / "out.jsonl"
+    with _FlakyPolls(failures) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
+    assert (stats.done, stats.failed) == (3, 0) and len(fake.batches) == 1
+    assert fake.failures == []
+
+
+async def test_a_provider_batch_poll_that_keeps_failing_says_the_batch_is_saved(
+    flaky_batch: tuple[pc.Task[Any], Path],
+    close_async_clients: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, source = flaky_batch
+    out = tmp_path / "out.jsonl"
+    with _FlakyPolls([500] * 50) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        with pytest.raises(pc.BackendError, match="run the same command again to collect it"):
+            await run_file_provider_batch(task, source, out, poll_s=0.01)
+        assert _batch_files.state_path(out).exists()  # kept: the next run polls it, not resubmits
+        fake.failures.clear()
+        stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
+    assert (stats.done, stats.failed) == (3, 0) and len(fake.batches) == 1
