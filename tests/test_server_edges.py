@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 import promptcast as pc
+from promptcast.errors import BackendError
 from promptcast.server import create_app
 from promptcast.server.logs import JsonFormatter
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
@@ -449,3 +450,29 @@ def test_a_key_in_a_redirected_path_stays_out_of_the_log_record(
     assert response.status_code == 307
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "request"]
     assert "Q" * 20 not in record.getMessage() and "Q" * 20 not in getattr(record, "path", "")
+
+
+# metrics when a fallback answers
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_each_provider_request_is_counted_under_the_model_it_went_to(route: str) -> None:
+    down = BackendError("overloaded", provider="test", status=503, retryable=True)
+    first = ScriptedBackend([down], tokens=(0, 0))
+    second = ScriptedBackend([TICKET], tokens=(100, 20))
+    pc.configure(
+        backends={"test/first": first, "test/second": second},
+        fallbacks=["test/second"],
+        max_retries=0,
+    )
+    task = pc.builtin_tasks()["extract_ticket"].with_model("test/first")
+    app = create_app(pc.TaskRegistry({"extract_ticket": task}), tokens=[TOKEN])
+    with running(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        response = client.post(route, json={"message": "m"})
+        scraped = client.get("/metrics").text
+    assert response.status_code == 200, response.text
+    assert len(first.requests) == 1 and len(second.requests) == 1
+    for model, requests, tokens_in in (("test/first", 1, 0), ("test/second", 1, 100)):
+        labels = {"task": "extract_ticket", "model": model}
+        assert metric(scraped, "promptcast_provider_requests_total", **labels) == requests, model
+        assert metric(scraped, "promptcast_tokens_total", kind="input", **labels) == tokens_in

@@ -204,15 +204,19 @@ class TaskEndpoint:
         cost = usage.cost_usd
         metrics.calls.labels(name, run.model, "200").inc()
         metrics.latency.labels(name, run.model).observe(elapsed)
-        metrics.provider_requests.labels(name, run.model).inc(run.attempts)
-        self._count_usage(
-            run.model,
-            usage.input_tokens,
-            usage.output_tokens,
-            cost,
-            cache_read=usage.cache_read_tokens,
-            cache_write=usage.cache_write_tokens,
-        )
+        # each request under the model it went to: a fallback's answer comes after the first
+        # model's failed or invalid attempts, which are that model's requests and tokens
+        for attempt in run.attempt_log:
+            spent = attempt.usage
+            metrics.provider_requests.labels(name, attempt.model).inc()
+            self._count_usage(
+                attempt.model,
+                spent.input_tokens,
+                spent.output_tokens,
+                spent.cost_usd,
+                cache_read=spent.cache_read_tokens,
+                cache_write=spent.cache_write_tokens,
+            )
         info.update(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
