@@ -800,7 +800,9 @@ def serve(
             help="Address to bind; anything but loopback needs PROMPTCAST_API_TOKENS or --insecure."
         ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")
+    ] = 8000,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes; each has its own call limit.")
     ] = 1,

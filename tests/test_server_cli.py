@@ -225,3 +225,18 @@ def test_serve_with_two_workers_serves_the_given_prompts(
         line["message"] for line in lines if "Started server process" in line.get("message", "")
     }
     assert len(started) == 2
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "99999"])
+def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(
+    port: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    import promptcast.server
+
+    monkeypatch.setattr(promptcast.server, "serve", lambda **kwargs: started.append(kwargs))
+    assert CliRunner().invoke(app, ["serve", "--port", "8001"]).exit_code == 0 and started
+    started.clear()
+    result = CliRunner().invoke(app, ["serve", "--port", port])
+    assert result.exit_code == 2
+    assert "--port" in result.stderr and not started

@@ -39,6 +39,22 @@ def test_a_record_is_one_json_line_with_its_extra_fields() -> None:
     assert data["event"] == "request" and data["status"] == 200
 
 
+@pytest.mark.parametrize("code", [*range(0x7F, 0xA0), 0x2028, 0x2029])
+def test_characters_json_leaves_raw_are_escaped_and_read_back(code: int) -> None:
+    """DEL and C1 controls would drive a terminal, U+0085/U+2028/U+2029 would end the line."""
+    text = f"a{chr(code)}b"
+    line = JsonFormatter().format(record("request %s", text, path=text))
+    assert chr(code) not in line and f"\\u{code:04x}" in line
+    data = json.loads(line)
+    assert data["message"] == f"request {text}" and data["path"] == text
+
+
+def test_uvicorns_colour_copy_of_a_message_is_not_logged() -> None:
+    made = record("Started server process [%d]", 7, color_message="Started \x1b[36m%d\x1b[0m")
+    data = json.loads(JsonFormatter().format(made))
+    assert data["message"] == "Started server process [7]" and "color_message" not in data
+
+
 @pytest.mark.parametrize(
     "where",
     ["message", "field", "nested", "list", "exception"],

@@ -60,6 +60,7 @@ class JsonFormatter(_JsonFormatter):
             if error:
                 log_data.setdefault("error", error)
         log_data.pop("stack_info", None)
+        log_data.pop("color_message", None)  # uvicorn's copy of the message in ANSI colours
         if "opentelemetry.trace" in sys.modules:  # never imported just for logging
             log_data.update(_trace_ids())
         return log_data
@@ -78,9 +79,12 @@ class JsonFormatter(_JsonFormatter):
         return clean
 
 
-# JSON escapes control characters but not these, at which `str.splitlines` (and tools built on
-# it) ends a line: a path or input holding one would split its log line in two
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+# JSON escapes C0 controls but not DEL, the C1 controls (U+009B is a CSI on some terminals, and
+# the log is often read on one) or U+2028/U+2029, at which `str.splitlines` (and tools built on
+# it) ends a line, as at U+0085: a path or input holding one would split its log line in two
+_LINE_BREAKS = str.maketrans(
+    {chr(code): f"\\u{code:04x}" for code in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
+)
 
 
 def _scrubbed(value: Any) -> Any:
