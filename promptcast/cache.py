@@ -369,7 +369,9 @@ def decode(raw: str | None, spec: TaskSpec, model: str, started: float) -> Run[A
             output: Any = data
         else:
             output = spec.output_model.model_validate(data)
-    except (ValueError, KeyError, TypeError):  # an entry that no longer validates is a miss
+    except (ValueError, KeyError, TypeError, RecursionError):
+        # an entry that no longer validates is a miss, and so is one too deeply nested to parse
+        # (a store that lies or was written by something else): the call goes to the model
         return None
     return Run(
         output=output,

@@ -268,3 +268,85 @@ def test_an_illegal_header_error_never_quotes_the_key() -> None:
     assert "Illegal header value" in str(caught.value)
     assert KEY[12:] not in str(caught.value)
     client.close()
+
+
+class _LyingCache:
+    """A store that answers every read with `value`, whatever the key (and takes writes)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.writes: list[str] = []
+
+    def get(self, key: str) -> Any:
+        return self.value
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        self.writes.append(value)
+
+    def close(self) -> None:
+        pass
+
+
+CORRUPT_ENTRIES = {
+    "truncated": '{"model": "m", "output": {"summ',
+    "empty": "",
+    "not-json": "<html>gateway</html>",
+    "json-null": "null",
+    "a-list": '[{"output": {"summary": "stale"}}]',
+    "a-number": "42",
+    "no-output": '{"model": "m"}',
+    "another-schema": '{"model": "m", "output": {"title": "stale", "pages": 3}}',
+    "wrong-type": '{"model": "m", "output": {"summary": ["stale"]}}',
+    "deeply-nested": '{"output": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "nested-in-output": '{"output": {"summary": ' + "[" * 50_000 + "]" * 50_000 + "}}",
+    "bytes-not-utf8": b'{"output": {"summary": "\xff\xfe"}}',
+    "a-dict-object": {"output": {"summary": "stale"}},
+}
+
+SUMMARY_TASK = """\
+---
+inputs: {text: str}
+output: {summary: str}
+model: anthropic/claude-sonnet-4-6
+---
+{{ text }}
+"""
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("entry", list(CORRUPT_ENTRIES.values()), ids=list(CORRUPT_ENTRIES))
+def test_a_corrupt_cache_entry_is_a_miss_and_the_model_answers(
+    write_task: Callable[..., Path], fake_anthropic: Any, entry: Any, use_async: bool
+) -> None:
+    """A deeply nested entry raised RecursionError out of the call; every entry that is not
+    this task's output is now a miss: the model answers, and its answer is stored."""
+    from promptcast.testing import message, tool_use_block
+
+    fake_anthropic.reply(message([tool_use_block("SummarizeOutput", {"summary": "fresh"})]))
+    cache = _LyingCache(entry)
+    pc.configure(cache=cache)
+    task = pc.Task.from_file(write_task("summarize", SUMMARY_TASK))
+    if use_async:
+        import asyncio
+
+        run = asyncio.run(task.arun(text="x"))
+    else:
+        run = task.run(text="x")
+    assert run.output.summary == "fresh" and not run.cached
+    assert len(fake_anthropic.requests) == 1 and len(cache.writes) == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["line\u2028sep", "para\u2029sep", "nul\x00byte", "emoji 🧪", "\ud7ff"]
+)
+def test_an_entry_with_any_unicode_reads_back_as_written(
+    write_task: Callable[..., Path], fake_anthropic: Any, tmp_path: Path, text: str
+) -> None:
+    from promptcast.testing import message, tool_use_block
+
+    fake_anthropic.reply(message([tool_use_block("SummarizeOutput", {"summary": text})]))
+    pc.configure(cache=f"sqlite:///{tmp_path / 'cache.db'}")
+    task = pc.Task.from_file(write_task("summarize", SUMMARY_TASK))
+    first, second = task.run(text="x"), task.run(text="x")
+    assert first.output.summary == second.output.summary == text
+    assert second.cached and len(fake_anthropic.requests) == 1
