@@ -743,6 +743,16 @@ class _OutputBuilder:
                     "output",
                 )
                 return value.strip(), None, False
+            from promptcast._constraints import impossible_bounds
+
+            bounds = impossible_bounds(model)
+            if bounds:
+                self.problems.add(
+                    f"output {value.strip()} has bounds no value can meet, so every reply would "
+                    f"fail validation: {'; '.join(bounds)}; fix them in the model",
+                    "output",
+                )
+                return value.strip(), None, False
             return value.strip(), model, True
         if isinstance(value, dict) and value:
             model = self._model(f"{self.prefix}Output", value, ("output",))

@@ -238,3 +238,33 @@ def test_a_named_pipe_called_like_a_task_file_does_not_hang_check(tmp_path: Path
     ]
     with pytest.raises(pc.TaskDefinitionError, match="not a regular file"):
         pc.load_tasks(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "shown"),
+    [
+        ("str = Field(min_length=5, max_length=2)", "minLength 5 and maxLength 2"),
+        ("list[int] = Field(min_length=3, max_length=1)", "minItems 3 and maxItems 1"),
+        ("int = Field(ge=10, le=1)", "minimum 10 and maximum 1"),
+        ("float = Field(gt=1, lt=1)", "exclusiveMinimum 1 and exclusiveMaximum 1"),
+        ("int = Field(ge=1, lt=1)", "minimum 1 and exclusiveMaximum 1"),
+        ("Inner", "Inner.x: minimum 2 and maximum 1"),
+        ("list[Inner]", "Inner.x: minimum 2 and maximum 1"),
+    ],
+)
+def test_output_bounds_no_value_can_meet_are_a_load_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, shown: str
+) -> None:
+    """Pydantic accepts `min_length=5, max_length=2`; every reply then failed validation and
+    each call paid for all its attempts first."""
+    module = f"bounds_{abs(hash(field))}"
+    (tmp_path / f"{module}.py").write_text(
+        "from pydantic import BaseModel, Field\n"
+        "class Inner(BaseModel):\n    x: int = Field(ge=2, le=1)\n"
+        f"class Out(BaseModel):\n    ok: str = Field(min_length=1, max_length=1)\n    a: {field}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(pc.TaskDefinitionError, match="bounds no value can meet") as info:
+        parse_task_text(f"---\ndescription: d\noutput: {module}:Out\n---\nhi\n", path="t.jinja")
+    assert shown in str(info.value) and info.value.line == 3
+    assert "Out.ok" not in str(info.value)  # equal bounds are one allowed value
