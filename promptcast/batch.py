@@ -794,11 +794,22 @@ async def _collect(
             custom_id, reply = await anext(results)
         except StopAsyncIteration:
             break
-        except Exception as exc:  # the rest of the results are lost: their items become errors
-            gone = _failure(
-                type(exc).__name__, f"batch {batch_id}: reading its results failed: {exc}"
-            )
-            break
+        except Exception as exc:
+            if isinstance(exc, PromptcastError) and not getattr(exc, "retryable", False):
+                # the results are gone for good (not found, refused): their items become errors
+                gone = _failure(
+                    type(exc).__name__, f"batch {batch_id}: reading its results failed: {exc}"
+                )
+                break
+            # a dropped or cut stream, an overloaded API: the paid results are still there, and
+            # the saved state (kept, as this raises) lets a rerun read the unwritten ones again
+            raise BackendError(
+                f"reading the results of provider batch {batch_id} failed "
+                f"({type(exc).__name__}: {exc}); it is saved, so run the same command again to "
+                "read them (nothing is submitted twice)",
+                provider=getattr(exc, "provider", "batch"),
+                retryable=True,
+            ) from exc
         if custom_id in seen or custom_id not in chunk:
             continue
         seen.add(custom_id)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -548,17 +549,27 @@ async def test_a_provider_batch_on_a_model_with_its_own_endpoint_is_polled_there
 
 
 class _FlakyPolls(FakeAnthropic):
-    """Message Batches whose status reads fail with `failures` (status codes) first."""
+    """Message Batches whose status reads fail with `failures` (status codes) first, and whose
+    results reads fail with `result_failures` first (a status code, or "cut": the results end
+    half way through a line)."""
 
-    def __init__(self, failures: list[int]) -> None:
+    def __init__(self, failures: list[int], result_failures: list[int | str] | None = None) -> None:
         super().__init__(_label)
         self.failures = list(failures)
+        self.result_failures = list(result_failures or [])
 
     def get(self, path: str) -> FakeReply:
-        if self.failures and not path.split("?")[0].endswith("/results"):
-            status = self.failures.pop(0)
-            return error_reply(status, "overloaded_error" if status == 529 else "api_error", "busy")
-        return super().get(path)
+        results = path.split("?")[0].endswith("/results")
+        queue = self.result_failures if results else self.failures
+        if not queue:
+            return super().get(path)
+        failure = queue.pop(0)
+        if failure == "cut":
+            whole = super().get(path)
+            assert whole.raw is not None
+            return replace(whole, raw=whole.raw[: whole.raw.index(b"\n") + 40])
+        assert isinstance(failure, int)
+        return error_reply(failure, "overloaded_error" if failure == 529 else "api_error", "busy")
 
 
 @pytest.fixture
@@ -606,3 +617,26 @@ async def test_a_provider_batch_poll_that_keeps_failing_says_the_batch_is_saved(
         fake.failures.clear()
         stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
     assert (stats.done, stats.failed) == (3, 0) and len(fake.batches) == 1
+
+
+@pytest.mark.parametrize("failure", [500, 529, "cut"])
+async def test_results_that_fail_to_read_are_read_again_by_a_rerun_not_bought_again(
+    failure: int | str,
+    flaky_batch: tuple[pc.Task[Any], Path],
+    close_async_clients: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, source = flaky_batch
+    out = tmp_path / "out.jsonl"
+    with _FlakyPolls([], [failure]) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        with pytest.raises(pc.BackendError, match="run the same command again to read them"):
+            await run_file_provider_batch(task, source, out, poll_s=0.01)
+        assert _batch_files.state_path(out).exists()
+        stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(fake.batches) == 1  # read again, not submitted again
+    assert sorted(row["id"] for row in rows) == ["i0", "i1", "i2"]
+    assert all("output" in row for row in rows) and stats.failed == 0
+    assert not _batch_files.state_path(out).exists()
