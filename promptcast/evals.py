@@ -312,18 +312,28 @@ async def aevaluate(
 
 
 def _check_expectations(task: Task[Any], cases: list[Example]) -> None:
-    """Refuse, before any call, a case whose `expect` names a field the output has not: it
-    could never pass, on any model (the task file's own examples are checked when it loads)."""
+    """Refuse, before any call, a case whose `expect` or `expect_contains` names a field the
+    output has not: it could never pass, on any model."""
     model = task.spec.output_model
     fields = set(model.model_fields) if model is not None else None
     for index, case in enumerate(cases):
+        contains = case.expect_contains
+        named = {
+            "expect": set(case.expect) if isinstance(case.expect, dict) else set(),
+            "expect_contains": set(contains) if isinstance(contains, dict) else set(),
+        }
         if not isinstance(case.expect, dict | None):
             problem = f"its expect is {case.expect!r:.80}, not an object of output fields"
-        elif fields is not None and set(case.expect or {}) - fields:
-            names = sorted(set(case.expect or {}) - fields)
+        elif fields is not None and any(names - fields for names in named.values()):
+            key, names = next((k, sorted(v - fields)) for k, v in named.items() if v - fields)
             problem = (
-                f"its expect names {names}, which the output has not (its fields: "
+                f"its {key} names {names}, which the output has not (its fields: "
                 f"{', '.join(sorted(fields))})"
+            )
+        elif fields is not None and isinstance(contains, str) and "output" not in fields:
+            problem = (
+                f"its expect_contains is the text {contains!r:.40}, which only a text output "
+                f"has; name the field, as in {{{sorted(fields)[0]!r}: {contains!r:.40}}}"
             )
         else:
             continue

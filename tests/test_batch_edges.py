@@ -347,13 +347,23 @@ def counted(write_task: Callable[..., Path]) -> Iterator[tuple[pc.Task[Any], Scr
         ({"labl": "ok"}, "its expect names ['labl'], which the output has not (its fields: label)"),
         ({"label": "ok", "score": 1}, "its expect names ['score']"),
         ("ok", "its expect is 'ok', not an object of output fields"),
+        (None, "its expect_contains names ['lable'], which the output has not"),
+        (
+            {},
+            "its expect_contains is the text 'o', which only a text output has; name the "
+            "field, as in {'label': 'o'}",
+        ),
     ],
 )
 async def test_a_case_whose_expect_does_not_fit_the_output_is_refused_before_any_call(
     expect: Any, problem: str, counted: tuple[pc.Task[Any], ScriptedBackend]
 ) -> None:
     task, backend = counted
-    cases = [Example({"text": "a"}, {"label": "ok"}), Example({"text": "b"}, expect, line=4)]
+    contains: Any = {"lable": "o"} if expect is None else "o" if expect == {} else {"label": "o"}
+    cases = [
+        Example({"text": "a"}, {"label": "ok"}, {"label": "o"}),
+        Example({"text": "b"}, expect, contains, line=4),
+    ]
     with pytest.raises(
         pc.TaskInputError, match=re.escape(f"case on line 4 can never pass: {problem}")
     ):
