@@ -106,14 +106,18 @@ class SQLiteCache:
             self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            deadline = time.monotonic() + max(self.timeout_s, 5.0)
-            while True:  # switching to WAL needs a moment alone with the file: wait for it
+            # Switching to WAL needs a moment alone with the file: wait for it, but no longer
+            # than an operation may take (a file another program holds locked stalled every
+            # call for 5 s); without it the file still works in its journal mode, and WAL, a
+            # property of the file, is set by whichever connection gets that moment.
+            deadline = time.monotonic() + self.timeout_s
+            while True:
                 try:
                     conn.execute("PRAGMA journal_mode=WAL")
                     break
                 except sqlite3.OperationalError:
                     if time.monotonic() > deadline:
-                        raise
+                        break
                     time.sleep(0.01)
             conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: no corruption on a crash
             conn.execute(

@@ -350,3 +350,31 @@ def test_an_entry_with_any_unicode_reads_back_as_written(
     first, second = task.run(text="x"), task.run(text="x")
     assert first.output.summary == second.output.summary == text
     assert second.cached and len(fake_anthropic.requests) == 1
+
+
+def test_a_sqlite_file_held_locked_by_another_program_costs_a_call_little(
+    write_task: Callable[..., Path], fake_anthropic: Any, tmp_path: Path
+) -> None:
+    """A cache file that another program holds in a long write transaction before promptcast
+    ever switched it to WAL: each sync call waited 5 s for the read and 5 s for the write;
+    now each operation gives up after about its timeout, and the cache works once released."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "cache.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE other_program (a)")
+    pc.configure(cache=f"sqlite:///{path}", cache_timeout_s=0.1)
+    task = pc.Task.from_file(write_task("summarize", SUMMARY_TASK))
+    assert not task.run(text="x").cached  # imports and clients warmed up
+    started = time.perf_counter()
+    assert not task.run(text="x").cached
+    assert time.perf_counter() - started < 2.0  # was over 10 s
+    holder.execute("COMMIT")
+    holder.close()
+    assert not task.run(text="x").cached  # stored now
+    assert task.run(text="x").cached
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
