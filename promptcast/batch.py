@@ -795,14 +795,15 @@ async def _collect(
         except StopAsyncIteration:
             break
         except Exception as exc:
-            if isinstance(exc, PromptcastError) and not getattr(exc, "retryable", False):
-                # the results are gone for good (not found, refused): their items become errors
+            if isinstance(exc, BackendError) and exc.status in (404, 410):
+                # the results are gone for good (deleted, past retention): their items are errors
                 gone = _failure(
                     type(exc).__name__, f"batch {batch_id}: reading its results failed: {exc}"
                 )
                 break
-            # a dropped or cut stream, an overloaded API: the paid results are still there, and
-            # the saved state (kept, as this raises) lets a rerun read the unwritten ones again
+            # a dropped or cut stream, an overloaded API, a key to fix: the paid results are
+            # still there, and the saved state (kept, as this raises) lets a rerun read the
+            # unwritten ones again
             raise BackendError(
                 f"reading the results of provider batch {batch_id} failed "
                 f"({type(exc).__name__}: {exc}); it is saved, so run the same command again to "

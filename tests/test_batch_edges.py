@@ -629,7 +629,7 @@ async def test_a_provider_batch_poll_that_keeps_failing_says_the_batch_is_saved(
     assert (stats.done, stats.failed) == (3, 0) and len(fake.batches) == 1
 
 
-@pytest.mark.parametrize("failure", [500, 529, "cut"])
+@pytest.mark.parametrize("failure", [500, 529, 401, 403, "cut"])
 async def test_results_that_fail_to_read_are_read_again_by_a_rerun_not_bought_again(
     failure: int | str,
     flaky_batch: tuple[pc.Task[Any], Path],
@@ -649,4 +649,23 @@ async def test_results_that_fail_to_read_are_read_again_by_a_rerun_not_bought_ag
     assert len(fake.batches) == 1  # read again, not submitted again
     assert sorted(row["id"] for row in rows) == ["i0", "i1", "i2"]
     assert all("output" in row for row in rows) and stats.failed == 0
+    assert not _batch_files.state_path(out).exists()
+
+
+@pytest.mark.parametrize("status", [404, 410])
+async def test_results_gone_for_good_are_error_lines_and_the_batch_is_forgotten(
+    status: int,
+    flaky_batch: tuple[pc.Task[Any], Path],
+    close_async_clients: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, source = flaky_batch
+    out = tmp_path / "out.jsonl"
+    with _FlakyPolls([], [status]) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (stats.done, stats.failed) == (3, 3)
+    assert all("reading its results failed" in row["error"]["message"] for row in rows)
     assert not _batch_files.state_path(out).exists()
