@@ -7,6 +7,7 @@ honour the provider's `retry-after` (seconds or an HTTP date), and never exceed 
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -15,6 +16,7 @@ __all__ = ["RETRYABLE_STATUS", "backoff", "is_retryable_status", "parse_retry_af
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 BASE_DELAY_S = 0.5
+MAX_RETRY_AFTER_S = 3600.0
 
 
 def is_retryable_status(status: int) -> bool:
@@ -22,21 +24,26 @@ def is_retryable_status(status: int) -> bool:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `retry-after` (or `retry-after-ms`-style seconds) header value."""
+    """Seconds to wait from a `retry-after` (or `retry-after-ms`-style seconds) header value:
+    `None` when it is not a number or date (`inf` and `nan` are not), at most `MAX_RETRY_AFTER_S`
+    (a batch poll slept as long as a header said: `inf`, or a date in the year 9999, was a hang).
+    """
     if value is None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 def backoff(retry: int, retry_after: float | None, cap: float) -> float:

@@ -378,3 +378,30 @@ def test_a_sqlite_file_held_locked_by_another_program_costs_a_call_little(
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "inf",
+        "Infinity",
+        "-inf",
+        "nan",
+        "1e400",
+        "99999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "abc",
+        "-5",
+        "",
+        "Mon, 01 Jan 0001 00:00:00 GMT",
+    ],
+)
+def test_any_retry_after_is_a_finite_bounded_wait_or_none(value: str) -> None:
+    """`inf` or a date in the year 9999 made a batch poll sleep for ever (it sleeps what the
+    header says); every value is now `None` or between 0 and an hour."""
+    import math
+
+    from promptcast._retry import MAX_RETRY_AFTER_S, parse_retry_after
+
+    parsed = parse_retry_after(value)
+    assert parsed is None or (math.isfinite(parsed) and 0 <= parsed <= MAX_RETRY_AFTER_S)
