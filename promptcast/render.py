@@ -523,12 +523,16 @@ def _compile(
         return None, [*problems, problem(f"Jinja error: {exc.message}", exc.lineno)]
     except RecursionError:
         return None, [*problems, problem("the template nests too deeply to compile", 1)]
-    for name in sorted(undeclared):
-        lineno = next(
-            (n.lineno for n in tree.find_all(nodes.Name) if n.name == name and n.ctx == "load"),
-            1,
-        )
-        close = difflib.get_close_matches(name, sorted(declared), n=1)
+    first_use: dict[str, int] = {}  # one walk: a walk per name was quadratic (60,000 names hung)
+    for n in tree.find_all(nodes.Name):
+        if n.ctx == "load" and n.name in undeclared:
+            first_use.setdefault(n.name, n.lineno)
+    known = sorted(declared)
+    for index, name in enumerate(sorted(undeclared)):
+        lineno = first_use.get(name, 1)
+        # a suggestion costs a pass over the inputs: for the first names only
+        suggest = index < _SUGGESTED and len(known) <= 1000
+        close = difflib.get_close_matches(name, known, n=1) if suggest else []
         fix = f"did you mean {close[0]!r}? Or add it" if close else "add it"
         problems.append(
             problem(
@@ -544,6 +548,10 @@ def _compile(
         return None, [problem(f"Jinja error: {exc.message}", exc.lineno)]
     except RecursionError:
         return None, [problem("the template nests too deeply to compile", 1)]
+
+
+#: How many undeclared names of one template get a "did you mean" suggestion.
+_SUGGESTED = 50
 
 
 def _is_role(node: nodes.Node, role: str | None = None) -> bool:

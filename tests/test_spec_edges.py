@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,16 @@ def test_output_bounds_no_value_can_meet_are_a_load_error(
         parse_task_text(f"---\ndescription: d\noutput: {module}:Out\n---\nhi\n", path="t.jinja")
     assert shown in str(info.value) and info.value.line == 3
     assert "Out.ok" not in str(info.value)  # equal bounds are one allowed value
+
+
+def test_a_template_with_many_undeclared_names_is_checked_in_bounded_time(tmp_path: Path) -> None:
+    """Each undeclared name walked the whole template for its line: 60,000 names under the
+    1 MB cap did not finish in a minute."""
+    path = tmp_path / "t.jinja"
+    names = 20_000
+    path.write_text("---\n---\n" + "\n".join(f"{{{{ v{i} }}}}" for i in range(names)) + "\n")
+    started = time.perf_counter()
+    problems = check_task_file(path)
+    assert time.perf_counter() - started < 20
+    assert len(problems) == names and problems[-1].line == names + 2
+    assert "'v19999'" in str(problems[-1])
