@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from promptcast.result import Usage
+    from promptcast.result import Attempt, Usage
 
 __all__ = [
     "BackendError",
@@ -93,11 +93,13 @@ class _RunError(PromptcastError):
         model: str | None = None,
         usage: Usage | None = None,
         attempts: int = 0,
+        attempt_log: tuple[Attempt, ...] = (),
     ) -> None:
         self.task = task
         self.model = model
         self.usage = usage
         self.attempts = attempts
+        self.attempt_log = attempt_log  # the requests made before it: model, outcome, usage
         prefix = f"Task {task!r}" if task else "Call"
         on = f" on {model}" if model else ""
         super().__init__(f"{prefix}{on}: {message}")

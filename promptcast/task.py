@@ -386,6 +386,7 @@ class Task(Generic[T]):
         if len(models) > 1:
             failure.args = (f"{failure.args[0]} (tried {', '.join(models)})",)
         failure.usage, failure.attempts = call.usage, len(call.attempts)
+        failure.attempt_log = tuple(call.attempts)
         raise failure
 
     def _cache_key(self, model: str, backend: Backend, model_name: str, prompt: Prompt) -> str:
@@ -464,6 +465,7 @@ class _Call:
             "model": model,
             "usage": self.usage,
             "attempts": len(self.attempts),
+            "attempt_log": tuple(self.attempts),
         }
 
     def log(self, model: str, status: str, usage: Usage, error: str | None = None) -> None:

@@ -476,3 +476,30 @@ def test_each_provider_request_is_counted_under_the_model_it_went_to(route: str)
         labels = {"task": "extract_ticket", "model": model}
         assert metric(scraped, "promptcast_provider_requests_total", **labels) == requests, model
         assert metric(scraped, "promptcast_tokens_total", kind="input", **labels) == tokens_in
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_a_failed_calls_provider_requests_and_tokens_are_counted(route: str) -> None:
+    """During an outage the request counter must show the load sent, not stop at zero."""
+    first = ScriptedBackend(["not json", "still not json"], tokens=(40, 7))  # spends, invalid
+    down = BackendError("overloaded", provider="test", status=503, retryable=True)
+    second = ScriptedBackend([down], tokens=(0, 0))
+    pc.configure(
+        backends={"test/first": first, "test/second": second},
+        fallbacks=["test/second"],
+        max_retries=0,
+        max_attempts=2,
+    )
+    task = pc.builtin_tasks()["extract_ticket"].with_model("test/first")
+    app = create_app(pc.TaskRegistry({"extract_ticket": task}), tokens=[TOKEN])
+    with running(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        response = client.post(route, json={"message": "m"})
+        scraped = client.get("/metrics").text
+    if response.status_code == 200:  # the stream began (a restart event): it ends in error
+        assert [kind for kind, _ in sse_events(response)][-1] == "error"
+    else:
+        assert response.status_code in (502, 503), response.text
+    for model, requests, tokens_in in (("test/first", 2, 80), ("test/second", 1, 0)):
+        labels = {"task": "extract_ticket", "model": model}
+        assert metric(scraped, "promptcast_provider_requests_total", **labels) == requests, model
+        assert metric(scraped, "promptcast_tokens_total", kind="input", **labels) == tokens_in

@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import Body, Request
@@ -24,7 +24,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from promptcast.errors import PromptcastError
 from promptcast.media import MediaTooLargeError, described
-from promptcast.result import Run
+from promptcast.result import Attempt, Run
 from promptcast.server import context
 from promptcast.server.gate import CLIENT_CLOSED, logger
 from promptcast.server.models import CallUsage
@@ -204,19 +204,7 @@ class TaskEndpoint:
         cost = usage.cost_usd
         metrics.calls.labels(name, run.model, "200").inc()
         metrics.latency.labels(name, run.model).observe(elapsed)
-        # each request under the model it went to: a fallback's answer comes after the first
-        # model's failed or invalid attempts, which are that model's requests and tokens
-        for attempt in run.attempt_log:
-            spent = attempt.usage
-            metrics.provider_requests.labels(name, attempt.model).inc()
-            self._count_usage(
-                attempt.model,
-                spent.input_tokens,
-                spent.output_tokens,
-                spent.cost_usd,
-                cache_read=spent.cache_read_tokens,
-                cache_write=spent.cache_write_tokens,
-            )
+        self._count_attempts(run.attempt_log)
         info.update(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -256,14 +244,32 @@ class TaskEndpoint:
         )
         self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
         usage = getattr(exc, "usage", None)
-        if usage is not None:  # a failed call may still have spent tokens: count them
+        attempts: tuple[Attempt, ...] = getattr(exc, "attempt_log", ())
+        self._count_attempts(attempts)  # a failed call may still have made requests and spent
+        if usage is not None:
             spent = usage.cost_usd
-            self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
+            if not attempts:
+                self._count_usage(model, usage.input_tokens, usage.output_tokens, spent)
             info.update(
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=spent
             )
         info.update(error=type(exc).__name__, error_detail=scrub(str(exc)))
         return body, headers
+
+    def _count_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Each provider request, with its tokens and cost, under the model it went to: a
+        fallback's answer comes after the first model's failed or invalid attempts."""
+        for attempt in attempts:
+            spent = attempt.usage
+            self.state.metrics.provider_requests.labels(self.task.name, attempt.model).inc()
+            self._count_usage(
+                attempt.model,
+                spent.input_tokens,
+                spent.output_tokens,
+                spent.cost_usd,
+                cache_read=spent.cache_read_tokens,
+                cache_write=spent.cache_write_tokens,
+            )
 
     def _count_error(self, model: str, exc: Exception, status: int) -> None:
         metrics = self.state.metrics
