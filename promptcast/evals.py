@@ -312,8 +312,8 @@ async def aevaluate(
 
 
 def _check_expectations(task: Task[Any], cases: list[Example]) -> None:
-    """Refuse, before any call, a case whose `expect` or `expect_contains` names a field the
-    output has not: it could never pass, on any model."""
+    """Refuse, before any call, a case whose inputs do not fit the task or whose `expect` or
+    `expect_contains` names a field the output has not: it could never pass, on any model."""
     model = task.spec.output_model
     fields = set(model.model_fields) if model is not None else None
     for index, case in enumerate(cases):
@@ -330,6 +330,8 @@ def _check_expectations(task: Task[Any], cases: list[Example]) -> None:
                 f"its {key} names {names}, which the output has not (its fields: "
                 f"{', '.join(sorted(fields))})"
             )
+        elif (unfit := _input_problem(task, case)) is not None:
+            problem = unfit
         elif fields is not None and isinstance(contains, str) and "output" not in fields:
             problem = (
                 f"its expect_contains is the text {contains!r:.40}, which only a text output "
@@ -341,6 +343,16 @@ def _check_expectations(task: Task[Any], cases: list[Example]) -> None:
         raise TaskInputError(
             task.name, None, f"{where} can never pass: {problem}; fix it (nothing was run)"
         )
+
+
+def _input_problem(task: Task[Any], case: Example) -> str | None:
+    """Why the case's inputs do not render the task's prompt (a missing, unknown or mistyped
+    input), or None: such a case would fail on every model, after the others were paid for."""
+    try:
+        task.render(**case.inputs)
+    except TaskInputError as exc:
+        return f"its inputs do not fit the task: {exc}"
+    return None
 
 
 def evaluate(

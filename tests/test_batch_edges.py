@@ -669,3 +669,24 @@ async def test_results_gone_for_good_are_error_lines_and_the_batch_is_forgotten(
     assert (stats.done, stats.failed) == (3, 3)
     assert all("reading its results failed" in row["error"]["message"] for row in rows)
     assert not _batch_files.state_path(out).exists()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "named"),
+    [
+        ({}, "input 'text': is required"),
+        ({"text": "a", "txt": "b"}, "input 'txt'"),
+        ({"text": ["a", "list"]}, "input 'text'"),
+    ],
+)
+async def test_a_case_whose_inputs_do_not_fit_the_task_is_refused_before_any_call(
+    inputs: dict[str, Any], named: str, counted: tuple[pc.Task[Any], ScriptedBackend]
+) -> None:
+    task, backend = counted
+    cases = [Example({"text": "fine"}), Example(inputs, line=2)]
+    with pytest.raises(
+        pc.TaskInputError, match="case on line 2 can never pass: its inputs"
+    ) as caught:
+        await aevaluate(task, ["test/labels", "test/other"], cases)
+    assert named in str(caught.value) and "nothing was run" in str(caught.value)
+    assert backend.requests == []
