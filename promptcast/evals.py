@@ -277,7 +277,12 @@ async def aevaluate(
     chosen = list(task.spec.examples if cases is None else cases)
     if not chosen:
         raise TaskInputError(
-            task.name, None, "no cases: add examples: to the task file or pass cases (--cases FILE)"
+            task.name,
+            None,
+            "no cases: add examples: to the task file or pass cases (--cases FILE)"
+            if cases is None
+            else "no cases: the cases given (--cases FILE) hold none; add a line per case, "
+            '{"inputs": {…}, "expect": {…}}',
         )
     models = list(dict.fromkeys(models))  # a model named twice would count its cases twice
     if not models:

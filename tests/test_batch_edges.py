@@ -690,3 +690,18 @@ async def test_a_case_whose_inputs_do_not_fit_the_task_is_refused_before_any_cal
         await aevaluate(task, ["test/labels", "test/other"], cases)
     assert named in str(caught.value) and "nothing was run" in str(caught.value)
     assert backend.requests == []
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "\r\n  \r\n", "\ufeff\n"])
+def test_cli_eval_with_a_cases_file_without_cases_says_the_file_is_empty(
+    content: str, tmp_path: Path
+) -> None:
+    (tmp_path / "labels.jinja").write_text(TASK.lstrip())
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(content, encoding="utf-8")
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        result = CliRunner().invoke(
+            app, ["eval", "labels", "--cases", str(cases), "-p", str(tmp_path)]
+        )
+    assert result.exit_code == 1 and "the cases given (--cases FILE) hold none" in result.output
+    assert "add examples: to the task file" not in result.output
