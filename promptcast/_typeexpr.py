@@ -163,9 +163,13 @@ def parse_type(text: Any, *, search: Sequence[Path] = ()) -> Any:
         return resolve_ref(text, search=search)
     try:
         tree = ast.parse(text, mode="eval")
+        return _walk(tree.body, text)
     except SyntaxError as exc:
         raise TypeExprError(f"{text!r} is not a type expression") from exc
-    return _walk(tree.body, text)
+    except RecursionError:  # `str | int | ...` of thousands of terms, in the parser or _walk
+        raise TypeExprError(
+            f"{text[:40]!r}... nests too deeply (or joins too many types with |)"
+        ) from None
 
 
 def resolve_ref(ref: str, *, search: Sequence[Path] = ()) -> Any:
@@ -360,6 +364,20 @@ def _name(tp: Any) -> str:
     return repr(tp)
 
 
+_NOT_CONSTANT = object()
+
+
+def _constant(node: ast.expr) -> Any:
+    """A `Literal[...]` value: a constant but bytes and complex, or a negative number (Python
+    parses the sign of `Literal[-1]` as an operator); `_NOT_CONSTANT` otherwise."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _constant(node.operand)
+        return -inner if type(inner) in (int, float) else _NOT_CONSTANT
+    if isinstance(node, ast.Constant) and not isinstance(node.value, (bytes, complex)):
+        return node.value
+    return _NOT_CONSTANT
+
+
 def _walk(node: ast.expr, text: str) -> Any:
     if isinstance(node, ast.Name):
         if node.id in _NAMES:
@@ -377,9 +395,10 @@ def _walk(node: ast.expr, text: str) -> Any:
         if head == "Literal":
             values = []
             for arg in args:
-                if not isinstance(arg, ast.Constant) or isinstance(arg.value, (bytes, complex)):
+                value = _constant(arg)
+                if value is _NOT_CONSTANT:
                     raise TypeExprError(f"Literal[...] takes constants only, in {text!r}")
-                values.append(arg.value)
+                values.append(value)
             return Literal[tuple(values)]
         if head == "Optional" and len(args) == 1:
             return _walk(args[0], text) | None

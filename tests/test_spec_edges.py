@@ -282,3 +282,31 @@ def test_a_template_with_many_undeclared_names_is_checked_in_bounded_time(tmp_pa
     assert time.perf_counter() - started < 20
     assert len(problems) == names and problems[-1].line == names + 2
     assert "'v19999'" in str(problems[-1])
+
+
+@pytest.mark.parametrize(
+    "type_text",
+    [
+        " | ".join(["str", "int"] * 5000),
+        "Optional[" * 2000 + "str" + "]" * 2000,
+        "list[" * 3000 + "str" + "]" * 3000,
+        "(" * 3000 + "str" + ")" * 3000,
+    ],
+)
+def test_a_type_too_deep_to_parse_is_a_definition_error(type_text: str) -> None:
+    """A union of 10,000 types raised a bare RecursionError out of the Python parser."""
+    with pytest.raises(pc.TaskDefinitionError, match=r"inputs\.x: ") as info:
+        parse_task_text(f"---\ninputs:\n  x: '{type_text}'\n---\n{{{{ x }}}}\n", path="t.jinja")
+    assert info.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("type_text", "value"), [("Literal[-1, 0, 1]", -1), ("Literal[-0.5, 'a']", -0.5)]
+)
+def test_negative_numbers_are_literal_values(type_text: str, value: float) -> None:
+    """`Literal[-1]` is a constant to a reader, but Python parses the sign as an operator: it
+    was refused with 'Literal[...] takes constants only'."""
+    spec = parse_task_text(f'---\ninputs:\n  x: "{type_text}"\n---\n{{{{ x }}}}\n', path="t.jinja")
+    assert pc.Task(spec).render(x=value).messages[0]["content"] == str(value)
+    with pytest.raises(pc.TaskInputError):
+        pc.Task(spec).render(x=5)
