@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+import inspect
 import json
 import math
 import numbers
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ __all__ = [
     "to_markdown",
 ]
 
-Scorer = Callable[[Any, Example], float]
+Scorer = Callable[[Any, Example], float | Awaitable[float]]
 
 
 class CaseResult(BaseModel):
@@ -194,7 +195,7 @@ async def _one(
             detail=scrub(message),  # reports are saved and shared: no credentials in them
         )
     if scorer is not None:
-        score, detail = _scored(scorer, run.output, case)
+        score, detail = await _scored(scorer, run.output, case)
         if score is None:  # the call's numbers are kept: it ran and was paid for
             return CaseResult(
                 model=model,
@@ -229,12 +230,15 @@ async def _one(
     )
 
 
-def _scored(scorer: Scorer, output: Any, case: Example) -> tuple[float | None, str | None]:
+async def _scored(scorer: Scorer, output: Any, case: Example) -> tuple[float | None, str | None]:
     """The scorer's score clamped to 0..1, or None and why: a scorer that raises or returns
-    something that is not a number fails its case, not the whole (paid-for) comparison."""
+    something that is not a number fails its case, not the whole (paid-for) comparison. An
+    `async def` scorer is awaited (calling it only made a coroutine, never run)."""
     name = getattr(scorer, "__qualname__", repr(scorer))
     try:
         value = scorer(output, case)
+        if inspect.isawaitable(value):
+            value = await value
     except Exception as exc:
         return None, scrub(f"the scorer {name} raised {type(exc).__name__}: {exc}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
@@ -283,6 +287,10 @@ async def aevaluate(
             if cases is None
             else "no cases: the cases given (--cases FILE) hold none; add a line per case, "
             '{"inputs": {…}, "expect": {…}}',
+        )
+    if scorer is not None and not callable(scorer):
+        raise TaskInputError(
+            task.name, None, f"the scorer {scorer!r:.80} is not a function(output, case) -> 0..1"
         )
     models = list(dict.fromkeys(models))  # a model named twice would count its cases twice
     if not models:

@@ -705,3 +705,43 @@ def test_cli_eval_with_a_cases_file_without_cases_says_the_file_is_empty(
         )
     assert result.exit_code == 1 and "the cases given (--cases FILE) hold none" in result.output
     assert "add examples: to the task file" not in result.output
+
+
+async def _async_half(output: Any, case: Example) -> float:
+    await asyncio.sleep(0)
+    return 0.5
+
+
+async def _async_raises(output: Any, case: Example) -> float:
+    raise ValueError("async scorer bug")
+
+
+@pytest.mark.parametrize(
+    ("scorer", "outcome", "score", "detail"),
+    [
+        (_async_half, "failed", 0.5, None),
+        (_async_raises, "error", 0.0, "raised ValueError: async scorer bug"),
+    ],
+)
+async def test_an_async_scorer_is_awaited(
+    scorer: Any,
+    outcome: str,
+    score: float,
+    detail: str | None,
+    counted: tuple[pc.Task[Any], ScriptedBackend],
+) -> None:
+    task, _ = counted
+    report = await aevaluate(task, ["test/labels"], [Example({"text": "a"})], scorer=scorer)
+    [result] = report.results
+    assert (result.outcome, result.score) == (outcome, score)
+    assert (result.detail is None) if detail is None else (detail in str(result.detail))
+
+
+@pytest.mark.parametrize("scorer", [0.5, "module:function", {"label": 1.0}])
+async def test_a_scorer_that_is_not_a_function_is_refused_before_any_call(
+    scorer: Any, counted: tuple[pc.Task[Any], ScriptedBackend]
+) -> None:
+    task, backend = counted
+    with pytest.raises(pc.TaskInputError, match="is not a function"):
+        await aevaluate(task, ["test/labels"], [Example({"text": "a"})], scorer=scorer)
+    assert backend.requests == []
