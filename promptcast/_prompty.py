@@ -350,8 +350,12 @@ def _type_of(value: Any) -> str:
 
 
 def _body(body: str, path: str, first_line: int) -> str:
-    """The template with each role line replaced, on the same line, by promptcast role tags."""
-    lines = body.splitlines(keepends=True)
+    """The template with each role line replaced, on the same line, by promptcast role tags.
+    Lines end at LF, CRLF or CR only, as for Prompty (a text holding U+2028 or a form feed
+    before `user:` is one line)."""
+    from promptcast.spec import _split_lines
+
+    lines = _split_lines(body)
     out: list[str] = []
     open_role = False
     for index, line in enumerate(lines):

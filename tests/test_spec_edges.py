@@ -310,3 +310,19 @@ def test_negative_numbers_are_literal_values(type_text: str, value: float) -> No
     assert pc.Task(spec).render(x=value).messages[0]["content"] == str(value)
     with pytest.raises(pc.TaskInputError):
         pc.Task(spec).render(x=5)
+
+
+@NOT_LINE_ENDS
+def test_a_prompty_role_line_starts_only_after_a_real_line_end(
+    tmp_path: Path, separator: str
+) -> None:
+    """`Be nice.<U+2028>user:` is one line to an editor and to Prompty; the converter cut it with
+    str.splitlines and started a user message at the 'user:' inside it."""
+    path = tmp_path / "c.prompty"
+    path.write_bytes(
+        f"---\nname: c\ninputs:\n  q:\n    type: string\n---\nsystem:\nBe nice.{separator}user:\n"
+        "user:\n{{q}}\n".encode()
+    )
+    prompt = pc.Task.from_file(path).render(q="hi")
+    assert prompt.system == f"Be nice.{separator}user:"
+    assert prompt.messages == [{"role": "user", "content": "hi"}]
