@@ -503,3 +503,30 @@ def test_a_failed_calls_provider_requests_and_tokens_are_counted(route: str) -> 
         labels = {"task": "extract_ticket", "model": model}
         assert metric(scraped, "promptcast_provider_requests_total", **labels) == requests, model
         assert metric(scraped, "promptcast_tokens_total", kind="input", **labels) == tokens_in
+
+
+# readiness
+
+
+@pytest.mark.parametrize("where", ["config", "task file"])
+def test_not_ready_while_a_fallback_cannot_be_called(
+    where: str, write_task: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call checks its fallbacks' keys before its first request: a fallback without its
+    key fails every call (503), so /readyz must not say ready."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fallback = "openai/gpt-4o-mini"
+    pc.configure(
+        backends={"test/edge": ScriptedBackend(lambda request: "fine")},
+        fallbacks=[fallback] if where == "config" else [],
+    )
+    listed = f"fallbacks: [{fallback}]\n" if where == "task file" else ""
+    path = write_task("echo", f"---\nmodel: test/edge\n{listed}---\nSay {{{{ 1 }}}}\n")
+    app = create_app(pc.TaskRegistry(pc.load_tasks(path.parent)), tokens=[TOKEN])
+    with running(app) as url, httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        ready = client.get("/readyz")
+        called = client.post("/v1/tasks/echo", json={})
+    assert called.status_code == 503, called.text
+    assert called.json()["task"] == "echo"
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["type"] == "urn:promptcast:problem:not-ready"

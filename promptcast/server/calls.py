@@ -240,7 +240,10 @@ class TaskEndpoint:
         """The problem document (and headers) for a failed call, with its error and whatever
         tokens it spent counted in the metrics and the log line."""
         body, headers = problem_for_error(
-            exc, instance=request.url.path, request_id=context.request_id(request)
+            exc,
+            instance=request.url.path,
+            request_id=context.request_id(request),
+            task=self.task.name,
         )
         self._count_error(getattr(exc, "model", None) or model, exc, body["status"])
         usage = getattr(exc, "usage", None)

@@ -178,13 +178,18 @@ def _phrase(status: int) -> str:
 
 
 def problem_for_error(
-    exc: PromptcastError, *, instance: str | None = None, request_id: str | None = None
+    exc: PromptcastError,
+    *,
+    instance: str | None = None,
+    request_id: str | None = None,
+    task: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The problem body and extra headers for an error raised by a task call.
+    """The problem body and extra headers for an error raised by a task call (`task`: the
+    task's name, for errors that do not carry it, such as a missing key).
 
     Provider error text is not passed on: it is the provider's, and may echo request details.
     """
-    task = getattr(exc, "task", None)
+    task = getattr(exc, "task", None) or task
     common: dict[str, Any] = {"instance": instance, "request_id": request_id}
     if isinstance(task, str):
         common["task"] = task

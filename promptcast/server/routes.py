@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
+from promptcast._config import get_config
 from promptcast.backends import resolve
 from promptcast.errors import ConfigurationError, TaskNotFoundError
 from promptcast.server import context
@@ -128,8 +129,15 @@ def not_ready(registry: TaskRegistry) -> str | None:
     `None`. Asks each backend's `check`, which does no I/O."""
     if not len(registry):
         return "no tasks are loaded"
+    fallbacks = get_config().fallbacks
+    # every model a call may need: a call checks its fallbacks' too before its first request
+    models = {
+        model
+        for task in registry.values()
+        for model in (task.model, *(task.spec.fallbacks or fallbacks))
+    }
     try:
-        for model in sorted({task.model for task in registry.values()}):
+        for model in sorted(models):
             backend, model_name = resolve(model)
             backend.check(model_name)
     except ConfigurationError as exc:
