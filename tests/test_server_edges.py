@@ -5,6 +5,7 @@ line-splitting client still reads right."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
@@ -23,6 +24,7 @@ from promptcast.server.logs import JsonFormatter
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
 from tests.conftest import TEST_KEY
 from tests.serving import AUTH, TOKEN, metric, running
+from tests.test_media import data_url, png
 
 TICKET = {"issue": "Checkout crashes", "urgency": "high", "product": "checkout"}
 PATH = "/v1/tasks/extract_ticket"
@@ -530,3 +532,26 @@ def test_not_ready_while_a_fallback_cannot_be_called(
     assert called.json()["task"] == "echo"
     assert ready.status_code == 503, ready.text
     assert ready.json()["type"] == "urn:promptcast:problem:not-ready"
+
+
+# DEBUG log lines
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_the_debug_log_line_describes_media_without_its_data(
+    serve: Any, route: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="promptcast.server")
+    url = serve(ScriptedBackend(lambda request: TICKET))
+    image = png(3, 3)
+    inputs = {"message": "It crashed", "screenshot": data_url(image)}
+    response = httpx.post(url + route, json=inputs, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    (line,) = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if getattr(r, "event", None) == "request"
+    ]
+    assert line["inputs"]["message"] == "It crashed"
+    assert base64.b64encode(image).decode() not in json.dumps(line)
+    assert "image/png" in json.dumps(line["inputs"]["screenshot"])

@@ -27,8 +27,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from promptcast.errors import PromptcastError
+from promptcast.media import described
 from promptcast.server import context
 from promptcast.server.calls import TaskEndpoint, _disconnected, _scrubbed, dump_json, utf8
 from promptcast.server.gate import CLIENT_CLOSED, _one_line, logger
@@ -133,7 +135,8 @@ class StreamEndpoint(TaskEndpoint):
         info.update(task=spec.name, model=model, version=spec.version, stream=True)
         values = {name: getattr(inputs, name) for name in spec.inputs}
         if logger.isEnabledFor(logging.DEBUG):
-            info["inputs"] = _scrubbed(inputs.model_dump(mode="json"))
+            # media as a short description (type, size, hash), never its base64
+            info["inputs"] = _scrubbed(to_jsonable_python(described(values)))
         started = time.perf_counter()
         limit = state.limit.semaphore()
         metrics.waiting.inc()
