@@ -28,6 +28,7 @@ import asyncio
 import codecs
 import hashlib
 import json
+import math
 import re
 import time
 import typing
@@ -148,6 +149,7 @@ class BatchResult:
             line["usage"]["cache_write_tokens"] = self.usage.cache_write_tokens
         line["model"] = self.model
         line["attempts"] = self.attempts
+        line = _finite(line)
         text = json.dumps(line, ensure_ascii=False)
         try:
             text.encode("utf-8")
@@ -162,6 +164,18 @@ def _jsonable(output: Any) -> Any:
     from pydantic_core import to_jsonable_python
 
     return to_jsonable_python(output)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None, as pydantic's own JSON has them: `json.dumps`
+    would write bare `NaN`, which no strict JSON reader (jq, JavaScript, Go) accepts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 @dataclass

@@ -745,3 +745,40 @@ async def test_a_scorer_that_is_not_a_function_is_refused_before_any_call(
     with pytest.raises(pc.TaskInputError, match="is not a function"):
         await aevaluate(task, ["test/labels"], [Example({"text": "a"})], scorer=scorer)
     assert backend.requests == []
+
+
+# output lines are strict JSON
+
+
+def _strict(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("shape", ["field", "list", "dict"])
+async def test_nan_and_infinity_in_an_output_are_written_as_null(
+    value: float, shape: str, write_task: Callable[..., Path], tmp_path: Path
+) -> None:
+    output = {
+        "field": ("{label: str, score: float}", {"label": "ok", "score": value}),
+        "list": ('{label: str, scores: "list[float]"}', {"label": "ok", "scores": [1.5, value]}),
+        "dict": ('{label: str, by: "dict[str, float]"}', {"label": "ok", "by": {"a": value}}),
+    }[shape]
+    backend = ScriptedBackend(lambda request: output[1])
+    with pc.override(backends={"test/labels": backend}):
+        task = pc.Task.from_file(write_task("scores", TASK.replace("{label: str}", output[0])))
+        source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        source.write_text(jsonl({"id": 1, "text": "a"}))
+        stats = await run_file(task, source, out)
+    [line] = out.read_text().splitlines()
+    written = _strict(line)["output"]
+    assert stats.failed == 0
+    expected = {
+        "field": {"label": "ok", "score": None},
+        "list": {"label": "ok", "scores": [1.5, None]},
+        "dict": {"label": "ok", "by": {"a": None}},
+    }
+    assert written == expected[shape]
