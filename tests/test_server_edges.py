@@ -555,3 +555,27 @@ def test_the_debug_log_line_describes_media_without_its_data(
     assert line["inputs"]["message"] == "It crashed"
     assert base64.b64encode(image).decode() not in json.dumps(line)
     assert "image/png" in json.dumps(line["inputs"]["screenshot"])
+
+
+# a call refused by the task's own checks, after the route's
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+def test_media_over_the_per_call_limit_get_413_and_give_their_slot_back(
+    serve: Any, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image passes the route's checks, all of a call's together do not (the task checks
+    that when the call starts): a 413 each time, and the concurrency slot is free again."""
+    monkeypatch.setattr("promptcast.media.MAX_REQUEST_MEDIA_BYTES", 10)
+    url = serve(ScriptedBackend(lambda request: TICKET), max_concurrency=1)
+    inputs = {"message": "It crashed", "screenshot": data_url(png(3, 3))}
+    with httpx.Client(base_url=url, headers=AUTH, timeout=10) as client:
+        for _ in range(2):
+            refused = client.post(route, json=inputs)
+            assert refused.status_code == 413, refused.text
+            assert refused.json()["type"] == "urn:promptcast:problem:media-too-large"
+            assert refused.json()["task"] == "extract_ticket"
+        assert client.post(route, json={"message": "m"}).status_code == 200
+        scraped = client.get("/metrics").text
+    assert metric(scraped, "promptcast_calls_in_flight") == 0
+    assert metric(scraped, "promptcast_http_responses_total", status="500") == 0

@@ -35,7 +35,7 @@ from promptcast.server import context
 from promptcast.server.calls import TaskEndpoint, _disconnected, _scrubbed, dump_json, utf8
 from promptcast.server.gate import CLIENT_CLOSED, _one_line, logger
 from promptcast.server.problems import problem, problem_response, scrub
-from promptcast.stream import Final, Partial, Restart
+from promptcast.stream import AsyncStream, Final, Partial, Restart
 
 __all__ = ["EVENT_STREAM", "StreamEndpoint", "stream_responses"]
 
@@ -145,10 +145,13 @@ class StreamEndpoint(TaskEndpoint):
         finally:
             metrics.waiting.dec()
         sent = 0
-        stream = task.astream(**values)
+        stream: AsyncStream[Any] | None = None
         finished = False
         try:
             metrics.in_flight.inc()
+            # inside the try: its own input checks (the media of a whole call over their
+            # limit) may refuse the call, and the slot taken above must be given back
+            stream = task.astream(**values)
             async for event in stream.events():
                 if isinstance(event, Partial):
                     data = _json(event.output)
@@ -189,7 +192,8 @@ class StreamEndpoint(TaskEndpoint):
             if not finished and not info.get("error"):  # the client went away mid-stream
                 metrics.calls.labels(task.name, model, str(CLIENT_CLOSED)).inc()
                 info["error"] = "client-disconnected"
-            await stream.aclose()
+            if stream is not None:
+                await stream.aclose()
             metrics.in_flight.dec()
             limit.release()
 
