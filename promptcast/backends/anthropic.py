@@ -38,6 +38,7 @@ from promptcast.backends.base import (
     is_transport_failure,
     json_in_text,
     malformed_reply,
+    token_count,
 )
 from promptcast.errors import BackendError, ConfigurationError
 from promptcast.render import Prompt
@@ -585,10 +586,15 @@ def _read_reply(request: ModelRequest, body: dict[str, Any]) -> ModelReply:
     return ModelReply(
         data=data,
         text=raw_text,
-        input_tokens=usage["input_tokens"],  # uncached only: cache tokens have their own prices
-        cache_write_tokens=usage.get("cache_creation_input_tokens") or 0,
-        cache_read_tokens=usage.get("cache_read_input_tokens") or 0,
-        output_tokens=usage["output_tokens"],
+        # uncached input only: cache tokens have their own prices
+        input_tokens=token_count(usage["input_tokens"], "input_tokens"),
+        cache_write_tokens=token_count(
+            usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens", optional=True
+        ),
+        cache_read_tokens=token_count(
+            usage.get("cache_read_input_tokens"), "cache_read_input_tokens", optional=True
+        ),
+        output_tokens=token_count(usage["output_tokens"], "output_tokens"),
         truncated=body.get("stop_reason") == "max_tokens",
         raw=body,
         response_id=body.get("id"),

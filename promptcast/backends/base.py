@@ -30,6 +30,7 @@ __all__ = [
     "is_transport_failure",
     "json_in_text",
     "malformed_reply",
+    "token_count",
 ]
 
 
@@ -257,6 +258,20 @@ def is_transport_failure(exc: BaseException) -> bool:
 
 _TRANSPORT_ERRORS = frozenset({"TransportError", "TimeoutException", "ConnectError"})
 _HTTP = frozenset({"httpx", "httpx2", "httpcore", "httpcore2"})
+
+
+def token_count(value: Any, name: str, *, optional: bool = False) -> int:
+    """A token count from a provider's usage: a non-negative int (`None` is 0 where the API may
+    leave the count out). Anything else (a string, a float, a negative number, from a proxy or a
+    server that only looks like the API) raises `ValueError`, which the backends report as a
+    reply that is not the API's shape, before it can price or budget anything wrongly."""
+    if value is None and optional:
+        return 0
+    if type(value) is float and value.is_integer():  # 12.0 from a JSON encoder that has no ints
+        value = int(value)
+    if type(value) is not int or value < 0:  # bool is an int subclass, and no count
+        raise ValueError(f"usage.{name} is {value!r}, not a count of tokens")
+    return value
 
 
 def malformed_reply(provider: str, request: ModelRequest, exc: BaseException) -> BackendError:

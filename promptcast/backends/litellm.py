@@ -45,6 +45,7 @@ from promptcast.backends.base import (
     is_transport_failure,
     json_in_text,
     malformed_reply,
+    token_count,
 )
 from promptcast.errors import BackendError, ConfigurationError
 
@@ -357,7 +358,9 @@ class LiteLLMBackend(Backend):
             ) from exc
         except (openai.APIError, ValueError) as exc:
             status = int(getattr(exc, "status_code", 0) or 0)
-            text = str(getattr(exc, "message", exc))
+            # litellm appends a traceback to some messages ("Invalid response object Traceback
+            # (most recent call last): ..."): the first line says it, the rest is its internals
+            text = str(getattr(exc, "message", exc)).partition(_TRACEBACK)[0].rstrip()
             if code := _GOOGLE_CODE.search(text):  # litellm maps any "overloaded" text to a 500
                 status = int(code[1])
             # Gemini sends every 429 as RESOURCE_EXHAUSTED ("… check quota"), per-minute limits
@@ -382,6 +385,7 @@ class LiteLLMBackend(Backend):
 
 # OpenAI-compatible endpoints (base URLs) seen refusing json_schema for json_object + schema
 _json_object_endpoints: set[str] = set()
+_TRACEBACK = "Traceback (most recent call last)"
 _RETRY_DELAY = re.compile(r'"retryDelay":\s*"(\d+(?:\.\d+)?)s"')
 _GOOGLE_CODE = re.compile(r'\{\s*"error":\s*\{\s*"code":\s*(\d{3})\b')  # Google's error body
 
@@ -411,7 +415,10 @@ def _cache_tokens(usage: Any) -> tuple[int, int]:
         details, "cached_tokens", None
     )
     written = getattr(usage, "cache_creation_input_tokens", None)
-    return int(read or 0), int(written or 0)
+    return (
+        token_count(read, "cache_read_input_tokens", optional=True),
+        token_count(written, "cache_creation_input_tokens", optional=True),
+    )
 
 
 def _cached(content: Any) -> list[Any]:
@@ -452,10 +459,17 @@ def _reply(request: ModelRequest, response: Any) -> ModelReply:
         data=data,
         text=raw_text,
         # prompt_tokens counts cached input too; input_tokens is the uncached part only
-        input_tokens=max(int(getattr(usage, "prompt_tokens", 0) or 0) - read - written, 0),
+        input_tokens=max(
+            token_count(getattr(usage, "prompt_tokens", None), "prompt_tokens", optional=True)
+            - read
+            - written,
+            0,
+        ),
         cache_read_tokens=read,
         cache_write_tokens=written,
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        output_tokens=token_count(
+            getattr(usage, "completion_tokens", None), "completion_tokens", optional=True
+        ),
         truncated=choice.finish_reason == "length",
         raw=response,
         response_id=getattr(response, "id", None) or None,

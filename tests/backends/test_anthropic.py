@@ -322,3 +322,38 @@ async def test_sequential_async_calls_use_one_client_and_concurrent_ones_spread(
     await backend.aclose()
     assert all(client.is_closed() for client in created)
     assert asyncio.get_running_loop() not in backend._async
+
+
+BAD_COUNTS = [
+    pytest.param(field, value, id=f"{field}={value!r}")
+    for field in ("input_tokens", "output_tokens", "cache_read_input_tokens")
+    for value in (-5, None, "12", 1.5, True, [3])
+    if not (field.startswith("cache") and value is None)  # the cache counts may be null
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_COUNTS)
+def test_a_usage_that_is_no_token_count_is_a_malformed_reply(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic, field: str, value: object
+) -> None:
+    """A server that only looks like the API must not price, budget or count with its numbers
+    (a None or a string made a bare TypeError; a negative count lowered the spend)."""
+    body = message([tool_use_block("SummarizeOutput", GOOD)])
+    body["usage"][field] = value
+    fake_anthropic.reply(body)
+    with (
+        pc.override(max_retries=0),
+        pytest.raises(pc.BackendError, match=f"usage.{field} is ") as caught,
+    ):
+        summarize.run(text="x")
+    assert "not its API's shape" in str(caught.value)
+
+
+def test_null_cache_counts_are_zero(
+    summarize: pc.Task[object], fake_anthropic: FakeAnthropic
+) -> None:
+    body = message([tool_use_block("SummarizeOutput", GOOD)])
+    body["usage"].update(cache_read_input_tokens=None, cache_creation_input_tokens=None)
+    fake_anthropic.reply(body)
+    usage = summarize.run(text="x").usage
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (100, 0, 0)

@@ -146,3 +146,31 @@ def test_provider_colon_model_is_priced_like_provider_slash_model(colon: str, sl
     from promptcast.pricing import cost_usd
 
     assert cost_usd(colon, 1000, 100) == cost_usd(slash, 1000, 100) is not None
+
+
+@pytest.mark.parametrize("field", ["prompt_tokens", "completion_tokens"])
+def test_a_negative_token_count_is_a_malformed_reply(fake_openai: FakeOpenAI, field: str) -> None:
+    body = chat_completion(tool_calls=[tool_call("Ticket", {"issue": "x", "urgency": "low"})])
+    body["usage"][field] = -5
+    fake_openai.reply(body)
+    task = pc.builtin_tasks()["extract_ticket"].with_model("openai/gpt-4o-mini")
+    with pc.override(max_retries=0), pytest.raises(pc.BackendError) as caught:
+        task.run(message="hi")
+    assert f"usage.{field} is -5, not a count of tokens" in str(caught.value)
+
+
+def test_litellms_traceback_is_not_part_of_an_error_message(fake_openai: FakeOpenAI) -> None:
+    """litellm appends a traceback to the message of a reply it cannot convert."""
+    body = chat_completion(tool_calls=[tool_call("Ticket", {"issue": "x", "urgency": "low"})])
+    body["usage"]["prompt_tokens"] = 1.5
+    fake_openai.reply(body)
+    task = pc.builtin_tasks()["extract_ticket"].with_model("openai/gpt-4o-mini")
+    with (
+        pc.override(max_retries=0),
+        pytest.warns(UserWarning, match="serialized value may not be as expected"),
+        pytest.raises(pc.BackendError) as caught,
+    ):
+        task.run(message="hi")
+    message = str(caught.value)
+    assert "Invalid response object" in message
+    assert "Traceback" not in message and 'File "' not in message
