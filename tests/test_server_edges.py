@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import promptcast as pc
-from promptcast.errors import BackendError
+from promptcast.errors import BackendError, ConfigurationError
 from promptcast.server import create_app
 from promptcast.server.logs import JsonFormatter
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
@@ -579,3 +579,14 @@ def test_media_over_the_per_call_limit_get_413_and_give_their_slot_back(
         scraped = client.get("/metrics").text
     assert metric(scraped, "promptcast_calls_in_flight") == 0
     assert metric(scraped, "promptcast_http_responses_total", status="500") == 0
+
+
+# create_app's own limits
+
+
+@pytest.mark.parametrize("name", ["max_concurrency", "max_body_bytes"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "8"])
+def test_create_app_refuses_a_limit_no_call_could_pass(name: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=rf"create_app\({name}=") as refused:
+        create_app(tokens=[TOKEN], **{name: value})
+    assert refused.value.env_var == f"PROMPTCAST_{name.upper()}"

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptcast._config import get_config
 from promptcast.backends import ModelRequest, aclose_shared, resolve
+from promptcast.errors import ConfigurationError
 from promptcast.pricing import cost_usd
 from promptcast.render import Prompt
 from promptcast.server import _openapi
@@ -64,10 +65,14 @@ def create_app(
     `allowed_hosts` (Host names answered besides loopback's) to `PROMPTCAST_ALLOWED_HOSTS`.
     """
     config = get_config()
+    # as strict as the settings they stand in for: a 0 or negative limit would make every
+    # call fail later (no semaphore below 0, no body under 1 byte) instead of now
+    max_concurrency = _at_least_1("max_concurrency", max_concurrency, config.max_concurrency)
+    max_body_bytes = _at_least_1("max_body_bytes", max_body_bytes, config.max_body_bytes)
     registry = default_registry() if registry is None else registry
     token_list = [t for t in (config.api_tokens if tokens is None else tokens) if t]
     hosts = HostPolicy.of(config.allowed_hosts if allowed_hosts is None else allowed_hosts)
-    state = ServerState(registry, CallLimit(max_concurrency or config.max_concurrency))
+    state = ServerState(registry, CallLimit(max_concurrency))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -108,13 +113,25 @@ def create_app(
         Gate,
         tokens=token_list,
         hosts=hosts,
-        max_body_bytes=max_body_bytes or config.max_body_bytes,
+        max_body_bytes=max_body_bytes,
         metrics=state.metrics,
         open_paths=OPEN_PATHS,
         open_prefix=_openapi.ASSETS_PATH + "/",
         probe_paths=PROBE_PATHS,
     )
     return app
+
+
+def _at_least_1(name: str, given: int | None, default: int) -> int:
+    if given is None:
+        return default
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise ConfigurationError(
+            f"create_app({name}={given!r}) must be a whole number of at least 1; leave it out "
+            f"for PROMPTCAST_{name.upper()} (now {default})",
+            env_var=f"PROMPTCAST_{name.upper()}",
+        )
+    return given
 
 
 def _version() -> str:
