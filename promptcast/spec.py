@@ -57,6 +57,16 @@ _LIST_TYPES = ("list", "array")
 _OBJECT_TYPES = ("object", "dict")
 
 
+def _no_yes_no(value: Any) -> Any:
+    """A number written as yes/no/on/off/true/false (a boolean to YAML) is refused: pydantic
+    read `max_tokens: yes` as 1 and `temperature: on` as 1.0."""
+    if isinstance(value, bool):
+        raise ValueError(
+            "got a boolean (YAML reads an unquoted yes/no/on/off/true/false as one); write a number"
+        )
+    return value
+
+
 class Budget(BaseModel):
     """Limits for one call; enforced by the backends that support them."""
 
@@ -64,12 +74,16 @@ class Budget(BaseModel):
     max_cost_usd: float | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
 
+    _numbers = _field_validator("max_cost_usd", "timeout_s", mode="before")(_no_yes_no)
+
 
 class Thinking(BaseModel):
     """Extended thinking: how many tokens the model may think for before it answers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     budget_tokens: int = Field(ge=1024)
+
+    _numbers = _field_validator("budget_tokens", mode="before")(_no_yes_no)
 
 
 class _InputForm(BaseModel):
@@ -107,6 +121,10 @@ class _Frontmatter(BaseModel):
     output_mode: Literal["auto", "native", "tool", "prompted"] = "auto"
     prompt_caching: Literal["auto", "off"] | bool = "auto"  # YAML reads a bare off as false
     thinking: Thinking | None = None
+
+    _numbers = _field_validator(
+        "version", "temperature", "max_tokens", "max_attempts", mode="before"
+    )(_no_yes_no)
 
     @_field_validator("model")
     @classmethod

@@ -326,3 +326,24 @@ def test_a_prompty_role_line_starts_only_after_a_real_line_end(
     prompt = pc.Task.from_file(path).render(q="hi")
     assert prompt.system == f"Be nice.{separator}user:"
     assert prompt.messages == [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("word", ["yes", "on", "true", "no", "off"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "max_tokens: {}",
+        "temperature: {}",
+        "max_attempts: {}",
+        "version: {}",
+        "budget: {{timeout_s: {}}}",
+        "budget: {{max_cost_usd: {}}}",
+        "thinking: {{budget_tokens: {}}}",
+    ],
+)
+def test_a_yes_no_word_where_a_number_goes_is_refused(where: str, word: str) -> None:
+    """`max_tokens: yes` loaded as max_tokens=1 and `temperature: on` as 1.0: YAML reads the
+    word as a boolean and pydantic turned the boolean into a number."""
+    with pytest.raises(pc.TaskDefinitionError, match="got a boolean") as info:
+        parse_task_text(f"---\n{where.format(word)}\n---\nhi\n", path="t.jinja")
+    assert info.value.line == 2
