@@ -590,3 +590,11 @@ def test_create_app_refuses_a_limit_no_call_could_pass(name: str, value: Any) ->
     with pytest.raises(ConfigurationError, match=rf"create_app\({name}=") as refused:
         create_app(tokens=[TOKEN], **{name: value})
     assert refused.value.env_var == f"PROMPTCAST_{name.upper()}"
+
+
+@pytest.mark.parametrize("name", ["tokens", "allowed_hosts"])
+@pytest.mark.parametrize("value", ["secret-token-123", b"secret-token-123"])
+def test_create_app_refuses_one_string_for_a_list(name: str, value: Any) -> None:
+    """A string is an iterable of one-character strings: as tokens, 'Bearer s' would pass."""
+    with pytest.raises(ConfigurationError, match=rf"create_app\({name}=…\) takes a list"):
+        create_app(**{name: value})

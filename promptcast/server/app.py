@@ -70,6 +70,12 @@ def create_app(
     max_concurrency = _at_least_1("max_concurrency", max_concurrency, config.max_concurrency)
     max_body_bytes = _at_least_1("max_body_bytes", max_body_bytes, config.max_body_bytes)
     registry = default_registry() if registry is None else registry
+    for name, given in (("tokens", tokens), ("allowed_hosts", allowed_hosts)):
+        if isinstance(given, (str, bytes)):  # its characters would each be a token or host
+            raise ConfigurationError(
+                f"create_app({name}=…) takes a list of strings, not one string: {name}=[…]",
+                env_var=f"PROMPTCAST_{'API_TOKENS' if name == 'tokens' else 'ALLOWED_HOSTS'}",
+            )
     token_list = [t for t in (config.api_tokens if tokens is None else tokens) if t]
     hosts = HostPolicy.of(config.allowed_hosts if allowed_hosts is None else allowed_hosts)
     state = ServerState(registry, CallLimit(max_concurrency))
