@@ -176,3 +176,12 @@ def test_configure_inside_an_override_is_seen_by_the_scope() -> None:
         config = pc.get_config()
         assert (config.max_attempts, config.max_retries) == (5, 7)
     assert (pc.get_config().max_attempts, pc.get_config().max_retries) == (3, 7)
+
+
+@pytest.mark.parametrize("value", [None, 5, object()], ids=["None", "int", "object"])
+def test_a_cache_that_is_neither_url_nor_cache_names_the_value_once(value: object) -> None:
+    with pytest.raises(pc.ConfigurationError) as caught, pc.override(cache=value):
+        pass
+    message = str(caught.value)
+    assert "'off'" in message and "get, set and close (got " in message
+    assert message.count("got") == 1
