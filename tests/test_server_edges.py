@@ -598,3 +598,16 @@ def test_create_app_refuses_one_string_for_a_list(name: str, value: Any) -> None
     """A string is an iterable of one-character strings: as tokens, 'Bearer s' would pass."""
     with pytest.raises(ConfigurationError, match=rf"create_app\({name}=…\) takes a list"):
         create_app(**{name: value})
+
+
+@pytest.mark.parametrize("configured", [f"{TOKEN}\n", f"  {TOKEN}\t", f"\r\n{TOKEN}\r\n"])
+def test_a_token_given_with_surrounding_whitespace_still_lets_its_caller_in(
+    configured: str,
+) -> None:
+    """`tokens=[Path("token").read_text()]`: the file's newline is not part of the token."""
+    pc.configure(backends={"test/edge": ScriptedBackend(lambda request: TICKET)})
+    with running(scripted_app("test/edge", tokens=[configured, "  "])) as url:
+        allowed = httpx.get(f"{url}/v1/tasks", headers=AUTH, timeout=30)
+        blank = httpx.get(f"{url}/v1/tasks", headers={"authorization": "Bearer"}, timeout=30)
+    assert allowed.status_code == 200, allowed.text
+    assert blank.status_code == 401

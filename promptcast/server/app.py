@@ -76,7 +76,10 @@ def create_app(
                 f"create_app({name}=…) takes a list of strings, not one string: {name}=[…]",
                 env_var=f"PROMPTCAST_{'API_TOKENS' if name == 'tokens' else 'ALLOWED_HOSTS'}",
             )
-    token_list = [t for t in (config.api_tokens if tokens is None else tokens) if t]
+    # stripped as the setting's are: a token read from a file ends with a newline, and the
+    # header's token never does
+    given_tokens = config.api_tokens if tokens is None else tokens
+    token_list = [t.strip() for t in given_tokens if t.strip()]
     hosts = HostPolicy.of(config.allowed_hosts if allowed_hosts is None else allowed_hosts)
     state = ServerState(registry, CallLimit(max_concurrency))
 
