@@ -269,9 +269,21 @@ def token_count(value: Any, name: str, *, optional: bool = False) -> int:
         return 0
     if type(value) is float and value.is_integer():  # 12.0 from a JSON encoder that has no ints
         value = int(value)
-    if type(value) is not int or value < 0:  # bool is an int subclass, and no count
-        raise ValueError(f"usage.{name} is {value!r}, not a count of tokens")
+    if type(value) is not int or not 0 <= value <= _MAX_TOKENS:  # bool is an int, and no count
+        raise ValueError(f"usage.{name} is {_short(value)}, not a count of tokens")
     return value
+
+
+_MAX_TOKENS = 2**53  # no request comes near; beyond it JSON readers lose exactness
+
+
+def _short(value: Any) -> str:
+    """A bad count as an error may show it: a huge int by its size (`str` of one over 4,300
+    digits raises), anything else cut to 80 characters."""
+    if isinstance(value, int) and abs(value) > _MAX_TOKENS:
+        return f"a {value.bit_length()}-bit integer"
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def malformed_reply(provider: str, request: ModelRequest, exc: BaseException) -> BackendError:
