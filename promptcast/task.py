@@ -225,9 +225,16 @@ class Task(Generic[T]):
                 if isinstance(step, _Send):
                     try:
                         with step.span:
-                            result = await step.backend.arequest(step.request)
+                            if step.request.timeout_s is None:
+                                result = await step.backend.arequest(step.request)
+                            else:  # the SDKs' timeout bounds each read, not the reply: a server
+                                # sending a byte a second held a call with timeout_s for ever
+                                async with asyncio.timeout(step.request.timeout_s):
+                                    result = await step.backend.arequest(step.request)
                     except BackendError as exc:
                         result = _Thrown(exc)
+                    except TimeoutError:
+                        result = _Thrown(_no_reply_in_time(step))
                 elif isinstance(step, _Sleep):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, _CacheGet):
@@ -435,6 +442,18 @@ class _Thrown:
     where it decides (so the traceback stays the provider's, not the generator's)."""
 
     error: BackendError
+
+
+def _no_reply_in_time(step: _Send) -> BackendError:
+    request = step.request
+    within = f" within {request.timeout_s:.3g} s" if request.timeout_s is not None else ""
+    return BackendError(
+        f"no complete reply{within} (the server is slow, or sends its reply slowly)",
+        provider=step.backend.provider,
+        retryable=True,
+        task=request.task,
+        model=f"{step.backend.provider}/{request.model}",
+    )
 
 
 class _Call:

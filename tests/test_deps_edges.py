@@ -405,3 +405,55 @@ def test_any_retry_after_is_a_finite_bounded_wait_or_none(value: str) -> None:
 
     parsed = parse_retry_after(value)
     assert parsed is None or (math.isfinite(parsed) and 0 <= parsed <= MAX_RETRY_AFTER_S)
+
+
+def _trickle(handler: BaseHTTPRequestHandler) -> None:
+    """Headers at once, then a reply body one byte every 0.2 s, for up to 20 s: each read
+    arrives well within any read timeout, the reply never ends."""
+    import time
+
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", "100000")
+    handler.end_headers()
+    try:
+        for _ in range(100):
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+            time.sleep(0.2)
+    except OSError:  # the client gave up
+        pass
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("anthropic", "anthropic/claude-sonnet-4-6"), ("openai", "openai/gpt-4o-mini")],
+    ids=["anthropic", "openai"],
+)
+def test_a_reply_that_trickles_in_ends_an_async_call_at_its_timeout(
+    write_task: Callable[..., Path], provider: str, model: str
+) -> None:
+    """A server that sends a byte every 0.2 s never trips the SDKs' read timeout, so an async
+    call with timeout_s=1 ran for as long as the server kept sending (20 s here); it now ends
+    with BudgetExceededError at its timeout."""
+    import asyncio
+    import time
+
+    import anthropic  # noqa: F401 - imports are not part of what is timed
+
+    from promptcast.backends.litellm import _litellm
+
+    _litellm()
+    server = _Server(_trickle)
+    try:
+        base = server.base + ("/v1" if provider == "openai" else "")
+        pc.configure(providers={provider: {"api_key": KEY, "base_url": base}}, timeout_s=1.0)
+        task = _task(write_task, model)
+        started = time.perf_counter()
+        with pytest.raises(pc.BudgetExceededError) as caught:
+            asyncio.run(task.arun(text="hi"))
+        assert time.perf_counter() - started < 3.0
+        assert caught.value.limit == "timeout_s"
+        assert "no complete reply within" in str(caught.value)
+    finally:
+        server.close()
