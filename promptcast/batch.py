@@ -245,10 +245,21 @@ def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, BatchItem]]:
 
 
 @contextmanager
-def _file_lines(source: Path) -> Iterator[BinaryIO]:
-    """`source` in binary: iterating it splits on `\\n` only, never on U+2028, NEL or `\\r`."""
+def _file_lines(source: Path, upto: int | None = None) -> Iterator[Iterable[bytes]]:
+    """`source`'s lines as bytes, split on `\\n` only (never on U+2028, NEL or `\\r`); with
+    `upto`, only the lines that start in its first `upto` bytes: the file as it was checked,
+    so lines a producer appends during the run (a repeated id among them) wait for the next."""
     with source.open("rb") as handle:
-        yield handle
+        yield handle if upto is None else _lines_upto(handle, upto)
+
+
+def _lines_upto(handle: BinaryIO, upto: int) -> Iterator[bytes]:
+    position = 0
+    for line in handle:
+        if position >= upto:
+            return
+        position += len(line)
+        yield line
 
 
 def _parse(number: int, line: str | bytes) -> BatchItem | None:
@@ -303,14 +314,14 @@ def _item(data: dict[str, Any], default_id: str) -> BatchItem:
     return BatchItem(item_id, inputs)
 
 
-def _plan(task: Task[Any], source: Path, skip: set[str]) -> tuple[int, int]:
+def _plan(task: Task[Any], source: Path, skip: set[str]) -> tuple[int, int, int]:
     """Check that `source`'s ids are unique (holding only a set of them); returns how many
-    items will run and how many are skipped."""
+    items will run, how many are skipped, and how many bytes of `source` were checked."""
     seen: set[str] = set()
     repeated: set[str] = set()
     to_run = skipped = 0
-    with _file_lines(source) as lines:
-        for _, item in _numbered(lines):
+    with source.open("rb") as handle:
+        for _, item in _numbered(handle):
             key = item.key
             if key in seen:
                 repeated.add(key)
@@ -320,9 +331,10 @@ def _plan(task: Task[Any], source: Path, skip: set[str]) -> tuple[int, int]:
                 skipped += 1
             else:
                 to_run += 1
+        size = handle.tell()
     if repeated:
         raise _duplicates(task, source, repeated)
-    return to_run, skipped
+    return to_run, skipped, size
 
 
 def _duplicates(task: Task[Any], source: Path, repeated: set[str], shown: int = 10) -> Exception:
@@ -577,12 +589,12 @@ async def run_file(
                 f"or delete {state_file} to run those items live"
             )
         skip = done_ids(output, include_errors=not retry_errors)
-        to_run, skipped = _plan(task, source, skip)
+        to_run, skipped, checked = _plan(task, source, skip)
         stats = BatchStats(skipped=skipped, total=to_run)
         if on_start is not None:
             on_start(stats)
         emit = _emitter(out, output, stats, on_result)
-        with _file_lines(source) as lines:
+        with _file_lines(source, checked) as lines:
             items = _located(task, read_items(lines, skip=skip), source)
             async for result in _run(task, items, concurrency=concurrency, rate=rate):
                 emit(result)
@@ -633,7 +645,7 @@ async def run_file_provider_batch(
     state_file = _batch_files.state_path(output)
     with _writing(source, output) as out:
         skip = done_ids(output, include_errors=not retry_errors)
-        to_run, skipped = _plan(task, source, skip)
+        to_run, skipped, checked = _plan(task, source, skip)
         stats = BatchStats(skipped=skipped, total=to_run)
         saved = _saved_state(state_file)
         if on_start is not None:
@@ -647,7 +659,7 @@ async def run_file_provider_batch(
             _batch_files.remove_state(state_file)
         pending: list[tuple[BatchItem, ModelRequest]] = []
         size = 0
-        with _file_lines(source) as lines:
+        with _file_lines(source, checked) as lines:
             for item in _located(task, read_items(lines, skip=skip), source):
                 if item.key in in_saved:
                     continue

@@ -782,3 +782,29 @@ async def test_nan_and_infinity_in_an_output_are_written_as_null(
         "dict": {"label": "ok", "by": {"a": None}},
     }
     assert written == expected[shape]
+
+
+# an input file that grows during the run
+
+
+@pytest.mark.parametrize("torn", [False, True])
+async def test_lines_appended_during_a_run_wait_for_the_next_run(
+    torn: bool, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    """A producer still writing the input: what it appends after the file was checked (a
+    repeated id among it) is not run now, so no id runs twice and the total holds."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    first = jsonl(*({"id": i, "text": str(i)} for i in range(5)))
+    source.write_text(first[:-8] if torn else first)  # torn: the producer is mid-line
+
+    def append(stats: Any) -> None:
+        with source.open("w") as handle:
+            handle.write(first + jsonl({"id": 2, "text": "again"}, {"id": 9, "text": "new"}))
+
+    stats = await run_file(labels, source, out, concurrency=2, on_start=append)
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == [0, 1, 2, 3, 4]  # a line torn when checked is read whole when run
+    assert stats.done == stats.total == 5
+    source.write_text(first + jsonl({"id": 9, "text": "new"}))
+    second = await run_file(labels, source, out)
+    assert (second.done, second.skipped, second.failed) == (1, 5, 0)
