@@ -611,3 +611,27 @@ def test_a_token_given_with_surrounding_whitespace_still_lets_its_caller_in(
         blank = httpx.get(f"{url}/v1/tasks", headers={"authorization": "Bearer"}, timeout=30)
     assert allowed.status_code == 200, allowed.text
     assert blank.status_code == 401
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data; boundary=x", "application/jsonx", None]
+)
+def test_a_415_is_counted_and_logged_as_the_tasks(
+    serve: Any, route: str, content_type: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="promptcast.server")
+    url = serve(ScriptedBackend([]))
+    headers = {**AUTH, **({"content-type": content_type} if content_type else {})}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        refused = client.post(route, content=b'{"message": "m"}', headers=headers)
+        scraped = client.get("/metrics", headers=AUTH).text
+    assert refused.status_code == 415 and refused.json()["task"] == "extract_ticket"
+    labels = {"task": "extract_ticket", "model": "test/edge"}
+    assert metric(scraped, "promptcast_task_calls_total", status="415", **labels) == 1
+    (line,) = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "request" and getattr(r, "status", None) == 415
+    ]
+    assert getattr(line, "task", None) == "extract_ticket"

@@ -111,6 +111,11 @@ class TaskEndpoint:
                 request_id=context.request_id(request),
                 task=task.name,
             )
+            # counted and logged as the task's, like its 422s
+            context.log_info(request).update(
+                task=task.name, model=task.model, version=task.spec.version, error="media-type"
+            )
+            self.state.metrics.calls.labels(task.name, task.model, "415").inc()
             return problem_response(body)
         try:
             inputs = model.model_validate_json(raw, strict=True)
