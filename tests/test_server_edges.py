@@ -635,3 +635,4 @@ def test_a_415_is_counted_and_logged_as_the_tasks(
         if getattr(r, "event", None) == "request" and getattr(r, "status", None) == 415
     ]
     assert getattr(line, "task", None) == "extract_ticket"
+    assert getattr(line, "error", None) == "unsupported-media-type"

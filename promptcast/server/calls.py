@@ -113,7 +113,10 @@ class TaskEndpoint:
             )
             # counted and logged as the task's, like its 422s
             context.log_info(request).update(
-                task=task.name, model=task.model, version=task.spec.version, error="media-type"
+                task=task.name,
+                model=task.model,
+                version=task.spec.version,
+                error="unsupported-media-type",
             )
             self.state.metrics.calls.labels(task.name, task.model, "415").inc()
             return problem_response(body)
