@@ -12,7 +12,7 @@ one is `"line-N"` (N its line number). Ids are compared as text, so `1`, `"1"`, 
 any call, naming the lines.
 
 Lines. A file is read as bytes and split on `\\n` only, so U+2028, U+2029, NEL or `\\r` inside a
-JSON string never split an input; each line is decoded alone (a UTF-8 BOM at the start is fine),
+JSON string never split an input; each line is decoded alone (a UTF-8 BOM opening it is dropped),
 so invalid UTF-8 makes that one line an error line.
 
 Resume. A rerun on the same output skips the ids that already have an `"output"` line (a torn
@@ -263,11 +263,13 @@ def _lines_upto(handle: BinaryIO, upto: int) -> Iterator[bytes]:
 
 
 def _parse(number: int, line: str | bytes) -> BatchItem | None:
-    """One input line as an item, None for a blank line."""
+    """One input line as an item, None for a blank line. A byte-order mark opening any line is
+    dropped, not only the file's: files a Windows editor saved, joined with `cat` or `type`,
+    have one at each join (JSON never starts with one)."""
     default = f"line-{number}"
     problem = None
     if isinstance(line, bytes):
-        if number == 1 and line.startswith(codecs.BOM_UTF8):
+        if line.startswith(codecs.BOM_UTF8):
             line = line[len(codecs.BOM_UTF8) :]
         if not line.strip():
             return None
@@ -280,7 +282,7 @@ def _parse(number: int, line: str | bytes) -> BatchItem | None:
                 f"{exc.start}); save the file as UTF-8"
             )
     else:
-        text = line.removeprefix("\ufeff") if number == 1 else line
+        text = line.removeprefix("\ufeff")
         if not text.strip():
             return None
     try:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import promptcast as pc
 from promptcast import _batch_files
-from promptcast.batch import BatchOutputError, run_file, run_file_provider_batch
+from promptcast.batch import BatchOutputError, read_items, run_file, run_file_provider_batch
 from promptcast.cli import app
 from promptcast.evals import aevaluate, load_cases
 from promptcast.spec import Example
@@ -808,3 +808,25 @@ async def test_lines_appended_during_a_run_wait_for_the_next_run(
     source.write_text(first + jsonl({"id": 9, "text": "new"}))
     second = await run_file(labels, source, out)
     assert (second.done, second.skipped, second.failed) == (1, 5, 0)
+
+
+# files joined with cat: a byte-order mark at each join
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("parts", [2, 3])
+async def test_files_joined_with_a_bom_at_each_join_are_read_whole(
+    ending: str, parts: int, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    joined = b"".join(
+        b"\xef\xbb\xbf" + (json.dumps({"id": f"{n}-0", "text": "a"}) + ending).encode()
+        for n in range(parts)
+    )
+    source.write_bytes(joined)
+    stats = await run_file(labels, source, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (stats.done, stats.failed) == (parts, 0) and all("output" in row for row in rows)
+    assert sorted(read.id for read in read_items(source.read_bytes().splitlines(True))) == [
+        f"{n}-0" for n in range(parts)
+    ]
