@@ -127,6 +127,7 @@ def load_cases(path: str | Path) -> list[Example]:
         ) from None
     cases = []
     for number, line in enumerate(text.split("\n"), 1):
+        line = line.removeprefix("\ufeff")  # files joined with cat: a BOM at each join
         if not line.strip():
             continue
         try:

@@ -830,3 +830,10 @@ async def test_files_joined_with_a_bom_at_each_join_are_read_whole(
     assert sorted(read.id for read in read_items(source.read_bytes().splitlines(True))) == [
         f"{n}-0" for n in range(parts)
     ]
+
+
+def test_cases_files_joined_with_a_bom_at_each_join_are_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    part = b"\xef\xbb\xbf" + json.dumps({"inputs": {"text": "a"}}).encode() + b"\r\n"
+    path.write_bytes(part * 3)
+    assert [case.line for case in load_cases(path)] == [1, 2, 3]
