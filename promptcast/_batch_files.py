@@ -7,6 +7,7 @@ line, writing one twice from two processes, or paying for a provider batch twice
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -104,10 +105,11 @@ RESULT_START = b'{"id": '
 
 
 def is_batch_output(path: Path) -> bool:
-    """Whether `path` is empty or starts like a result line (a torn first line included)."""
+    """Whether `path` is empty or starts like a result line (a torn first line included),
+    after the byte-order mark an editor (Notepad) adds when the file was opened and saved."""
     with path.open("rb") as handle:
-        start = handle.read(len(RESULT_START))
-    return RESULT_START.startswith(start)
+        start = handle.read(len(codecs.BOM_UTF8) + len(RESULT_START))
+    return RESULT_START.startswith(start.removeprefix(codecs.BOM_UTF8)[: len(RESULT_START)])
 
 
 def media_paths(inputs: dict[str, Any], names: frozenset[str], folder: Path) -> dict[str, Any]:

@@ -117,7 +117,7 @@ async def test_an_output_that_is_not_a_batch_output_is_refused_and_left_as_it_wa
     assert out.read_text() == content
 
 
-@pytest.mark.parametrize("content", ["", "{", '{"id": 1, "outp', '{"id": '])
+@pytest.mark.parametrize("content", ["", "{", '{"id": 1, "outp', '{"id": ', "\ufeff", "\ufeff{"])
 async def test_an_empty_output_or_one_torn_line_still_resumes(
     content: str, labels: pc.Task[Any], tmp_path: Path
 ) -> None:
@@ -837,3 +837,16 @@ def test_cases_files_joined_with_a_bom_at_each_join_are_read_whole(tmp_path: Pat
     part = b"\xef\xbb\xbf" + json.dumps({"inputs": {"text": "a"}}).encode() + b"\r\n"
     path.write_bytes(part * 3)
     assert [case.line for case in load_cases(path)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+async def test_an_output_saved_again_by_an_editor_with_a_bom_still_resumes(
+    ending: str, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl({"id": 1, "text": "a"}, {"id": 2, "text": "b"}))
+    await run_file(labels, source, out)
+    saved = out.read_text(encoding="utf-8").splitlines()[:1]  # Notepad: kept line 1 only
+    out.write_bytes(("\ufeff" + ending.join(saved) + ending).encode("utf-8"))
+    stats = await run_file(labels, source, out)
+    assert (stats.skipped, stats.done) == (1, 1)
