@@ -850,3 +850,31 @@ async def test_an_output_saved_again_by_an_editor_with_a_bom_still_resumes(
     out.write_bytes(("\ufeff" + ending.join(saved) + ending).encode("utf-8"))
     stats = await run_file(labels, source, out)
     assert (stats.skipped, stats.done) == (1, 1)
+
+
+# Ctrl-C in the middle
+
+
+def test_a_keyboard_interrupt_mid_run_keeps_every_finished_line_and_the_rerun_runs_the_rest(
+    write_task: Callable[..., Path], tmp_path: Path
+) -> None:
+    calls: list[str] = []
+
+    def handler(request: Any) -> Any:
+        calls.append(str(request))
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return {"label": "ok"}
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl(*({"id": i, "text": str(i)} for i in range(30))))
+    with pc.override(backends={"test/labels": ScriptedBackend(handler)}):
+        task = pc.Task.from_file(write_task("labels", TASK))
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(run_file(task, source, out, concurrency=3))
+        kept = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+        assert 0 < len(kept) < 7 and len(set(kept)) == len(kept)
+        stats = asyncio.run(run_file(task, source, out, concurrency=3))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(row["id"] for row in rows) == list(range(30))
+    assert (stats.skipped, stats.done, stats.failed) == (len(kept), 30 - len(kept), 0)
