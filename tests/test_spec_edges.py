@@ -7,6 +7,7 @@ eats memory or escapes as a bare Python exception.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import promptcast as pc
+from promptcast import render
+from promptcast.render import fence
 from promptcast.spec import check_task_file, parse_task_text
 from promptcast.testing import ScriptedBackend
 
@@ -347,3 +350,51 @@ def test_a_yes_no_word_where_a_number_goes_is_refused(where: str, word: str) -> 
     with pytest.raises(pc.TaskDefinitionError, match="got a boolean") as info:
         parse_task_text(f"---\n{where.format(word)}\n---\nhi\n", path="t.jinja")
     assert info.value.line == 2
+
+
+def _whole_text_neutralise(text: str, tag: str) -> str:
+    """The fence's check over the whole text at once (as before it went piece by piece)."""
+    skeleton = render._visible(
+        render._Skeleton(list(text), list(range(len(text))), list(range(1, len(text) + 1)))
+    )
+    for _ in range(4):
+        decoded = render._decode_entities(skeleton)
+        if decoded is None:
+            break
+        skeleton = render._visible(decoded)
+    found = render._closing(tag).finditer("".join(skeleton.chars))
+    spans = sorted({(skeleton.starts[m.start()], skeleton.ends[m.start()]) for m in found})
+    out, position = [], 0
+    for start, end in spans:
+        if start >= position:
+            out += [text[position:start], render._STAND_IN]
+            position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+PIECES = [
+    *"<>/&#;x3c6ltdaDATA _.-!,:\"'=é\t\n ",
+    "\u200b", "\u00ad", "\uff1c", "\ufe64", "\uff06", "\uff0f", "\x00", "\u2028",
+    "</data>", "</ data >", "&lt;", "&#60;", "&#x3c;", "&amp;lt;", "&#116;", "&sol;", "data",
+]  # fmt: skip
+
+
+def test_the_fence_check_piece_by_piece_matches_the_whole_text_check() -> None:
+    rng = random.Random(20261124)
+    for _ in range(3000):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 40)))
+        assert render._neutralise(text, "data") == _whole_text_neutralise(text, "data"), text
+
+
+def test_the_fence_check_is_linear_in_a_large_document() -> None:
+    """A 4 MB document with one accented letter went through a per-character map of Python
+    objects: about 120 bytes and 1 s per MB (a 10 MB one took 1.2 GB)."""
+    text = "é" + "Some words, then a full stop. " * 130_000 + "</data>"
+    started = time.perf_counter()
+    fenced = fence(text, "data")
+    assert time.perf_counter() - started < 1
+    assert fenced.endswith(". \u2039/data>\n</data>")
+    started = time.perf_counter()
+    assert fence("é" * 2_000_000, "data") == "<data>\n" + "é" * 2_000_000 + "\n</data>"
+    assert time.perf_counter() - started < 1
