@@ -529,6 +529,12 @@ def _writing(source: Path, output: Path) -> Iterator[BinaryIO]:
             f"{output} is the input file: the results would be appended to the inputs being "
             "read. Write them to another file: -o results.jsonl"
         )
+    if output.exists() and not output.is_file() and not output.is_dir():
+        # a pipe or terminal (-o /dev/stdout) cannot be read back to resume, nor cut
+        raise ConfigurationError(
+            f"{output} is not a regular file: the results go to a file so that a rerun can "
+            "resume from it; write to one (-o results.jsonl) and follow it with tail -f"
+        )
     with ExitStack() as stack:
         try:
             out = stack.enter_context(_batch_files.append_exclusively(output))

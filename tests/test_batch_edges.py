@@ -878,3 +878,20 @@ def test_a_keyboard_interrupt_mid_run_keeps_every_finished_line_and_the_rerun_ru
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(row["id"] for row in rows) == list(range(30))
     assert (stats.skipped, stats.done, stats.failed) == (len(kept), 30 - len(kept), 0)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "dev-null"])
+async def test_an_output_that_is_not_a_regular_file_is_refused_without_waiting(
+    kind: str, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    """`-o /dev/stdout` into a pipe: reading it back to resume would wait forever."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl({"text": "a"}))
+    read_end, write_end = os.pipe()
+    try:
+        out = Path(f"/proc/self/fd/{write_end}") if kind == "pipe" else Path(os.devnull)
+        with pytest.raises(pc.ConfigurationError, match="is not a regular file"):
+            await asyncio.wait_for(run_file(labels, source, out), 10)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
