@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from promptcast.media import MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES
-from promptcast.spec import _FIELD_KEYS, _Frontmatter, _InputForm
+from promptcast.spec import _FIELD_KEYS, _JINJA_NAMES, _Frontmatter, _InputForm, reserved_names
 
 __all__ = ["SCHEMA_ID", "frontmatter_schema", "schema_text"]
 
@@ -69,7 +69,10 @@ def frontmatter_schema() -> dict[str, Any]:
         }
         form.pop("title", None)
         properties["inputs"].update(
-            propertyNames={"pattern": _IDENTIFIER},
+            propertyNames={
+                "pattern": _IDENTIFIER,
+                "not": {"enum": sorted({*reserved_names(), *_JINJA_NAMES})},
+            },
             additionalProperties={"anyOf": [_TYPE_TEXT, form]},
         )
     if "output" in properties:
@@ -106,7 +109,10 @@ def _output_defs() -> dict[str, Any]:
         "OutputFields": {
             "type": "object",
             "minProperties": 1,
-            "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_]*$"},
+            "propertyNames": {
+                "pattern": "^[A-Za-z][A-Za-z0-9_]*$",
+                "not": {"enum": list(reserved_names())},
+            },
             "additionalProperties": field,
         },
         "OutputField": {

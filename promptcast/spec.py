@@ -717,6 +717,11 @@ def _reserved(name: str) -> bool:
     return name == "Config" or (name.startswith("model_") and hasattr(BaseModel, name))
 
 
+def reserved_names() -> tuple[str, ...]:
+    """Every name `_reserved` refuses (for the editor schema)."""
+    return ("Config", *sorted(n for n in dir(BaseModel) if n.startswith("model_")))
+
+
 def _create_model(model_name: str, /, **fields: Any) -> type[BaseModel]:
     """`create_model`, quiet about fields that shadow deprecated BaseModel methods (`json`,
     `copy`, `schema`, `validate`, ...): they work, and a warning made an error (as in a

@@ -6,16 +6,20 @@ eats memory or escapes as a bare Python exception.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
 import promptcast as pc
 from promptcast import render
+from promptcast._schema import frontmatter_schema
 from promptcast.render import fence
 from promptcast.spec import check_task_file, parse_task_text
 from promptcast.testing import ScriptedBackend
@@ -398,3 +402,22 @@ def test_the_fence_check_is_linear_in_a_large_document() -> None:
     started = time.perf_counter()
     assert fence("é" * 2_000_000, "data") == "<data>\n" + "é" * 2_000_000 + "\n</data>"
     assert time.perf_counter() - started < 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"inputs": {"self": "str"}},
+        {"inputs": {"loop": "str"}},
+        {"inputs": {"model_config": "str"}},
+        {"output": {"model_dump": "str"}},
+        {"output": {"Config": "str"}},
+    ],
+    ids=lambda bad: json.dumps(bad),
+)
+def test_the_editor_schema_rejects_the_names_the_loader_refuses(bad: dict[str, Any]) -> None:
+    validator = jsonschema.Draft202012Validator(frontmatter_schema())
+    assert list(validator.iter_errors(bad))
+    with pytest.raises(pc.TaskDefinitionError, match="rename it"):
+        parse_task_text("---\n" + json.dumps(bad) + "\n---\nhi\n", path="t.jinja")
+    assert not list(validator.iter_errors({"inputs": {"copy": "str"}, "output": {"json": "str"}}))
