@@ -524,6 +524,11 @@ async def _run(
 def _writing(source: Path, output: Path) -> Iterator[BinaryIO]:
     """`output` locked for appending, once it is known to be a batch output: resuming cuts its
     torn last line, which in any other file (the input file itself) is data of someone's."""
+    if source.exists() and not source.is_file():  # a pipe (/dev/stdin), a folder
+        raise ConfigurationError(
+            f"{source} is not a regular file: a batch reads its input twice (every id is "
+            "checked before the first call), so save the lines to a file and pass that"
+        )
     if output.exists() and source.exists() and output.samefile(source):
         raise ConfigurationError(
             f"{output} is the input file: the results would be appended to the inputs being "

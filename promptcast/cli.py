@@ -730,7 +730,7 @@ def batch_command(
             task = task.with_model(model)
     except PromptcastError as exc:
         raise _fail(exc) from None
-    if not source.is_file():
+    if not source.exists():
         raise _fail(FileNotFoundError(f"no such input file: {source}"))
     columns = (
         TextColumn("{task.description}"),

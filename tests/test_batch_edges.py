@@ -895,3 +895,33 @@ async def test_an_output_that_is_not_a_regular_file_is_refused_without_waiting(
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "folder"])
+async def test_an_input_that_is_not_a_regular_file_is_refused_and_no_output_is_made(
+    kind: str, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    """`promptcast batch t /dev/stdin`: a pipe read once to check the ids is empty the second
+    time, so the run would end having run nothing."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, jsonl({"text": "a"}).encode())
+    os.close(write_end)
+    try:
+        source = Path(f"/proc/self/fd/{read_end}") if kind == "pipe" else tmp_path
+        out = tmp_path / "out.jsonl"
+        with pytest.raises(pc.ConfigurationError, match="is not a regular file"):
+            await run_file(labels, source, out)
+    finally:
+        os.close(read_end)
+    assert not out.exists()
+
+
+def test_cli_batch_on_a_folder_says_it_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "labels.jinja").write_text(TASK.lstrip())
+    out = tmp_path / "out.jsonl"
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        result = CliRunner().invoke(
+            app, ["batch", "labels", str(tmp_path), "-o", str(out), "-p", str(tmp_path)]
+        )
+    assert result.exit_code == 1 and "is not a regular file" in result.output
+    assert "no such input file" not in result.output and not out.exists()
