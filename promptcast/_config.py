@@ -40,6 +40,7 @@ __all__ = [
     "configure",
     "endpoint_settings",
     "get_config",
+    "key_source",
     "override",
     "redact_url",
     "reset_defaults",
@@ -445,6 +446,19 @@ def endpoint_settings(
     if check and key is not None:
         check_api_key(key, source, env_var=key_var if source == key_var else None)
     return key, url
+
+
+def key_source(provider: str, model: str | None = None) -> str:
+    """Where the key sent to `provider` (for `model`) is set, as `endpoint_settings` reads it:
+    for an error that says what to fix when the provider refuses the key."""
+    config = get_config()
+    own = config.models.get(f"{provider}/{model}") if model else None
+    if own is not None and own.api_key is not None:
+        return f"configure(models={{'{provider}/{model}': {{'api_key': …}}}})"
+    shared = config.providers.get(provider)
+    if shared is not None and shared.api_key is not None:
+        return f"configure(providers={{'{provider}': {{'api_key': …}}}})"
+    return PROVIDER_ENV.get(provider, (None, None))[0] or f"{provider.upper()}_API_KEY"
 
 
 def check_api_key(key: str, source: str, *, env_var: str | None = None) -> None:

@@ -457,3 +457,49 @@ def test_a_reply_that_trickles_in_ends_an_async_call_at_its_timeout(
         assert "no complete reply within" in str(caught.value)
     finally:
         server.close()
+
+
+KEY_SOURCES = {
+    "env": lambda provider, model, base: ({}, ""),  # the provider's own variables, set below
+    "providers": lambda provider, model, base: (
+        {"providers": {provider: {"api_key": KEY, "base_url": base}}},
+        f"configure(providers={{'{provider}': {{'api_key': …}}}})",
+    ),
+    "models": lambda provider, model, base: (
+        {"models": {model: {"api_key": KEY, "base_url": base}}},
+        f"configure(models={{'{model}': {{'api_key': …}}}})",
+    ),
+}
+
+
+@pytest.mark.parametrize("source", list(KEY_SOURCES))
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_refused_key_names_where_it_is_set_and_is_not_retried(
+    write_task: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, provider: str, source: str
+) -> None:
+    """HTTP 401 said only 'authentication_error': now it says which variable or configure()
+    entry holds the key that was refused (never the key), and nothing is retried."""
+    from promptcast.testing import FakeAnthropic, FakeOpenAI, error_reply
+
+    fake: Any = FakeAnthropic() if provider == "anthropic" else FakeOpenAI()
+    with fake:
+        fake.handler = lambda request: error_reply(401, "authentication_error", "invalid key")
+        model = "anthropic/claude-sonnet-4-6" if provider == "anthropic" else "openai/gpt-4o-mini"
+        settings, where = KEY_SOURCES[source](provider, model, fake.base_url)
+        variable = "ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY"
+        if source == "env":
+            monkeypatch.setenv(variable, KEY)
+            monkeypatch.setenv(variable.replace("API_KEY", "BASE_URL"), fake.base_url)
+            where = variable
+        pc.configure(**settings, max_retries=3)
+        with pytest.raises(BackendError) as caught:
+            _task(write_task, model).run(text="hi")
+        if provider == "anthropic":
+            from tests.conftest import anthropic_backend
+
+            anthropic_backend().close()
+    message = str(caught.value)
+    assert caught.value.status == 401 and not caught.value.retryable
+    assert f"the API key was refused: check {where}" in message
+    assert KEY[10:] not in message
+    assert len(fake.requests) == 1

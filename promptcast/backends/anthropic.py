@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
-from promptcast._config import check_api_key, endpoint_settings
+from promptcast._config import check_api_key, endpoint_settings, key_source
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast._schemas import anthropic_schema, schema_rejection
 from promptcast._secrets import scrub
@@ -623,8 +623,10 @@ def _mapped_errors(request: ModelRequest) -> Iterator[None]:
         status = exc.status_code
         kind = _error_type(exc.body)
         quota = kind == "billing_error" or "credit balance" in str(exc.message).lower()
+        refused = f"; the API key was refused: check {key_source('anthropic', request.model)}"
         raise BackendError(
             f"Anthropic returned HTTP {status} ({kind or 'error'}): {exc.message}"
+            + (refused if status == 401 else "")
             + schema_rejection(request.output_mode, status, str(exc.message), context["model"]),
             provider="anthropic",
             status=status,

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promptcast._config import check_api_key, endpoint_settings, get_config
+from promptcast._config import check_api_key, endpoint_settings, get_config, key_source
 from promptcast._modes import model_setting, native_format
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast._schemas import (
@@ -372,8 +372,12 @@ class LiteLLMBackend(Backend):
             retry_after = parse_retry_after(headers.get("retry-after"))
             if retry_after is None and (delay := _RETRY_DELAY.search(text)):
                 retry_after = float(delay[1])
+            refused = ""
+            if status == 401:
+                source = key_source(*self._route(request.model))
+                refused = f"; the API key was refused: check {source}"
             raise BackendError(
-                f"{self.provider} returned HTTP {status or '?'}: {text}"
+                f"{self.provider} returned HTTP {status or '?'}: {text}{refused}"
                 + schema_rejection(request.output_mode, status, text, context["model"]),
                 provider=self.provider,
                 status=status or None,
