@@ -404,7 +404,10 @@ def _build(
                     f"examples[{i}].expect names field(s) {unknown} that the output has not",
                     line=line,
                 )
-        examples.append(Example(ex.inputs, ex.expect, ex.expect_contains, ex.name, line))
+        expect = ex.expect
+        if expect and output_model is not None:
+            expect = _expected(output_model, expect, i, problems)
+        examples.append(Example(ex.inputs, expect, ex.expect_contains, ex.name, line))
 
     if problems.found or input_model is None or not output_ok:
         return None
@@ -684,6 +687,36 @@ def _input_spec(
             )
             return None
     return InputSpec(name, str(type_text), parsed, default, form.description, form.max_bytes)
+
+
+def _expected(
+    model: type[BaseModel], expect: dict[str, Any], index: int, problems: _Problems
+) -> dict[str, Any]:
+    """`expect` with each value as the output's JSON form has it, which is what a run is
+    compared with: YAML's `when: 2024-01-02` is a date, the output's `when` the text
+    '2024-01-02', and they never compared equal. A value its field cannot hold is a problem:
+    no output could ever match it."""
+    out = dict(expect)
+    for key, value in expect.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue  # reported as an unknown field
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(field.rebuild_annotation())
+            out[key] = adapter.dump_python(adapter.validate_python(value), mode="json")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in (key, *err["loc"]))
+            problems.add(
+                f"examples[{index}].expect.{where}: {err['msg']}; no output could match it",
+                "examples",
+                index,
+                "expect",
+                key,
+            )
+        except Exception:  # a type pydantic cannot build an adapter for: compared as written
+            continue
+    return out
 
 
 def _default_problem(tp: Any, default: Any) -> str | None:

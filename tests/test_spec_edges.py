@@ -421,3 +421,40 @@ def test_the_editor_schema_rejects_the_names_the_loader_refuses(bad: dict[str, A
     with pytest.raises(pc.TaskDefinitionError, match="rename it"):
         parse_task_text("---\n" + json.dumps(bad) + "\n---\nhi\n", path="t.jinja")
     assert not list(validator.iter_errors({"inputs": {"copy": "str"}, "output": {"json": "str"}}))
+
+
+def test_an_example_expecting_a_date_passes_when_the_output_has_it(tmp_path: Path) -> None:
+    """YAML reads `due: 2024-01-02` as a date; the output is compared in its JSON form, where
+    `due` is the text '2024-01-02': the example failed on every model, forever."""
+    path = tmp_path / "due.jinja"
+    path.write_text(
+        "---\ninputs: {text: str}\noutput:\n  due: date\n  score: float\nmodel: test/due\n"
+        "examples:\n  - inputs: {text: pay by Jan 2}\n    expect: {due: 2024-01-02, score: 1}\n"
+        "---\n{{ text }}\n"
+    )
+    task = pc.Task.from_file(path)
+    with pc.override(
+        backends={"test/due": ScriptedBackend(lambda r: {"due": "2024-01-02", "score": 1.0})}
+    ):
+        report = pc.evaluate(task, ["test/due"])
+    assert [r.passed for r in report.results] == [True], report.results
+
+
+@pytest.mark.parametrize(
+    ("expect", "message"),
+    [
+        ("{due: soon}", r"expect\.due: Input should be a valid date"),
+        ("{level: urgent}", r"expect\.level: Input should be 'high' or 'low'"),
+        ("{tags: [a, {b: 1}]}", r"expect\.tags\.1: Input should be a valid string"),
+    ],
+)
+def test_an_example_expecting_a_value_no_output_can_hold_is_a_load_error(
+    expect: str, message: str
+) -> None:
+    text = (
+        "---\noutput:\n  due: date\n  level: Literal['high', 'low']\n  tags: list[str]\n"
+        f"examples:\n  - expect: {expect}\n---\nhi\n"
+    )
+    with pytest.raises(pc.TaskDefinitionError, match=message) as info:
+        parse_task_text(text, path="t.jinja")
+    assert info.value.line == 7 and "no output could match it" in str(info.value)
