@@ -126,6 +126,16 @@ class _Frontmatter(BaseModel):
         "version", "temperature", "max_tokens", "max_attempts", mode="before"
     )(_no_yes_no)
 
+    @_field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        if isinstance(value, float):  # said 'version.int: ... fractional part' and 'version.str'
+            raise ValueError(
+                f"YAML read a decimal number ({value!r}; it reads 1.10 as 1.1); write the "
+                "version in quotes, e.g. version: '1.10'"
+            )
+        return value
+
     @_field_validator("model")
     @classmethod
     def _model_string(cls, value: str | None) -> str | None:

@@ -458,3 +458,14 @@ def test_an_example_expecting_a_value_no_output_can_hold_is_a_load_error(
     with pytest.raises(pc.TaskDefinitionError, match=message) as info:
         parse_task_text(text, path="t.jinja")
     assert info.value.line == 7 and "no output could match it" in str(info.value)
+
+
+@pytest.mark.parametrize("version", ["1.5", "1.10", "2.0"])
+def test_a_decimal_version_says_to_quote_it(version: str) -> None:
+    """`version: 1.5` said 'version.int: Input should be a valid integer, got a number with a
+    fractional part (and 1 more problem(s)...)'; quoted it loads as written."""
+    with pytest.raises(pc.TaskDefinitionError, match="write the version in quotes") as info:
+        parse_task_text(f"---\nversion: {version}\n---\nhi\n", path="t.jinja")
+    assert "more problem" not in str(info.value) and info.value.line == 2
+    spec = parse_task_text(f"---\nversion: '{version}'\n---\nhi\n", path="t.jinja")
+    assert spec.version == version
