@@ -100,16 +100,21 @@ def cut_torn_line(path: Path, *, chunk: int = 1 << 16) -> None:
         handle.truncate(0)
 
 
-RESULT_START = b'{"id": '
-"""How every line a batch run writes begins (`json.dumps` of a dict whose first key is "id")."""
-
-
 def is_batch_output(path: Path) -> bool:
-    """Whether `path` is empty or starts like a result line (a torn first line included),
-    after the byte-order mark an editor (Notepad) adds when the file was opened and saved."""
+    """Whether `path` can be a batch output: empty, a first line that is a result (an object
+    with "id" and "output" or "error", however a tool such as `jq -c` re-spaced or a text
+    editor re-saved it), or a single line without its newline that opens an object (a run
+    killed while writing its first line: resuming cuts it)."""
     with path.open("rb") as handle:
-        start = handle.read(len(codecs.BOM_UTF8) + len(RESULT_START))
-    return RESULT_START.startswith(start.removeprefix(codecs.BOM_UTF8)[: len(RESULT_START)])
+        first = handle.readline()
+    text = first.removeprefix(codecs.BOM_UTF8)
+    if not first.endswith(b"\n"):
+        return not text.strip() or text.lstrip().startswith(b"{")
+    try:
+        line = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(line, dict) and "id" in line and ("output" in line or "error" in line)
 
 
 def media_paths(inputs: dict[str, Any], names: frozenset[str], folder: Path) -> dict[str, Any]:

@@ -925,3 +925,25 @@ def test_cli_batch_on_a_folder_says_it_is_not_a_file(tmp_path: Path) -> None:
         )
     assert result.exit_code == 1 and "is not a regular file" in result.output
     assert "no such input file" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda row: json.dumps(row, separators=(",", ":")),  # jq -c
+        lambda row: json.dumps(row, sort_keys=True),  # keys sorted: "attempts" first
+        lambda row: " " + json.dumps(row).replace(": ", " : "),
+    ],
+    ids=["compact", "sorted-keys", "spaced"],
+)
+async def test_an_output_rewritten_by_a_json_tool_still_resumes(
+    rewrite: Callable[[Any], str], labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    """`jq -c 'select(.output)' out.jsonl > kept.jsonl`, then resume into kept.jsonl."""
+    source, out, kept = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "kept.jsonl"
+    source.write_text(jsonl({"id": 1, "text": "a"}, {"id": 2, "text": "b"}))
+    await run_file(labels, source, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    kept.write_text(rewrite(next(row for row in rows if row["id"] == 1)) + "\n")
+    stats = await run_file(labels, source, kept)
+    assert (stats.skipped, stats.done) == (1, 1)
