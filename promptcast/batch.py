@@ -820,7 +820,8 @@ async def _collect(
     skip: set[str] | frozenset[str],
 ) -> None:
     """Wait for the batch to end, then write a line for each of its items not in `skip`; an
-    item the results leave out (or never reach, when reading them fails) is an error line."""
+    item the results leave out (or never reach, when the API no longer has them) is an error
+    line. Any other failure to read them raises, the saved state kept for a rerun."""
     requests = {cid: req for cid, (_, req) in chunk.items()}
     # polled where it was submitted: the model's own endpoint and key when it has them
     model = next((request.model for request in requests.values()), None)
