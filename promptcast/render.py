@@ -472,6 +472,10 @@ def compile_template(
         ranged_token = _ranged.set([0])
         try:
             text = template.render(values)
+        except TaskInputError as exc:
+            if exc.task != _UNNAMED:
+                raise
+            raise _named(exc, task, _where(exc, path, first_line)) from None
         except PromptcastError:
             raise
         except (SecurityError, UndefinedError) as exc:
@@ -486,7 +490,12 @@ def compile_template(
             _blocks.reset(token)
             _media.reset(media_token)
             _ranged.reset(ranged_token)
-        prompt = _assemble(text, nonce, collected, placed)
+        try:
+            prompt = _assemble(text, nonce, collected, placed)
+        except TaskInputError as exc:
+            if exc.task != _UNNAMED:
+                raise
+            raise _named(exc, task, "") from None
         return replace(prompt, system_static=True) if static and prompt.system else prompt
 
     if declared or not _deterministic(source):
@@ -710,6 +719,16 @@ def _misplaced_media(tree: nodes.Template, media: frozenset[str]) -> list[tuple[
                 for name in used(child)
             ]
     return found
+
+
+# The task name of the errors raised inside a render, where the task is not known; `render`
+# raises them again with the task's name and the template line.
+_UNNAMED = "template"
+
+
+def _named(exc: TaskInputError, task: str, where: str) -> TaskInputError:
+    reason = str(exc).removeprefix(f"Task {_UNNAMED!r}: ")
+    return TaskInputError(task, exc.field, f"template could not render{where}: {reason}")
 
 
 def _where(exc: BaseException, path: str, first_line: int) -> str:

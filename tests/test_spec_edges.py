@@ -469,3 +469,35 @@ def test_a_decimal_version_says_to_quote_it(version: str) -> None:
     assert "more problem" not in str(info.value) and info.value.line == 2
     spec = parse_task_text(f"---\nversion: '{version}'\n---\nhi\n", path="t.jinja")
     assert spec.version == version
+
+
+@pytest.mark.parametrize(
+    ("body", "values", "message"),
+    [
+        (
+            "{% role 'user' %}{% role 'system' %}a{% endrole %}{% endrole %}",
+            {},
+            ":5: role blocks cannot be nested",
+        ),
+        ("{% role x %}a{% endrole %}", {"x": "boss"}, ":5: role must be one of"),
+        ("{{ img | fence }}", {}, ":5: fence() takes text"),
+        ("{% role x %}{{ img }}{% endrole %}", {"x": "system"}, ": an image or document cannot"),
+    ],
+)
+def test_render_errors_name_the_task_and_line(
+    tmp_path: Path, body: str, values: dict[str, str], message: str
+) -> None:
+    """These said "Task 'template': role blocks cannot be nested": no task, no line."""
+    path = tmp_path / "t.jinja"
+    path.write_text(f"---\ninputs: {{x: str, img: 'image | None'}}\n---\nfirst\n{body}\n")
+    image = pc.Image(b"\x89PNG\r\n\x1a\n" + bytes(30))
+    text = "{{ img | fence }}"
+    if body == text:  # refused at load when written out; reached here through a macro
+        path.write_text(
+            "---\ninputs: {x: str, img: 'image | None'}\n---\n{% macro f(v) %}\n"
+            "{{ v | fence }}{% endmacro %}{{ f(img) }}\n"
+        )
+    with pytest.raises(pc.TaskInputError) as info:
+        pc.Task.from_file(path).render(**{"x": "a", "img": image, **values})
+    assert str(info.value).startswith("Task 't': template could not render")
+    assert message in str(info.value)
