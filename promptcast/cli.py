@@ -892,7 +892,7 @@ def eval_command(
         report = evaluate(
             task,
             chosen,
-            load_cases(cases) if cases else None,
+            load_cases(cases, task) if cases else None,
             scorer=score_fn,
             concurrency=concurrency,
         )

@@ -22,10 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from promptcast import _telemetry
+from promptcast import _batch_files, _telemetry
 from promptcast._files import read_text
 from promptcast._secrets import scrub
 from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
+from promptcast.media import media_inputs
 from promptcast.result import Usage
 from promptcast.spec import Example
 from promptcast.task import Task
@@ -113,12 +114,14 @@ def expectation_problems(output: Any, example: Example) -> list[str]:
     return problems
 
 
-def load_cases(path: str | Path) -> list[Example]:
+def load_cases(path: str | Path, task: Task[Any] | None = None) -> list[Example]:
     """Cases from JSONL: `{"inputs": {…}, "expect": {…}, "expect_contains": {…}}` per line.
 
     Lines end at `\\n` only (`str.splitlines` would also split inside a JSON string at U+2028,
     U+2029 or NEL), and each line is checked whole here, so a bad case stops the eval before
-    any call rather than crashing it half way."""
+    any call rather than crashing it half way. Given the `task`, its image and document inputs
+    given as file names are paths relative to the cases file, as in a batch input file."""
+    media = media_inputs(task.spec) if task is not None else frozenset()
     try:
         text = read_text(Path(path))
     except (OSError, UnicodeDecodeError) as exc:
@@ -142,9 +145,12 @@ def load_cases(path: str | Path) -> list[Example]:
                 f"{path}:{number}: not a case: {problem}; a case is "
                 '{"inputs": {…}, "expect": {…}, "expect_contains": {…} or "text"}',
             )
+        inputs = data["inputs"]
+        if media:
+            inputs = _batch_files.media_paths(inputs, media, Path(path).parent)
         cases.append(
             Example(
-                data["inputs"],
+                inputs,
                 data.get("expect"),
                 data.get("expect_contains"),
                 data.get("name"),

@@ -947,3 +947,40 @@ async def test_an_output_rewritten_by_a_json_tool_still_resumes(
     kept.write_text(rewrite(next(row for row in rows if row["id"] == 1)) + "\n")
     stats = await run_file(labels, source, kept)
     assert (stats.skipped, stats.done) == (1, 1)
+
+
+# eval cases: media file names are relative to the cases file, as in a batch input file
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
+    b"\x00\x00\x00\nIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_cli_eval_cases_take_media_paths_relative_to_the_cases_file(
+    missing: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shot.jinja").write_text(
+        "---\ninputs: {shot: image}\noutput: {label: str}\nmodel: test/labels\n---\nLook.\n"
+    )
+    folder = tmp_path / "evals"
+    (folder / "shots").mkdir(parents=True)
+    (folder / "shots" / "1.png").write_bytes(PNG)
+    name = "shots/missing.png" if missing else "shots/1.png"
+    cases = folder / "cases.jsonl"
+    cases.write_text(json.dumps({"inputs": {"shot": name}, "expect": {"label": "ok"}}) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    backend = ScriptedBackend(lambda request: {"label": "ok"})
+    with pc.override(backends={"test/labels": backend}):
+        result = CliRunner().invoke(
+            app, ["eval", "shot", "--cases", str(cases), "--json", "-p", str(tmp_path)]
+        )
+    if missing:
+        assert result.exit_code == 1 and "missing.png" in result.output
+        assert "can never pass" in result.output and backend.requests == []
+    else:
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["models"][0]["passed"] == 1
