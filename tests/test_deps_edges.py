@@ -503,3 +503,45 @@ def test_a_refused_key_names_where_it_is_set_and_is_not_retried(
     assert f"the API key was refused: check {where}" in message
     assert KEY[10:] not in message
     assert len(fake.requests) == 1
+
+
+NOT_A_MESSAGE_STREAM = {
+    "empty": [],
+    "html": [b"<html><body>502 Bad Gateway</body></html>\n\n"],
+    "other-events": [b'data: {"hello": "world"}\n\n', b"data: [1, 2, 3]\n\n"],
+    "ping-only": [b'event: ping\ndata: {"type": "ping"}\n\n'],
+}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    "frames", list(NOT_A_MESSAGE_STREAM.values()), ids=list(NOT_A_MESSAGE_STREAM)
+)
+def test_a_200_stream_with_no_message_is_a_retryable_backend_error(
+    write_task: Callable[..., Path], fake_anthropic: Any, frames: list[bytes], use_async: bool
+) -> None:
+    """An event stream that ends without `message_start` raised a bare AssertionError out of
+    the anthropic SDK's `get_final_message`; it is now a retryable BackendError that says the
+    base URL may not be the API, and the retry gets a fresh request."""
+    from promptcast.testing import FakeReply
+
+    fake_anthropic.handler = lambda request: FakeReply(
+        events=frames, headers={"content-type": "text/event-stream"}
+    )
+    pc.configure(max_retries=1, retry_max_wait_s=0.01)
+    task = pc.Task.from_file(write_task("summarize", SUMMARY_TASK))
+    with pytest.raises(BackendError) as caught:
+        if use_async:
+            import asyncio
+
+            async def consume() -> None:
+                async with task.astream(text="x") as stream:
+                    async for _ in stream:
+                        pass
+
+            asyncio.run(consume())
+        else:
+            for _ in task.stream(text="x"):
+                pass
+    assert caught.value.retryable and "without a message" in str(caught.value)
+    assert len(fake_anthropic.requests) == 2

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from promptcast.backends.base import ModelReply, ModelRequest, StreamDelta
+from promptcast.backends.base import ModelReply, ModelRequest, StreamDelta, malformed_reply
 from promptcast.errors import BackendError
 
 __all__ = ["Answer", "astream_reply", "stream_reply"]
@@ -62,11 +62,15 @@ def stream_reply(
 ) -> Iterator[StreamDelta | ModelReply]:
     """Stream one request on a sync client; `to_reply` turns the final `Message` into the reply
     and `mapped` is the backend's SDK-error mapping."""
+    started = False
     with mapped(request), _stream_errors(sdk, request), client.messages.stream(**kwargs) as stream:
         for event in stream:
+            started = started or event.type == "message_start"
             delta = answer.delta(event)
             if delta is not None:
                 yield delta
+        if not started:
+            raise _no_message(request)
         message = stream.get_final_message()
     yield to_reply(message)
 
@@ -81,14 +85,26 @@ async def astream_reply(
     mapped: Callable[[ModelRequest], Any],
 ) -> AsyncIterator[StreamDelta | ModelReply]:
     """`stream_reply` on an async client."""
+    started = False
     with mapped(request), _stream_errors(sdk, request):
         async with client.messages.stream(**kwargs) as stream:
             async for event in stream:
+                started = started or event.type == "message_start"
                 delta = answer.delta(event)
                 if delta is not None:
                     yield delta
+            if not started:
+                raise _no_message(request)
             message = await stream.get_final_message()
     yield to_reply(message)
+
+
+def _no_message(request: ModelRequest) -> BackendError:
+    """A 200 stream that ended with no `message_start` (empty, a proxy's page, another API's
+    events): the SDK's `get_final_message` then failed a bare `assert`."""
+    return malformed_reply(
+        "anthropic", request, ValueError("the event stream ended without a message")
+    )
 
 
 async def in_thread(items: Iterator[StreamDelta | ModelReply]) -> AsyncIterator[Any]:
