@@ -107,7 +107,8 @@ class _RunError(PromptcastError):
 
 class BackendError(_RunError):
     """The provider failed. `retryable` says whether trying again may help; `retry_after` is the
-    provider's requested wait in seconds, when it sent one."""
+    provider's requested wait in seconds, when it sent one; `timed_out`, that no complete reply
+    came in time (the server answers it with 504, not 502)."""
 
     def __init__(
         self,
@@ -117,12 +118,14 @@ class BackendError(_RunError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        timed_out: bool = False,
         **context: Any,
     ) -> None:
         self.provider = provider
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.timed_out = timed_out
         super().__init__(message, **context)
 
 

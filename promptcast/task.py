@@ -451,6 +451,7 @@ def _no_reply_in_time(step: _Send) -> BackendError:
         f"no complete reply{within} (the server is slow, or sends its reply slowly)",
         provider=step.backend.provider,
         retryable=True,
+        timed_out=True,
         task=request.task,
         model=f"{step.backend.provider}/{request.model}",
     )

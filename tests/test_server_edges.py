@@ -21,6 +21,7 @@ import promptcast as pc
 from promptcast.errors import BackendError, ConfigurationError
 from promptcast.server import create_app
 from promptcast.server.logs import JsonFormatter
+from promptcast.server.problems import problem_for_error
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
 from tests.conftest import TEST_KEY
 from tests.serving import AUTH, TOKEN, metric, running
@@ -245,7 +246,7 @@ def test_an_unreachable_or_silent_provider_is_told_apart(
             response = httpx.post(url + PATH, json={"message": "m"}, headers=AUTH, timeout=30)
         found[name] = (response.status_code, response.json()["detail"])
     assert found["refused"][0] == 502 and "could not be reached" in found["refused"][1]
-    assert found["silent"][0] == 504 and "did not answer in time" in found["silent"][1]
+    assert found["silent"][0] == 504 and "did not answer in time" in found["silent"][1], found
 
 
 def closed_port() -> int:
@@ -636,3 +637,21 @@ def test_a_415_is_counted_and_logged_as_the_tasks(
     ]
     assert getattr(line, "task", None) == "extract_ticket"
     assert getattr(line, "error", None) == "unsupported-media-type"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "said"),
+    [
+        (BackendError("no complete reply", provider="p", timed_out=True), 504, "in time"),
+        (BackendError("cannot reach p (ReadTimeout: timed out)", provider="p"), 504, "in time"),
+        (BackendError("cannot reach p (ConnectError)", provider="p"), 502, "be reached"),
+        (BackendError("p sent a reply that is not its API's shape", provider="p"), 502, "usable"),
+        (BackendError("upstream", provider="p", status=504), 504, "HTTP 504"),
+    ],
+    ids=["deadline", "sdk-timeout", "refused", "garbage", "gateway-504"],
+)
+def test_provider_failures_get_the_status_and_words_of_what_happened(
+    error: BackendError, status: int, said: str
+) -> None:
+    body, _ = problem_for_error(error)
+    assert body["status"] == status and said in body["detail"], body

@@ -233,16 +233,17 @@ def _backend_problem(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     status = exc.status
     text = str(exc).lower()
+    # the SDKs' own timeouts are known by their text ("ReadTimeout"), promptcast's by the flag
+    timed_out = exc.timed_out or status in (408, 504) or (status is None and "timeout" in text)
     if status:
         said = f"returned HTTP {status}"
-    elif "timeout" in text:
+    elif timed_out:
         said = "did not answer in time"
     elif "cannot reach" in text:
         said = "could not be reached"
     else:  # it answered: an error page, another API's reply, a stream cut short
         said = "sent no usable reply"
     where = f"the model provider ({exc.provider}) {said}"
-    timed_out = status in (408, 504) or (status is None and "timeout" in text)
     if timed_out:
         code, kind, default = 504, "provider-timeout", 2
     elif status in (429, 503, 529) and exc.retryable:
