@@ -490,6 +490,8 @@ def compile_template(
             _blocks.reset(token)
             _media.reset(media_token)
             _ranged.reset(ranged_token)
+        if _mangled(text, nonce, values):
+            raise TaskInputError(task, None, f"template could not render: {_MANGLED}")
         try:
             prompt = _assemble(text, nonce, collected, placed)
         except TaskInputError as exc:
@@ -721,6 +723,39 @@ def _misplaced_media(tree: nodes.Template, media: frozenset[str]) -> list[tuple[
     return found
 
 
+_MANGLED = (
+    "a {% role %} block, {% cachepoint %} or image went through a filter that changed it "
+    "({% filter upper %}, |truncate, |replace on a {% set %} block, ...); filter the text "
+    "inside the block instead"
+)
+
+
+def _mangled(text: str, nonce: str, values: dict[str, Any]) -> bool:
+    """Whether a filter changed a marker of a role block, cache point or image: it would reach
+    the model as text (control characters and the nonce) and its block would be lost. A marker
+    is two control characters around the nonce; other control characters can only come from
+    the data (checked when the data holds none)."""
+    if "\x00" not in text and "\x01" not in text:
+        return False
+    if text.lower().count(nonce) != text.count(nonce):  # |upper, |title, |capitalize
+        return True
+    markers = text.count(f"\x00{nonce}:") + text.count(f"\x01{nonce}:")
+    controls = text.count("\x00") + text.count("\x01")
+    return controls != 2 * markers and not _has_controls(values)
+
+
+def _has_controls(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value or "\x01" in value
+    if isinstance(value, dict):
+        return any(_has_controls(k) or _has_controls(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_has_controls(v) for v in value)
+    if hasattr(value, "model_dump"):
+        return _has_controls(value.model_dump())
+    return False
+
+
 # The task name of the errors raised inside a render, where the task is not known; `render`
 # raises them again with the task's name and the template line.
 _UNNAMED = "template"
@@ -749,6 +784,8 @@ def _assemble(
     pieces: list[tuple[Role, str]] = [("user", parts[0])]
     for part in parts[1:]:
         index, _, rest = part.partition("\x00")
+        if not (index.isdigit() and int(index) < len(blocks)):  # a filter changed the marker
+            raise TaskInputError(_UNNAMED, None, _MANGLED)
         pieces.append(blocks[int(index)])
         pieces.append(("user", rest))
 
@@ -822,6 +859,8 @@ def _place_media(prompt: Prompt, nonce: str, media: Sequence[Media]) -> Prompt:
             parts: list[Part] = []
             for i, piece in enumerate(pieces):
                 if i % 2:
+                    if int(piece) >= len(media):  # a filter changed the marker
+                        raise TaskInputError(_UNNAMED, None, _MANGLED)
                     parts.append({"type": "media", "value": media[int(piece)]})
                 elif piece:
                     parts.append({"type": "text", "text": piece})

@@ -501,3 +501,37 @@ def test_render_errors_name_the_task_and_line(
         pc.Task.from_file(path).render(**{"x": "a", "img": image, **values})
     assert str(info.value).startswith("Task 't': template could not render")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% filter upper %}{% role 'system' %}Be brief.{% endrole %}Hi{% endfilter %}",
+        "{% filter upper %}Static docs{% cachepoint %}{% endfilter %}{{ x }}",
+        "{% set s %}{% role 'system' %}Be brief.{% endrole %}{% endset %}{{ s | upper }}{{ x }}",
+        "{% set s %}Static{% cachepoint %}{% endset %}{{ s | truncate(12) }}{{ x }}",
+        "{% set s %}{% role 'system' %}Be brief.{% endrole %}{% endset %}"
+        "{{ s | replace('0', 'x') | replace('1', 'x') | replace('2', 'x') }}{{ x }}",
+        "{% set s %}{% role 'system' %}Be brief.{% endrole %}{% endset %}"
+        + "{{ s"
+        + "".join(f" | replace('{d}', '7')" for d in "012345689")
+        + " }}{{ x }}",
+    ],
+)
+def test_a_filter_that_changes_a_role_or_cache_marker_is_an_input_error(
+    tmp_path: Path, body: str
+) -> None:
+    """The system block was lost and its marker (control characters and the render's nonce)
+    went to the model as user text; a marker whose index a filter changed raised a bare
+    IndexError or ValueError."""
+    path = tmp_path / "t.jinja"
+    path.write_text(f"---\ninputs: {{x: str}}\n---\n{body}\n")
+    with pytest.raises(pc.TaskInputError, match="went through a filter that changed it"):
+        pc.Task.from_file(path).render(x="data")
+
+
+def test_control_characters_in_the_data_are_not_taken_for_markers(tmp_path: Path) -> None:
+    path = tmp_path / "t.jinja"
+    path.write_text("---\ninputs: {x: str}\n---\n{% role 'system' %}S{% endrole %}{{ x }}\n")
+    prompt = pc.Task.from_file(path).render(x="a\x00b\x01c")
+    assert prompt.system == "S" and prompt.messages[0]["content"] == "a\x00b\x01c"
