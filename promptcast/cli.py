@@ -6,6 +6,8 @@ failure), printed as one message without a traceback; 2 a command-line usage err
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import re
 import sys
@@ -1047,8 +1049,30 @@ def _convert_targets(files: list[Path], output: Path, force: bool) -> list[Path]
     return targets
 
 
+def _json_escape(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: each character the stream's encoding lacks as a JSON `\\uXXXX`
+    escape (a surrogate pair beyond U+FFFF), so JSON output stays JSON of the same value."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    escapes = []
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            escapes.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            escapes.append(f"\\u{code:04x}")
+    return "".join(escapes), error.end
+
+
 def main() -> None:
     """Console-script entry point."""
+    codecs.register_error("promptcast.json_escape", _json_escape)
+    for stream in (sys.stdout, sys.stderr):
+        # a stream that cannot encode a character (a Windows pipe in cp1252, a Latin-1 locale,
+        # PYTHONIOENCODING=ascii) writes it as an escape, not a traceback after the work is done
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="promptcast.json_escape")
     app()
 
 

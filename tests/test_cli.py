@@ -357,3 +357,44 @@ def test_render_prints_long_lines_as_they_are_sent() -> None:
     result = runner.invoke(app, ["render", "translate", "-i", f"text={text}"])
     assert result.exit_code == 0, result.output
     assert f"\n{text}\n" in result.stdout
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "cp1252"])
+def test_a_stdout_that_cannot_encode_a_character_gets_an_escape_not_a_traceback(
+    write_task: Callable[..., Path], tmp_path: Path, encoding: str
+) -> None:
+    """A Windows pipe (cp1252), a Latin-1 locale or PYTHONIOENCODING=ascii: the command still
+    finishes and prints what it can, the rest as backslash escapes."""
+    write_task(
+        "greet", '---\ninputs: {name: str}\ndescription: "Grüße … 日本"\n---\nHi {{ name }}\n'
+    )
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    folder = str(tmp_path)
+    for args, code in [
+        (["render", "greet", "-i", "name=日本語", "-p", folder], 0),
+        (["list", "-p", folder], 0),  # a rich table or aligned text
+        (["check", "nowhere…"], 1),  # an error line on stderr
+    ]:
+        command = [sys.executable, "-m", "promptcast.cli", *args]
+        done = subprocess.run(command, env=env, capture_output=True, timeout=120)
+        assert b"Traceback" not in done.stderr, done.stderr.decode(encoding, "replace")
+        assert done.returncode == code, args
+        done.stdout.decode(encoding)  # all of it in the stream's encoding
+        if args[0] == "render":
+            assert b"Hi \\u65e5\\u672c\\u8a9e" in done.stdout
+
+
+def test_json_output_through_an_ascii_stdout_is_the_same_json_value(
+    write_task: Callable[..., Path], tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    """Escapes, surrogate pairs beyond U+FFFF included, keep `run`'s output valid JSON."""
+    from promptcast.testing import message, text_block
+
+    answer = "日本 🎉 café \U0001f600 end"
+    fake_anthropic.reply(message([text_block(answer)]))
+    write_task("echo", "---\ninputs: {q: str}\noutput: str\n---\n{{ q }}\n")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PROMPTCAST_CACHE": "off"}
+    command = [sys.executable, "-m", "promptcast.cli", "run", "echo", "-p", str(tmp_path)]
+    done = subprocess.run([*command, "-i", "q=hi"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode("ascii", "replace")
+    assert json.loads(done.stdout.decode("ascii")) == answer
