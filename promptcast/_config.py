@@ -97,9 +97,18 @@ class ProviderSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError(f"base_url must be an http(s) URL, got {value!r}")
+        if value is None:
+            return None
+        value = _clean_url(value)
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"base_url must be an http(s) URL, got {redact_url(value)!r}")
         return value
+
+
+def _clean_url(value: str) -> str:
+    """A base URL without surrounding whitespace or trailing slashes: the OpenAI-compatible
+    route pasted them into the path (`/v1%20/chat/completions`, `/v1//chat/completions`: 404)."""
+    return value.strip().rstrip("/")
 
 
 class Settings(BaseModel):
@@ -442,7 +451,7 @@ def endpoint_settings(
         key = os.environ.get(key_var, "").strip() or None
         source = key_var
     if url is None and url_var:
-        url = os.environ.get(url_var) or None
+        url = _clean_url(os.environ.get(url_var, "")) or None
     if check and key is not None:
         check_api_key(key, source, env_var=key_var if source == key_var else None)
     return key, url

@@ -545,3 +545,35 @@ def test_a_200_stream_with_no_message_is_a_retryable_backend_error(
                 pass
     assert caught.value.retryable and "without a message" in str(caught.value)
     assert len(fake_anthropic.requests) == 2
+
+
+@pytest.mark.parametrize("source", ["env", "configure"])
+@pytest.mark.parametrize(
+    "suffix", [" ", "\n", "//", "/ \r\n"], ids=["space", "newline", "slashes", "mixed"]
+)
+def test_a_base_url_with_trailing_whitespace_or_slashes_still_reaches_the_api(
+    write_task: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    provider_fake: tuple[str, Any],
+    suffix: str,
+    source: str,
+) -> None:
+    """The OpenAI-compatible route pasted a base URL's trailing space or slashes into the path
+    (`/v1%20/chat/completions`: 404); base URLs are now trimmed like keys."""
+    provider, fake = provider_fake
+    base = fake.base_url + suffix
+    if source == "env":
+        monkeypatch.setenv(f"{provider.upper()}_BASE_URL", base)
+        monkeypatch.setenv(f"{provider.upper()}_API_KEY", KEY)
+    else:
+        pc.configure(providers={provider: {"api_key": KEY, "base_url": base}})
+    model = "anthropic/claude-sonnet-4-6" if provider == "anthropic" else "openai/gpt-4o-mini"
+    pc.configure(max_retries=0)
+    _task(write_task, model).run(text="hi")
+    assert len(fake.requests) == 1
+
+
+def test_a_bad_base_url_error_never_shows_its_password() -> None:
+    with pytest.raises(pc.ConfigurationError) as caught:
+        pc.configure(providers={"openai": {"base_url": "ftp://me:hunter2secret@example.test"}})
+    assert "hunter2secret" not in str(caught.value)
