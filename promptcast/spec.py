@@ -407,13 +407,14 @@ def _build(
                         "inputs",
                         *err["loc"][:1],
                     )
-        if ex.expect and output_fields is not None:
-            unknown = sorted(set(ex.expect) - output_fields)
-            if unknown:
-                problems.add(
-                    f"examples[{i}].expect names field(s) {unknown} that the output has not",
-                    line=line,
-                )
+        for key, named in (("expect", ex.expect), ("expect_contains", ex.expect_contains)):
+            if isinstance(named, dict) and output_fields is not None:
+                unknown = sorted(set(named) - output_fields)
+                if unknown:  # the example could never pass, on any model
+                    problems.add(
+                        f"examples[{i}].{key} names field(s) {unknown} that the output has not",
+                        line=line,
+                    )
         expect = ex.expect
         if expect and output_model is not None:
             expect = _expected(output_model, expect, i, problems)

@@ -166,6 +166,12 @@ class _Writer:
     # functions
 
     def function(self, spec: TaskSpec, rel: str) -> str:
+        if keyword.iskeyword(spec.name):  # `def class(` would not compile
+            raise TaskDefinitionError(
+                f"task name {spec.name!r} is a Python keyword; rename the file or set `name:` "
+                "to use typegen",
+                file=spec.path,
+            )
         params = ["*"]
         for name, item in spec.inputs.items():
             if keyword.iskeyword(name):

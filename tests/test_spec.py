@@ -391,3 +391,18 @@ def test_frontmatter_and_template_lines_agree_whatever_the_line_ends(
     path.write_bytes(newline.join(lines).encode())
     problems = check_task_file(path)
     assert [p.line for p in problems] == [3, 5]
+
+
+@pytest.mark.parametrize("key", ["expect", "expect_contains"])
+def test_an_example_naming_a_field_the_output_lacks_is_a_load_error(
+    tmp_path: Path, key: str
+) -> None:
+    """Such an example could never pass an eval, on any model."""
+    path = tmp_path / "t.jinja"
+    path.write_text(
+        "---\ninputs: {q: str}\noutput: {answer: str}\nexamples:\n"
+        f"  - inputs: {{q: hi}}\n    {key}: {{answr: hello}}\n---\n{{{{ q }}}}\n"
+    )
+    [problem] = check_task_file(path)
+    assert problem.line == 5
+    assert f"examples[0].{key} names field(s) ['answr'] that the output has not" in str(problem)

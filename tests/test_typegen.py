@@ -268,6 +268,13 @@ def test_typegen_reports_a_broken_task_file_and_an_empty_folder(project: Path) -
     assert result.exit_code == 1 and "no task files" in result.output
 
 
+@pytest.mark.parametrize("name", ["class", "def", "None", "async"])
+def test_a_task_named_by_a_python_keyword_is_a_typegen_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / f"{name}.jinja").write_text("---\ninputs: {q: str}\n---\n{{ q }}\n")
+    with pytest.raises(pc.TaskDefinitionError, match=f"task name '{name}' is a Python keyword"):
+        generate([tmp_path], tmp_path / "out.py")
+
+
 def test_prompty_tasks_get_types_too(project: Path) -> None:
     (project / "prompts" / "ask.prompty").write_text(
         textwrap.dedent(
