@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import socket
 import threading
@@ -655,3 +656,20 @@ def test_provider_failures_get_the_status_and_words_of_what_happened(
 ) -> None:
     body, _ = problem_for_error(error)
     assert body["status"] == status and said in body["detail"], body
+
+
+@pytest.mark.parametrize("route", [PATH, PATH + "/stream"])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "GZIP"])
+def test_a_compressed_body_gets_a_415_naming_the_coding(
+    serve: Any, route: str, coding: str
+) -> None:
+    """Read as JSON, gzip bytes would get a 422 saying they are not UTF-8."""
+    url = serve(ScriptedBackend([]))
+    body = gzip.compress(b'{"message": "m"}')
+    headers = {**JSON, "content-encoding": coding}
+    response = httpx.post(url + route, content=body, headers=headers, timeout=30)
+    assert response.status_code == 415, response.text
+    assert response.headers["accept-encoding"] == "identity"
+    problem = response.json()
+    assert problem["task"] == "extract_ticket" and coding.lower() in problem["detail"]
+    assert "uncompressed" in problem["detail"]

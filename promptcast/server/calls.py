@@ -100,13 +100,19 @@ class TaskEndpoint:
             return await self.call(request, model())
         # JSON only: a browser page cannot send it cross-site without a CORS preflight
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        coding = request.headers.get("content-encoding", "").strip().lower()
+        refused = None
         if media != "application/json" and not (
             media.startswith("application/") and media.endswith("+json")
         ):
+            refused = "send the inputs as a JSON object with 'Content-Type: application/json'"
+        elif coding not in ("", "identity"):  # gzip bytes would be read as (not UTF-8) JSON
+            refused = f"send the body uncompressed (Content-Encoding {coding[:40]!r} is not read)"
+        if refused is not None:
             body = problem(
                 415,
                 "unsupported-media-type",
-                "send the inputs as a JSON object with 'Content-Type: application/json'",
+                refused,
                 instance=request.url.path,
                 request_id=context.request_id(request),
                 task=task.name,
@@ -119,7 +125,8 @@ class TaskEndpoint:
                 error="unsupported-media-type",
             )
             self.state.metrics.calls.labels(task.name, task.model, "415").inc()
-            return problem_response(body)
+            # RFC 7694: a 415 for a content coding says which ones are read
+            return problem_response(body, {"accept-encoding": "identity"} if coding else None)
         try:
             inputs = model.model_validate_json(raw, strict=True)
         except ValidationError as exc:
