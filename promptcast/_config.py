@@ -12,6 +12,7 @@ can have its own endpoint with `configure(models={model: {...}})`; see `endpoint
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import re
 import threading
@@ -145,7 +146,14 @@ class Settings(BaseModel):
     @field_validator("fallbacks", "api_tokens", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            # pydantic-settings' own spelling of a list (`'["a","b"]'`); split at commas it made
+            # the tokens '["a"' and '"b"]'
+            items = json.loads(value)  # a ValueError names the variable
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError("a JSON list must hold strings only")
+        else:
+            items = value.split(",") if isinstance(value, str) else value
         return tuple(str(item).strip() for item in items if str(item).strip())
 
     @field_validator("prompts", mode="before")

@@ -96,7 +96,7 @@ def _parse_partial(text: str) -> Any:
         if text[-1:].isdigit() and from_json(text + "x", allow_partial="trailing-strings") == value:
             value = from_json(_TRAILING_NUMBER.sub("", text), allow_partial="trailing-strings")
         return value
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a lone surrogate in the text, which jiter refuses
         return None
 
 

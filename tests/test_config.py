@@ -34,6 +34,9 @@ from promptcast.testing import ScriptedBackend
         ("PROMPTCAST_MAX_BODY_BYTES", "1e3"),
         ("PROMPTCAST_LOG_LEVEL", "loud"),
         ("PROMPTCAST_MODEL", " "),
+        ("PROMPTCAST_API_TOKENS", '["a", "b"'),
+        ("PROMPTCAST_ALLOWED_HOSTS", '["a", 1]'),
+        ("PROMPTCAST_FALLBACKS", '[{"model": "x"}]'),
     ],
 )
 def test_a_bad_variable_is_a_configuration_error_naming_it(
@@ -185,3 +188,24 @@ def test_a_cache_that_is_neither_url_nor_cache_names_the_value_once(value: objec
     message = str(caught.value)
     assert "'off'" in message and "get, set and close (got " in message
     assert message.count("got") == 1
+
+
+@pytest.mark.parametrize(
+    ("var", "field"),
+    [
+        ("PROMPTCAST_API_TOKENS", "api_tokens"),
+        ("PROMPTCAST_ALLOWED_HOSTS", "allowed_hosts"),
+        ("PROMPTCAST_FALLBACKS", "fallbacks"),
+    ],
+)
+@pytest.mark.parametrize(
+    "value", ['["tok-a", "tok,b"]', ' [ "tok-a" , "tok,b" ] ', "tok-a, tok,b"], ids=repr
+)
+def test_list_variables_take_a_json_list_or_commas(
+    monkeypatch: pytest.MonkeyPatch, var: str, field: str, value: str
+) -> None:
+    """pydantic-settings spells a list as JSON; split at commas it became '["tok-a"' and so on."""
+    monkeypatch.setenv(var, value)
+    pc.reset_defaults()
+    expected = ("tok-a", "tok,b") if "[" in value else ("tok-a", "tok", "b")
+    assert getattr(pc.get_config(), field) == expected

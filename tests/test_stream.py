@@ -643,3 +643,13 @@ def test_a_recorded_stream_replays_offline_with_the_same_partials(
         replayed = list(stream)
     assert replayed == recorded and len(recorded) > 10
     assert stream.run.output == ProductAnswer(**ANSWER)
+
+
+@pytest.mark.parametrize("text", ["a\ud800b", "\udfff", "ok \ud83d"], ids=repr)
+def test_a_lone_surrogate_in_streamed_text_is_no_crash(text: str) -> None:
+    """jiter refuses a str holding one with a TypeError, not the ValueError of bad JSON."""
+    backend = ScriptedBackend([{"summary": text, "key_points": ["k"]}], chunk_chars=3)
+    with pc.override(backends={"test/s": backend}):
+        stream = pc.builtin_tasks().summarize.with_model("test/s").stream(text="hi")
+        partials = list(stream)
+    assert partials and stream.run.output.summary == text  # type: ignore[attr-defined]
