@@ -577,3 +577,47 @@ def test_a_bad_base_url_error_never_shows_its_password() -> None:
     with pytest.raises(pc.ConfigurationError) as caught:
         pc.configure(providers={"openai": {"base_url": "ftp://me:hunter2secret@example.test"}})
     assert "hunter2secret" not in str(caught.value)
+
+
+def _conflicted(text: str) -> str:
+    lines = text.splitlines()
+    middle = len(lines) // 2
+    return "\n".join(
+        ["<<<<<<< HEAD", *lines[:middle], "=======", *lines[middle:], ">>>>>>> other", ""]
+    )
+
+
+BROKEN_CASSETTES: dict[str, Callable[[str], bytes]] = {
+    "merge-conflict": lambda good: _conflicted(good).encode(),
+    "cut-off": lambda good: good[: len(good) // 2].encode(),
+    "a-list": lambda good: b"- 1\n- 2\n",
+    "a-scalar": lambda good: b"hello\n",
+    "no-request": lambda good: b"interactions:\n- response: {}\nversion: 1\n",
+    "broken-utf8": lambda good: good.encode()[:40] + b"\xff\xfe" + good.encode()[40:],
+    "tab-indented": lambda good: good.replace("  ", "\t", 1).encode(),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BROKEN_CASSETTES.values()), ids=list(BROKEN_CASSETTES))
+def test_a_cassette_that_cannot_be_read_is_a_typed_error_naming_it(
+    write_task: Callable[..., Path],
+    fake_anthropic: Any,
+    tmp_path: Path,
+    breakage: Callable[[str], bytes],
+) -> None:
+    """A merge conflict or cut-off cassette raised yaml's ScannerError, KeyError or
+    AttributeError without the file's name (broken UTF-8 read as 'no recording', to be
+    recorded over); each is now a CassetteReadError naming the file and what to do."""
+    from promptcast.testing.cassettes import CassetteReadError, recording, replay
+
+    task = pc.Task.from_file(write_task("summarize", SUMMARY_TASK))
+    cassette = tmp_path / "summarize.yaml"
+    with recording(cassette):
+        task.run(text="x")
+    cassette.write_bytes(breakage(cassette.read_text(encoding="utf-8")))
+    before = cassette.read_bytes()
+    with pytest.raises(CassetteReadError) as caught, replay(cassette):
+        task.run(text="x")
+    assert str(cassette) in str(caught.value) and caught.value.cassette == str(cassette)
+    assert "record again" in str(caught.value)
+    assert cassette.read_bytes() == before  # nothing written over it

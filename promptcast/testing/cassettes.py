@@ -41,6 +41,7 @@ __all__ = [
     "REDACTED",
     "SECRET_REQUEST_HEADERS",
     "SECRET_RESPONSE_HEADERS",
+    "CassetteReadError",
     "NoRecordingError",
     "PromptDriftError",
     "SecretFinding",
@@ -408,9 +409,40 @@ def register(vcr: Any, *, ignore_fields: Iterable[str] = ()) -> Any:
 
     vcr.register_serializer("yaml", serializer)
     vcr.register_serializer("json", _ScrubbedJsonSerializer())
+    vcr.register_persister(_CheckedPersister)
     vcr.register_matcher("endpoint", endpoint_matcher)
     vcr.register_matcher("json_body", json_body)
     return vcr
+
+
+class _CheckedPersister:
+    """vcrpy's file persister, except that a cassette file which cannot be read (a merge conflict,
+    a cut-off write, broken UTF-8) is a `CassetteReadError` naming the file: vcrpy raised the
+    parser's bare error (ScannerError, KeyError, ...) without the path, or, for broken UTF-8,
+    treated the file as absent, to be recorded over."""
+
+    @classmethod
+    def load_cassette(cls, cassette_path: Any, serializer: Any) -> Any:
+        from vcr.persisters.filesystem import CassetteNotFoundError, FilesystemPersister
+
+        try:
+            return FilesystemPersister.load_cassette(cassette_path, serializer)
+        except CassetteNotFoundError:
+            raise
+        except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, UnicodeDecodeError) else exc
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            raise CassetteReadError(
+                f"cassette {cassette_path} cannot be read ({type(cause).__name__}: {first}); "
+                "a merge conflict or a cut-off file? Fix it, or delete it and record again",
+                cassette=str(cassette_path),
+            ) from exc
+
+    @staticmethod
+    def save_cassette(cassette_path: Any, cassette_dict: Any, serializer: Any) -> None:
+        from vcr.persisters.filesystem import FilesystemPersister
+
+        FilesystemPersister.save_cassette(cassette_path, cassette_dict, serializer)
 
 
 # --- recording and replaying --------------------------------------------------------------------
@@ -571,6 +603,14 @@ def _ini_value(file: Path) -> str | None:
     if not parser.has_section(section):
         return "" if file.name in ("pytest.ini", ".pytest.ini") else None
     return parser.get(section, "promptcast_cassette_dir", fallback="").strip()
+
+
+class CassetteReadError(PromptcastError):
+    """A cassette file exists but is not a cassette (not YAML/JSON, or not vcrpy's shape)."""
+
+    def __init__(self, message: str, *, cassette: str) -> None:
+        self.cassette = cassette
+        super().__init__(message)
 
 
 class NoRecordingError(PromptcastError):
