@@ -202,25 +202,11 @@ async def _one(
             detail=scrub(message),  # reports are saved and shared: no credentials in them
         )
     if scorer is not None:
-        score, detail = await _scored(scorer, run.output, case)
-        if score is None:  # the call's numbers are kept: it ran and was paid for
-            return CaseResult(
-                model=model,
-                case=index,
-                score=0.0,
-                passed=False,
-                latency_s=run.latency_s,
-                input_tokens=run.usage.input_tokens,
-                output_tokens=run.usage.output_tokens,
-                cache_read_tokens=run.usage.cache_read_tokens,
-                cache_write_tokens=run.usage.cache_write_tokens,
-                cost_usd=run.usage.cost_usd,
-                outcome="error",
-                detail=detail,
-            )
+        scored, detail = await _scored(scorer, run.output, case)
     else:
         problems = expectation_problems(run.output, case)
-        score, detail = (0.0, "; ".join(problems)) if problems else (1.0, None)
+        scored, detail = (0.0, "; ".join(problems)) if problems else (1.0, None)
+    score = scored or 0.0
     return CaseResult(
         model=model,
         case=index,
@@ -232,7 +218,8 @@ async def _one(
         cache_read_tokens=run.usage.cache_read_tokens,
         cache_write_tokens=run.usage.cache_write_tokens,
         cost_usd=run.usage.cost_usd,
-        outcome="ok" if score >= 1.0 else "failed",
+        # a scorer that failed: the call's numbers are kept, it ran and was paid for
+        outcome="error" if scored is None else "ok" if score >= 1.0 else "failed",
         detail=detail,
     )
 
