@@ -138,7 +138,12 @@ class _JsonBodySerializer:
 
     @staticmethod
     def deserialize(text: str) -> dict[str, Any]:
-        data: dict[str, Any] = yaml.safe_load(text) or {"interactions": [], "version": 1}
+        # no aliases: a few lines of them expand to gigabytes (an alias bomb)
+        data: dict[str, Any] = yaml.load(text, Loader=_NoAliasLoader) or {
+            "interactions": [],
+            "version": 1,
+        }
+        _restore_binary(data)
         for interaction in data.get("interactions", []):
             request, response = interaction["request"], interaction["response"]
             if "parsed_body" in request:
@@ -165,7 +170,24 @@ class _ScrubbedJsonSerializer:
     def deserialize(text: str) -> dict[str, Any]:
         from vcr.serializers import jsonserializer
 
-        return dict(jsonserializer.deserialize(text))
+        return _restore_binary(dict(jsonserializer.deserialize(text)))
+
+
+def _restore_binary(data: dict[str, Any]) -> dict[str, Any]:
+    """Response bodies that were not UTF-8 (binary, or compressed in an encoding vcrpy does not
+    decode) are stored with their bytes as surrogate escapes; give them back as those bytes, or
+    the replay dies in vcrpy with a bare TypeError."""
+    interactions = data.get("interactions") if isinstance(data, dict) else None
+    for interaction in interactions if isinstance(interactions, list) else []:
+        response = interaction.get("response") if isinstance(interaction, dict) else None
+        body = response.get("body") if isinstance(response, dict) else None
+        text = body.get("string") if isinstance(body, dict) else None
+        if isinstance(body, dict) and isinstance(text, str) and _SURROGATE.search(text):
+            body["string"] = text.encode("utf-8", errors="surrogateescape")
+    return data
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def _bytes_to_str(value: Any) -> Any:
@@ -880,7 +902,30 @@ def _scan(path: Path, text: str) -> list[SecretFinding]:
     for line, name in headers:
         if line not in found:
             found[line] = SecretFinding(path, line, f"header {name} is not {REDACTED}")
+    if data is not None:  # escaped (`\u0073k-…`) or folded over lines: judge the decoded values
+        for line, value in _scalars(text):
+            for match in _secrets.find(value)[:1]:
+                what = f"looks like a key ({match.kind}, once decoded): {match.masked}"
+                found.setdefault(line, SecretFinding(path, line, what))
     return [found[line] for line in sorted(found)]
+
+
+def _scalars(text: str) -> Iterator[tuple[int, str]]:
+    """`(line, value)` of every decoded string scalar in a YAML (or JSON) document."""
+    try:
+        root = yaml.compose(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError:
+        return
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if isinstance(node.value, str) and node.value:
+                yield node.start_mark.line + 1, node.value
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in node.value for item in pair)
 
 
 _HEADER_LINE = re.compile(

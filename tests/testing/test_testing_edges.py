@@ -1,0 +1,138 @@
+"""Edges of offline testing: cassettes a hostile or careless hand wrote, bodies that are not
+UTF-8, secrets hidden by escaping, and the scripted double misused.
+
+Key-shaped values are assembled at run time, so no secret-looking literal sits in the repository.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from promptcast.testing import FakeReply, FakeServer, recording, replay
+from promptcast.testing.cassettes import CassetteReadError, find_secrets
+
+KEY = "sk-ant-" + "api03-" + "".join(random.Random(7).choices(string.ascii_letters, k=40))
+
+
+class EchoServer(FakeServer):
+    paths = ("/v1/messages",)
+    name = "echo"
+
+    def auto(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True}
+
+
+@pytest.fixture
+def server() -> Iterator[EchoServer]:
+    with EchoServer() as fake:
+        yield fake
+
+
+def post(base_url: str) -> httpx.Response:
+    with httpx.Client() as client:
+        return client.post(f"{base_url}/v1/messages", json={"model": "m"}, timeout=10)
+
+
+# --- cassettes that must never be loaded as written ----------------------------------------------
+
+
+def alias_bomb() -> str:
+    lines = ['a: &a ["xxxxxxxxxx", "xxxxxxxxxx", "xxxxxxxxxx", "xxxxxxxxxx", "xxxxxxxxxx"]']
+    previous = "a"
+    for name in "bcdefghij":
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]")
+        previous = name
+    lines += [
+        "interactions:",
+        '- request: {method: POST, uri: "http://x/v1/messages", headers: {}, parsed_body: {}}',
+        "  response: {status: {code: 200, message: OK}, headers: {}, parsed_body: *j}",
+        "version: 1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_cassette_is_a_read_error_not_gigabytes(
+    tmp_path: Path, server: EchoServer
+) -> None:
+    """Before: the replay expanded 5e9 strings (MemoryError after seconds, or the OOM killer)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    with pytest.raises(CassetteReadError, match="aliases") as caught, replay(path):
+        post(server.base_url)
+    assert caught.value.cassette == str(path)
+
+
+# --- bodies that are not UTF-8 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe\x00binary\x80",
+        "caf\xe9 au lait".encode("latin-1"),
+        bytes(range(256)),
+    ],
+    ids=["binary", "latin-1", "all-bytes"],
+)
+@pytest.mark.parametrize("serializer", ["yaml", "json"])
+def test_a_response_body_that_is_not_utf8_replays_byte_for_byte(
+    tmp_path: Path, raw: bytes, serializer: str
+) -> None:
+    """Before: recorded fine, then every replay died in vcrpy with a bare TypeError."""
+    reply = FakeReply(raw=raw, headers={"content-type": "application/octet-stream"})
+    with EchoServer(handler=lambda request: reply) as fake:
+        path = tmp_path / f"cassette.{serializer}"
+        with recording(path, serializer=serializer):
+            live = post(fake.base_url)
+        with replay(path, serializer=serializer):
+            replayed = post(fake.base_url)
+        assert len(fake.requests) == 1
+    assert live.content == raw
+    assert replayed.status_code == 200 and replayed.content == raw
+
+
+# --- the scanner judges decoded values ---------------------------------------------------------
+
+
+def escaped(text: str, how: str) -> str:
+    first = text[0]
+    if how == "yaml-x":
+        return f"\\x{ord(first):02x}" + text[1:]
+    if how == "unicode":
+        return f"\\u{ord(first):04x}" + text[1:]
+    if how == "all-unicode":
+        return "".join(f"\\u{ord(c):04x}" for c in text)
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["yaml-x", "unicode", "all-unicode"])
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_the_scanner_finds_a_key_hidden_by_escapes(tmp_path: Path, how: str, suffix: str) -> None:
+    """Before: `\\u0073k-ant-…` (or `\\x73k-…` in YAML) passed `promptcast scan-cassettes`."""
+    if suffix == ".json" and how == "yaml-x":
+        how = "unicode"  # JSON has no \\x escape
+    value = escaped(KEY, how)
+    if suffix == ".json":
+        text = '{"interactions": [{"response": {"body": {"string": "' + value + '"}}}]}\n'
+        line = 1
+    else:
+        text = f'interactions:\n- response:\n    parsed_body:\n      echo: "{value}"\n'
+        line = 4
+    path = tmp_path / f"cassette{suffix}"
+    path.write_text(text)
+    assert KEY not in path.read_text()
+    findings = find_secrets([path])
+    assert [(f.line, "sk-ant-" in f.what) for f in findings] == [(line, True)]
+
+
+def test_the_scanner_still_reports_a_plain_key_once(tmp_path: Path) -> None:
+    path = tmp_path / "cassette.yaml"
+    path.write_text(f"interactions:\n- response:\n    parsed_body:\n      echo: {KEY}\n")
+    assert len(find_secrets([path])) == 1
