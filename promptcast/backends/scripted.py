@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel
 
 from promptcast.backends.base import Backend, Capabilities, ModelReply, ModelRequest, StreamDelta
 
 __all__ = ["ScriptedBackend"]
 
-Reply = ModelReply | BaseModel | dict[str, Any] | str | Exception
+Reply = ModelReply | BaseModel | dict[str, Any] | str | Exception | type[Exception]
 Handler = Callable[[ModelRequest], Reply | Awaitable[Reply]]
 
 
@@ -55,6 +56,8 @@ class ScriptedBackend(Backend):
                 if not replies:
                     raise AssertionError(
                         f"ScriptedBackend ran out of replies at request {len(self.requests)}"
+                        f"{_which(request)}: it was given {len(self.requests) - 1}; add a reply to "
+                        "its list (a retry or a repair also asks again), or pass a handler"
                     )
                 return replies.pop(0)
 
@@ -110,10 +113,14 @@ class ScriptedBackend(Backend):
     def _to_reply(self, request: ModelRequest, item: Reply) -> ModelReply:
         if isinstance(item, Exception):
             raise item
+        if isinstance(item, type) and issubclass(item, Exception):
+            raise item
         if isinstance(item, ModelReply):
             return item
         if isinstance(item, BaseModel):
             item = item.model_dump(mode="json")
+        elif not isinstance(item, str):
+            item = _jsonable(item, request, len(self.requests))
         data: Any = item
         if isinstance(item, str):
             text = item
@@ -133,3 +140,23 @@ class ScriptedBackend(Backend):
             response_model=request.model,
             finish_reason="stop",
         )
+
+
+def _which(request: ModelRequest) -> str:
+    return f" (task {request.task!r})" if request.task else ""
+
+
+def _jsonable(item: Any, request: ModelRequest, number: int) -> Any:
+    """A reply as JSON values (dates, sets, bytes as pydantic writes them), or a TypeError that
+    names the request and what a reply may be: json.dumps said only "not JSON serializable"."""
+    if inspect.isgenerator(item) or inspect.isasyncgen(item):
+        problem = "a generator (a handler answers one request: return a reply, do not yield)"
+    else:
+        try:
+            return pydantic_core.to_jsonable_python(item)
+        except pydantic_core.PydanticSerializationError as exc:
+            problem = f"not JSON ({exc})"
+    raise TypeError(
+        f"ScriptedBackend reply to request {number}{_which(request)} is {problem}; a reply is a "
+        "ModelReply, a pydantic model, a dict or list of JSON values, a string, or an exception"
+    )

@@ -6,8 +6,12 @@ Key-shaped values are assembled at run time, so no secret-looking literal sits i
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import decimal
 import random
 import string
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from promptcast.testing import FakeReply, FakeServer, recording, replay
+import promptcast as pc
+from promptcast.testing import FakeReply, FakeServer, ScriptedBackend, recording, replay
 from promptcast.testing.cassettes import CassetteReadError, find_secrets
 
 KEY = "sk-ant-" + "api03-" + "".join(random.Random(7).choices(string.ascii_letters, k=40))
@@ -136,3 +141,86 @@ def test_the_scanner_still_reports_a_plain_key_once(tmp_path: Path) -> None:
     path = tmp_path / "cassette.yaml"
     path.write_text(f"interactions:\n- response:\n    parsed_body:\n      echo: {KEY}\n")
     assert len(find_secrets([path])) == 1
+
+
+# --- the scripted double misused ---------------------------------------------------------------
+
+LABELS = """---
+inputs: {text: str}
+output: {label: str, at: str}
+model: test/labels
+---
+Label {{ text }}
+"""
+
+
+@pytest.fixture
+def labels(tmp_path: Path) -> pc.Task[Any]:
+    (tmp_path / "labels.jinja").write_text(LABELS)
+    return pc.Task.from_file(tmp_path / "labels.jinja")
+
+
+def test_too_few_replies_name_the_task_and_what_to_do(labels: pc.Task[Any]) -> None:
+    backend = ScriptedBackend([{"label": "a", "at": "x"}])
+    with pc.override(backends={"test/labels": backend}):
+        labels.run(text="one")
+        with pytest.raises(AssertionError) as caught:
+            labels.run(text="two")
+    message = str(caught.value)
+    assert "request 2 (task 'labels')" in message and "given 1" in message
+    assert "add a reply" in message
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ({"label": "a", "at": datetime.date(2026, 1, 2)}, "2026-01-02"),
+        ({"label": "a", "at": datetime.datetime(2026, 1, 2, 3, 4, 5)}, "2026-01-02T03:04:05"),
+        ({"label": "a", "at": decimal.Decimal("1.5")}, "1.5"),
+        ({"label": "a", "at": uuid.UUID(int=1)}, str(uuid.UUID(int=1))),
+        ({"label": "a", "at": Path("x/y")}, "x/y"),
+    ],
+    ids=["date", "datetime", "decimal", "uuid", "path"],
+)
+def test_a_reply_with_python_values_is_written_as_json(
+    labels: pc.Task[Any], reply: dict[str, Any], label: str
+) -> None:
+    """Before: json.dumps' bare "Object of type date is not JSON serializable"."""
+    with pc.override(backends={"test/labels": ScriptedBackend([reply])}):
+        assert labels.run(text="x").output.at == label
+
+
+def generator_handler(request: Any) -> Any:
+    yield {"label": "a", "at": "x"}
+
+
+@pytest.mark.parametrize(
+    ("backend", "what"),
+    [
+        (lambda: ScriptedBackend([{"label": object()}]), "not JSON"),
+        (lambda: ScriptedBackend([lambda: None]), "not JSON"),
+        (lambda: ScriptedBackend(generator_handler), "a generator"),
+    ],
+    ids=["object", "function", "generator-handler"],
+)
+@pytest.mark.parametrize("call", ["run", "arun"])
+def test_a_reply_that_cannot_be_json_says_which_and_what_a_reply_is(
+    labels: pc.Task[Any], backend: Any, what: str, call: str
+) -> None:
+    with pc.override(backends={"test/labels": backend()}), pytest.raises(TypeError) as caught:
+        if call == "run":
+            labels.run(text="x")
+        else:
+            asyncio.run(labels.arun(text="x"))
+    message = str(caught.value)
+    assert "request 1 (task 'labels')" in message and what in message
+    assert "a reply is a ModelReply, a pydantic model" in message
+
+
+@pytest.mark.parametrize("item", [ValueError, ValueError("boom")], ids=["class", "instance"])
+def test_an_exception_reply_is_raised_as_class_or_instance(labels: pc.Task[Any], item: Any) -> None:
+    """Before: an exception class was "Object of type type is not JSON serializable"."""
+    backend = ScriptedBackend([item])
+    with pc.override(backends={"test/labels": backend}), pytest.raises(ValueError) as caught:
+        labels.run(text="x")
+    assert type(caught.value) is ValueError
