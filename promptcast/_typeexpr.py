@@ -161,15 +161,37 @@ def parse_type(text: Any, *, search: Sequence[Path] = ()) -> Any:
     text = text.strip()
     if _REF.match(text) or (":" in text and not _looks_like_expression(text)):
         return resolve_ref(text, search=search)
+    too_big = TypeExprError(
+        f"{text[:40]!r}... nests more than {MAX_TYPE_DEPTH} levels deep or joins more than "
+        f"{MAX_TYPE_UNION} types with |; write a module:Class for a type this large"
+    )
+    # checked before parsing: whether Python's parser (or _walk) runs out of recursion on a
+    # larger one depends on the interpreter and its stack, so a bound of our own says it alike
+    if text.count("|") >= MAX_TYPE_UNION or _depth(text) > MAX_TYPE_DEPTH:
+        raise too_big
     try:
         tree = ast.parse(text, mode="eval")
         return _walk(tree.body, text)
     except SyntaxError as exc:
         raise TypeExprError(f"{text!r} is not a type expression") from exc
-    except RecursionError:  # `str | int | ...` of thousands of terms, in the parser or _walk
-        raise TypeExprError(
-            f"{text[:40]!r}... nests too deeply (or joins too many types with |)"
-        ) from None
+    except RecursionError:  # within the bounds, still: never a bare RecursionError
+        raise too_big from None
+
+
+MAX_TYPE_DEPTH = 32
+MAX_TYPE_UNION = 256
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets in `text`."""
+    depth = deepest = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    return deepest
 
 
 def resolve_ref(ref: str, *, search: Sequence[Path] = ()) -> Any:

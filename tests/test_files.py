@@ -130,7 +130,9 @@ def test_every_file_a_user_writes_may_start_with_a_byte_order_mark(
     task = pc.Task.from_file(tmp_path / "tag.jinja")
     assert list(task.spec.inputs) == ["text", "labels"]
 
-    (tmp_path / "cases.jsonl").write_bytes(bom + b'{"inputs": {"text": "hi"}, "expect": "x"}\n')
+    (tmp_path / "cases.jsonl").write_bytes(
+        bom + b'{"inputs": {"text": "hi"}, "expect_contains": "x"}\n'
+    )
     assert [case.inputs for case in load_cases(tmp_path / "cases.jsonl")] == [{"text": "hi"}]
 
     (tmp_path / "inputs.json").write_bytes(bom + json.dumps({"labels": ["a", "b"]}).encode())

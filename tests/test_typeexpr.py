@@ -279,3 +279,18 @@ def test_an_output_module_nowhere_says_which_folder_to_put_on_pythonpath(
     with pytest.raises(pc.TaskDefinitionError) as info:
         parse_task_file(task)
     assert f"PYTHONPATH={tmp_path.resolve()}" in str(info.value) and info.value.line == 2
+
+
+def test_type_size_bounds_are_our_own_not_the_interpreters() -> None:
+    """Whether the parser runs out of recursion depends on the interpreter: the bounds do not."""
+    from promptcast._typeexpr import MAX_TYPE_DEPTH, MAX_TYPE_UNION, TypeExprError, parse_type
+
+    assert parse_type("list[" * MAX_TYPE_DEPTH + "str" + "]" * MAX_TYPE_DEPTH)
+    assert parse_type(" | ".join(["str", "int"] * (MAX_TYPE_UNION // 2)))
+    for text in (
+        "list[" * (MAX_TYPE_DEPTH + 1) + "str" + "]" * (MAX_TYPE_DEPTH + 1),
+        "(" * (MAX_TYPE_DEPTH + 1) + "str" + ")" * (MAX_TYPE_DEPTH + 1),
+        " | ".join(["str"] * (MAX_TYPE_UNION + 1)),
+    ):
+        with pytest.raises(TypeExprError, match="write a module:Class"):
+            parse_type(text)
