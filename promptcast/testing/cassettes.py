@@ -42,6 +42,7 @@ __all__ = [
     "SECRET_REQUEST_HEADERS",
     "SECRET_RESPONSE_HEADERS",
     "CassetteReadError",
+    "CassetteWriteError",
     "NoRecordingError",
     "PromptDriftError",
     "SecretFinding",
@@ -288,10 +289,72 @@ def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     headers = response.get("headers", {})
     for name in list(headers):
         headers[name] = _scrub_header_values(name, headers[name])
+    _decompress(response)
     body = response.get("body")
     if isinstance(body, dict) and "string" in body:
         body["string"] = _scrub_body(body["string"])
     return response
+
+
+class CassetteWriteError(PromptcastError):
+    """A response cannot be scrubbed, so it is not written (the old cassette stays)."""
+
+
+def _decompress(response: dict[str, Any]) -> None:
+    """Decode a body vcrpy left compressed (it knows gzip, deflate and, with brotli, br; httpx
+    also asks for zstd when zstandard is installed): a compressed body cannot be scrubbed, so a
+    key inside it would reach the cassette. An encoding that cannot be decoded here is an error.
+    """
+    headers = response.get("headers") or {}
+    body = response.get("body")
+    raw = body.get("string") if isinstance(body, dict) else None
+    names = [n for n in headers if n.lower() == "content-encoding"]
+    values = [v for n in names for v in _as_list(headers[n])]
+    encodings = [e.strip().lower() for v in values for e in str(v).split(",") if e.strip()]
+    encodings = [e for e in encodings if e != "identity"]
+    if not encodings or not isinstance(raw, bytes | str) or not raw:
+        return
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="surrogateescape")
+    for encoding in reversed(encodings):
+        try:
+            data = _decoder(encoding)(data)
+        except Exception as exc:
+            raise CassetteWriteError(
+                f"a response body compressed with {encoding!r} cannot be scrubbed "
+                f"({type(exc).__name__}: {exc}), so it is not recorded; the cassette is unchanged. "
+                "Record without that encoding (e.g. send `accept-encoding: gzip`)"
+            ) from None
+    for name in names:
+        del headers[name]
+    for name in [n for n in headers if n.lower() == "content-length"]:
+        headers[name] = [str(len(data))]
+    assert isinstance(body, dict)
+    body["string"] = data
+
+
+def _as_list(values: Any) -> list[Any]:
+    return values if isinstance(values, list) else [values]
+
+
+def _decoder(encoding: str) -> Any:
+    import gzip
+    import zlib
+
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.decompress
+    if encoding == "deflate":
+        return lambda data: (
+            zlib.decompress(data) if data[:1] == b"\x78" else zlib.decompress(data, -zlib.MAX_WBITS)
+        )
+    if encoding == "br":
+        import brotli  # type: ignore[import-not-found, unused-ignore]
+
+        return brotli.decompress
+    if encoding == "zstd":
+        import zstandard  # type: ignore[import-not-found, unused-ignore]
+
+        return lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    raise ValueError("unknown content encoding")
 
 
 def _scrub_cassette(cassette: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import gzip
+import json
 import random
 import string
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import pytest
 
 import promptcast as pc
 from promptcast.testing import FakeReply, FakeServer, ScriptedBackend, recording, replay
-from promptcast.testing.cassettes import CassetteReadError, find_secrets
+from promptcast.testing.cassettes import CassetteReadError, CassetteWriteError, find_secrets
 
 KEY = "sk-ant-" + "api03-" + "".join(random.Random(7).choices(string.ascii_letters, k=40))
 
@@ -224,3 +227,54 @@ def test_an_exception_reply_is_raised_as_class_or_instance(labels: pc.Task[Any],
     with pc.override(backends={"test/labels": backend}), pytest.raises(ValueError) as caught:
         labels.run(text="x")
     assert type(caught.value) is ValueError
+
+
+# --- compressed bodies are scrubbed, or not written ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: zlib.compress(data)[2:-4]),  # raw deflate, as some servers send
+        ("gzip, gzip", lambda data: gzip.compress(gzip.compress(data))),
+    ],
+    ids=["gzip", "x-gzip", "deflate", "raw-deflate", "gzip-twice"],
+)
+def test_a_compressed_response_left_compressed_by_vcrpy_is_decoded_and_scrubbed(
+    tmp_path: Path, encoding: str, compress: Any
+) -> None:
+    """Before: with decode_compressed_response off (or an encoding vcrpy skips), the body went
+    to disk compressed, key and all, where neither the scrubber nor the scanner could see it."""
+    body = json.dumps({"echo": f"invalid x-api-key {KEY}"}).encode()
+    reply = FakeReply(raw=compress(body), headers={"content-encoding": encoding})
+    path = tmp_path / "cassette.yaml"
+    with EchoServer(handler=lambda request: reply) as fake:
+        with recording(path, decode_compressed_response=False):
+            post(fake.base_url)
+        with replay(path, decode_compressed_response=False):
+            replayed = post(fake.base_url)
+    assert KEY not in replayed.text and "[REDACTED]" in replayed.json()["echo"]
+    assert "content-encoding" not in path.read_text().lower()
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "br", "compress", "x-custom"])
+def test_a_body_in_an_encoding_that_cannot_be_decoded_is_not_written(
+    tmp_path: Path, encoding: str
+) -> None:
+    """Before: written as opaque bytes (a key inside it on disk, unseen by scan-cassettes)."""
+    path = tmp_path / "cassette.yaml"
+    path.write_text("version: 1\ninteractions: []\n")
+    good = path.read_bytes()
+    reply = FakeReply(
+        raw=b"\x28\xb5\x2f\xfd" + KEY.encode(), headers={"content-encoding": encoding}
+    )
+    with (
+        EchoServer(handler=lambda request: reply) as fake,
+        pytest.raises(CassetteWriteError, match=repr(encoding)),
+        recording(path),
+    ):
+        post(fake.base_url)
+    assert path.read_bytes() == good
