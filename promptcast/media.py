@@ -24,7 +24,9 @@ import hashlib
 import io
 import math
 import operator
+import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -136,7 +138,7 @@ class Media:
         self._data: bytes | None = None
         self._media_type: str | None = None
         if url is not None:
-            if not isinstance(url, str) or not _URL.match(url):
+            if not isinstance(url, str) or not _URL.fullmatch(url):  # `$` passes a final "\n"
                 raise ValueError(
                     f"{_article(self.kind)} URL must be http:// or https://, not {url!r}"
                 )
@@ -159,16 +161,22 @@ class Media:
         path = Path(path)
         limit = cls._limit(max_bytes)
         try:
-            size = path.stat().st_size
-            if size <= limit:
-                with path.open("rb") as handle:
-                    data = handle.read(limit + 1)
-            else:
-                data = b""
+            # opened without blocking and checked on the open file: a named pipe would wait for
+            # a writer forever, a device has no size, and a swap after a check would go unseen
+            with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+                status = os.fstat(f.fileno())
+                regular = stat.S_ISREG(status.st_mode)
+                size = status.st_size
+                data = f.read(limit + 1) if regular and size <= limit else b""
         except OSError as exc:
             raise ValueError(
                 f"cannot read {cls.kind} file {str(path)!r} ({exc.strerror})"
             ) from None
+        if not regular:
+            raise ValueError(
+                f"cannot read {cls.kind} file {str(path)!r}: it is not a regular file (a folder, "
+                "pipe or device); pass the path of a file"
+            )
         cls._check_size(
             max(size, len(data)), where=f" ({path.name})", max_bytes=max_bytes, name=name
         )
@@ -203,7 +211,7 @@ class Media:
         if isinstance(value, str):
             if value.startswith("data:"):
                 return cls.from_data_url(value, name=name, max_bytes=max_bytes)
-            if _URL.match(value):
+            if _URL.fullmatch(value):
                 return cls(url=value, name=name)
             raise ValueError(
                 f"{_article(cls.kind)} as text is a data URL ('data:<media type>;base64,…') or an "

@@ -1,0 +1,99 @@
+"""Edges of media inputs and of streaming as a library API: what a careless or hostile caller
+hands in (pipes, devices, URLs with a line break), and streams used across threads or blocks."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import promptcast as pc
+from promptcast.backends.scripted import ScriptedBackend
+from promptcast.media import Document, Image
+from tests.test_media import png
+
+FILE_TASK = """\
+---
+inputs:
+  screenshot: image
+output: str
+model: test/media
+---
+Describe {{ screenshot }}.
+"""
+
+
+def _specials(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    return {"named pipe": fifo, "device": Path("/dev/zero"), "folder": tmp_path}
+
+
+# files that are not regular files
+
+
+@pytest.mark.parametrize("kind", [Image, Document])
+@pytest.mark.parametrize("special", ["named pipe", "device", "folder"])
+def test_a_path_that_is_no_regular_file_is_refused_at_once(
+    kind: type[Image] | type[Document], special: str, tmp_path: Path
+) -> None:
+    """A named pipe used to block forever waiting for a writer; /dev/zero was read up to the
+    limit and refused as "5.0 MB, over the limit of 5.0 MB"."""
+    path = _specials(tmp_path)[special]
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            kind.coerce(path)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    assert not reader.is_alive(), f"reading a {special} hung"
+    assert len(outcome) == 1 and type(outcome[0]) is ValueError, outcome
+    assert str(path) in str(outcome[0])
+    assert ("not a regular file" in str(outcome[0])) or special == "folder"
+
+
+def test_a_pipe_given_to_a_task_is_an_input_error_naming_the_input(
+    tmp_path: Path, write_task: Callable[..., Path]
+) -> None:
+    task = pc.Task.from_file(write_task("describe", FILE_TASK))
+    backend = ScriptedBackend(["never"])
+    with (
+        pc.override(backends={"test/media": backend}),
+        pytest.raises(pc.TaskInputError, match="not a regular file") as caught,
+    ):
+        task(screenshot=_specials(tmp_path)["named pipe"])
+    assert caught.value.field == "screenshot"
+    assert backend.requests == []
+
+
+def test_a_regular_file_and_a_symlink_to_one_still_read(tmp_path: Path) -> None:
+    (tmp_path / "shot.png").write_bytes(png())
+    (tmp_path / "link.png").symlink_to(tmp_path / "shot.png")
+    assert Image.coerce(tmp_path / "link.png") == Image.coerce(tmp_path / "shot.png") == Image(png())
+
+
+# URLs
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\n", " ", "\t", "\x00"])
+@pytest.mark.parametrize("kind", [Image, Document])
+def test_a_url_with_a_trailing_line_break_or_space_is_refused(
+    kind: type[Image] | type[Document], tail: str
+) -> None:
+    """`^https?://[!-~]+$` let a final "\\n" through (`$` matches before it): the URL was sent
+    to the provider with the line break in it."""
+    url = "https://example.com/shot.png" + tail
+    with pytest.raises(ValueError, match=r"http\(s\) URL"):
+        kind.coerce(url)
+    with pytest.raises(ValueError, match="must be http:// or https://"):
+        kind(url=url)
+    assert kind.coerce(url.removesuffix(tail)).url == url.removesuffix(tail)
