@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -737,10 +738,10 @@ def prompt_text(body: Any) -> str:
     system = body.get("system")
     if system:
         lines.append("[system]")
-        lines.extend(_content_text(system).splitlines())
+        lines.extend(_content_text(system).split("\n"))
     for message in body.get("messages", []):
         lines.append(f"[{message.get('role', '?')}]")
-        lines.extend(_content_text(message.get("content")).splitlines())
+        lines.extend(_content_text(message.get("content")).split("\n"))
     return "\n".join(lines)
 
 
@@ -865,9 +866,10 @@ def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:
     before = prompt_text(_parse(closest.body))
     diff = list(
         difflib.unified_diff(
-            before.splitlines(), today.splitlines(), "recorded", "today", lineterm="", n=1
+            before.split("\n"), today.split("\n"), "recorded", "today", lineterm="", n=1
         )
     )
+    diff = [_visible(line) if line[:1] in "+-" else line for line in diff]
     if not diff:
         diff = ["(the prompt text is the same; the request differs in model, schema or settings)"]
     if len(diff) > max_diff_lines:
@@ -899,6 +901,20 @@ def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:
         task=task,
         cassette=path,
     )
+
+
+def _visible(line: str) -> str:
+    """A diff line whose invisible characters (NBSP, U+2028, zero-width, tabs, control codes,
+    trailing spaces) are spelled out: else `-Greet Ada` and `+Greet Ada` read the same."""
+    body = line.rstrip(" ")
+    shown = "".join(
+        f"\\u{ord(c):04x}" if c != " " and unicodedata.category(c) in _INVISIBLE else c
+        for c in body
+    )
+    return shown + "\\x20" * (len(line) - len(body))
+
+
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cf", "Cc", "Co", "Cn"})
 
 
 def _default_record_command(task: str | None, path: str | None) -> str:

@@ -24,7 +24,12 @@ import pytest
 
 import promptcast as pc
 from promptcast.testing import FakeReply, FakeServer, ScriptedBackend, recording, replay
-from promptcast.testing.cassettes import CassetteReadError, CassetteWriteError, find_secrets
+from promptcast.testing.cassettes import (
+    CassetteReadError,
+    CassetteWriteError,
+    PromptDriftError,
+    find_secrets,
+)
 
 KEY = "sk-ant-" + "api03-" + "".join(random.Random(7).choices(string.ascii_letters, k=40))
 
@@ -278,3 +283,42 @@ def test_a_body_in_an_encoding_that_cannot_be_decoded_is_not_written(
     ):
         post(fake.base_url)
     assert path.read_bytes() == good
+
+
+# --- prompt drift that cannot be seen --------------------------------------------------------
+
+GREET = """---
+inputs: {name: str}
+output: {greeting: str}
+model: anthropic/claude-sonnet-4-6
+---
+Greet {{ name }} warmly.
+"""
+
+
+@pytest.mark.parametrize(
+    ("changed", "shown"),
+    [
+        ("Greet\u00a0{{ name }} warmly.", "+Greet\\u00a0Ada warmly."),
+        ("Greet\u2028{{ name }} warmly.", "+Greet\\u2028Ada warmly."),
+        ("Greet \u200b{{ name }} warmly.", "+Greet \\u200bAda warmly."),
+        ("Greet\t{{ name }} warmly.", "+Greet\\u0009Ada warmly."),
+        ("Greet {{ name }} warmly.  \nBye.", "+Greet Ada warmly.\\x20\\x20"),
+    ],
+    ids=["nbsp", "u2028", "zero-width", "tab", "trailing-spaces"],
+)
+def test_drift_in_invisible_characters_is_spelled_out(
+    tmp_path: Path, fake_anthropic: Any, changed: str, shown: str
+) -> None:
+    """Before: the diff read `-Greet Ada warmly.` / `+Greet Ada warmly.` (U+2028 even showed as
+    a line break the provider never saw)."""
+    path = tmp_path / "greet.jinja"
+    cassette = tmp_path / "cassette.yaml"
+    path.write_text(GREET)
+    with recording(cassette):
+        pc.Task.from_file(path).run(name="Ada")
+    path.write_text(GREET.replace("Greet {{ name }} warmly.", changed))
+    with pytest.raises(PromptDriftError) as caught, replay(cassette):
+        pc.Task.from_file(path).run(name="Ada")
+    lines = str(caught.value).splitlines()
+    assert "-Greet Ada warmly." in lines and shown in lines
