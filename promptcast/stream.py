@@ -251,8 +251,43 @@ def _deadline(step: _Send) -> float | None:
 # the drivers: the call plan of `Task.run`, with each send streamed
 
 
+def _started(plan: _Plan[T]) -> _Plan[T]:
+    """`plan`, run now to its first step: it reads its settings (`override()`, `configure()`:
+    model, backends, fallbacks, budgets, cache) where the stream is made, not in whichever thread
+    or later block first iterates it. A missing backend or key fails here too."""
+    try:
+        first = next(plan)
+    except StopIteration as done:
+        run: Run[T] = done.value
+
+        def finished() -> _Plan[T]:
+            return run
+            yield  # a generator that ends at once
+
+        return finished()
+
+    def resumed() -> _Plan[T]:
+        try:
+            result = yield first
+            while True:
+                try:
+                    step = plan.send(result)
+                except StopIteration as done:
+                    return typing.cast(Run[T], done.value)
+                result = yield step
+        finally:
+            plan.close()
+
+    return resumed()
+
+
 def events(plan: _Plan[T]) -> Iterator[StreamEvent[T]]:
-    """Drive `plan` synchronously, streaming each request; yields the stream's events."""
+    """Drive `plan` synchronously, streaming each request; returns the stream's events (the plan
+    starts here, see `_started`)."""
+    return _events(_started(plan))
+
+
+def _events(plan: _Plan[T]) -> Iterator[StreamEvent[T]]:
     attempts = _Attempts()
     result: Any = None
     while True:
@@ -300,8 +335,12 @@ def _streamed(
             close()
 
 
-async def aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
+def aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
     """`events` without blocking the event loop."""
+    return _aevents(_started(plan))
+
+
+async def _aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
     attempts = _Attempts()
     result: Any = None
     while True:

@@ -3,6 +3,8 @@ hands in (pipes, devices, URLs with a line break), and streams used across threa
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -78,7 +80,9 @@ def test_a_pipe_given_to_a_task_is_an_input_error_naming_the_input(
 def test_a_regular_file_and_a_symlink_to_one_still_read(tmp_path: Path) -> None:
     (tmp_path / "shot.png").write_bytes(png())
     (tmp_path / "link.png").symlink_to(tmp_path / "shot.png")
-    assert Image.coerce(tmp_path / "link.png") == Image.coerce(tmp_path / "shot.png") == Image(png())
+    assert (
+        Image.coerce(tmp_path / "link.png") == Image.coerce(tmp_path / "shot.png") == Image(png())
+    )
 
 
 # URLs
@@ -97,3 +101,62 @@ def test_a_url_with_a_trailing_line_break_or_space_is_refused(
     with pytest.raises(ValueError, match="must be http:// or https://"):
         kind(url=url)
     assert kind.coerce(url.removesuffix(tail)).url == url.removesuffix(tail)
+
+
+# streams: the settings are those where the stream was made
+
+ANSWER = {"answer": "Yes, it crushes ice.", "answered": True, "cited_document_ids": ["m-1"]}
+INPUTS: dict[str, Any] = {"question": "Ice?", "documents": {"m-1": "Pulse crushes ice."}}
+
+
+def _qa() -> pc.Task[Any]:
+    return pc.builtin_tasks().answer_product_question.with_model("test/qa")
+
+
+@pytest.mark.parametrize("where", ["another thread", "after the override block"])
+def test_a_stream_uses_the_settings_where_it_was_made(where: str) -> None:
+    """The plan read `override()` at the first iteration: a stream handed to a worker thread, or
+    iterated after its `with pc.override(...)` block, failed with "no scripted backend is
+    registered" (or would have used other settings)."""
+    backend = ScriptedBackend([json.dumps(ANSWER)], chunk_chars=5)
+    with pc.override(backends={"test/qa": backend}):
+        stream = _qa().stream(**INPUTS)
+        if where == "another thread":
+            partials: list[Any] = []
+            worker = threading.Thread(target=lambda: partials.extend(stream))
+            worker.start()
+            worker.join(10)
+    if where != "another thread":
+        partials = list(stream)
+    assert partials and partials[-1].answer == ANSWER["answer"]
+    assert stream.run.output.cited_document_ids == ["m-1"]
+    assert len(backend.requests) == 1
+
+
+def test_an_async_stream_uses_the_settings_where_it_was_made() -> None:
+    backend = ScriptedBackend([json.dumps(ANSWER)], chunk_chars=5)
+
+    async def made_in_block_read_after() -> Any:
+        with pc.override(backends={"test/qa": backend}):
+            stream = _qa().astream(**INPUTS)
+        return (await asyncio.create_task(stream.result())).output
+
+    assert asyncio.run(made_in_block_read_after()).answer == ANSWER["answer"]
+
+
+def test_a_missing_backend_fails_when_the_stream_is_made() -> None:
+    with pytest.raises(pc.ConfigurationError, match="no scripted backend"):
+        _qa().stream(**INPUTS)
+    with pytest.raises(pc.ConfigurationError, match="no scripted backend"):
+        _qa().astream(**INPUTS)
+
+
+def test_a_stream_made_and_closed_unread_sends_nothing() -> None:
+    backend = ScriptedBackend([json.dumps(ANSWER)])
+    with pc.override(backends={"test/qa": backend}):
+        stream = _qa().stream(**INPUTS)
+        stream.close()
+        stream.close()
+        with pytest.raises(pc.StreamClosedError):
+            list(stream)
+    assert backend.requests == [] and backend.streams_closed == 0
