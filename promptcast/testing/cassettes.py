@@ -981,7 +981,7 @@ def _scan(path: Path, text: str) -> list[SecretFinding]:
     for line, name in headers:
         if line not in found:
             found[line] = SecretFinding(path, line, f"header {name} is not {REDACTED}")
-    if data is not None:  # escaped (`\u0073k-…`) or folded over lines: judge the decoded values
+    if data is not None and "\\" in text:  # escaped (`\u0073k-…`, `\` + newline): decode
         for line, value in _scalars(text):
             for match in _secrets.find(value)[:1]:
                 what = f"looks like a key ({match.kind}, once decoded): {match.masked}"
