@@ -176,11 +176,15 @@ class _ScrubbedJsonSerializer:
 
 
 def _restore_binary(data: dict[str, Any]) -> dict[str, Any]:
-    """Response bodies that were not UTF-8 (binary, or compressed in an encoding vcrpy does not
-    decode) are stored with their bytes as surrogate escapes; give them back as those bytes, or
-    the replay dies in vcrpy with a bare TypeError."""
+    """Bodies that were not UTF-8 (a file upload, a binary answer) are stored with their bytes
+    as surrogate escapes; give them back as those bytes, or the replay does not match the
+    request, or dies in vcrpy with a bare TypeError."""
     interactions = data.get("interactions") if isinstance(data, dict) else None
     for interaction in interactions if isinstance(interactions, list) else []:
+        request = interaction.get("request") if isinstance(interaction, dict) else None
+        sent = request.get("body") if isinstance(request, dict) else None
+        if isinstance(request, dict) and isinstance(sent, str) and _SURROGATE.search(sent):
+            request["body"] = sent.encode("utf-8", errors="surrogateescape")
         response = interaction.get("response") if isinstance(interaction, dict) else None
         body = response.get("body") if isinstance(response, dict) else None
         text = body.get("string") if isinstance(body, dict) else None
@@ -369,10 +373,21 @@ def _scrub_cassette(cassette: dict[str, Any]) -> dict[str, Any]:
         }
         if isinstance(request.get("uri"), str):
             request["uri"] = _scrub_url(request["uri"])
-        request["body"] = _scrub_body(request.get("body"))
+        request["body"] = _storable(_scrub_body(request.get("body")))
         response = scrub_response(json.loads(json.dumps(interaction["response"], default=_raw)))
         interactions.append({**interaction, "request": request, "response": response})
     return {**cassette, "interactions": interactions}
+
+
+def _storable(body: Any) -> Any:
+    """A body that is not UTF-8 (a file upload) as text whose surrogate escapes keep its bytes:
+    `_restore_binary` gives them back, so the replay matches it byte for byte."""
+    if isinstance(body, bytes):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body.decode("utf-8", errors="surrogateescape")
+    return body
 
 
 def _raw(value: Any) -> Any:

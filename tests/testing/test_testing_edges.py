@@ -322,3 +322,28 @@ def test_drift_in_invisible_characters_is_spelled_out(
         pc.Task.from_file(path).run(name="Ada")
     lines = str(caught.value).splitlines()
     assert "-Greet Ada warmly." in lines and shown in lines
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"--b\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\x00\xff--b--",
+        "caf\xe9".encode("latin-1"),
+        bytes(range(256)),
+    ],
+    ids=["multipart-png", "latin-1", "all-bytes"],
+)
+@pytest.mark.parametrize("serializer", ["yaml", "json"])
+def test_a_request_body_that_is_not_utf8_records_and_replays(
+    tmp_path: Path, sent: bytes, serializer: str
+) -> None:
+    """Before: YAML stored it with U+FFFD in place of the bytes, so the replay never matched
+    ("No recording" for a request that was recorded); JSON failed to write with a bare
+    TypeError after the live call."""
+    path = tmp_path / f"cassette.{serializer}"
+    with EchoServer() as fake:
+        with recording(path, serializer=serializer):
+            live = httpx.post(f"{fake.base_url}/v1/messages", content=sent, timeout=10)
+        with replay(path, serializer=serializer):
+            replayed = httpx.post(f"{fake.base_url}/v1/messages", content=sent, timeout=10)
+    assert replayed.status_code == live.status_code and replayed.content == live.content
