@@ -80,6 +80,18 @@ class StreamClosedError(PromptcastError, RuntimeError):
     """The stream was closed before its end, so it has no final `Run`."""
 
 
+def _closed(error: Exception | None) -> StreamClosedError:
+    """Why a closed stream has nothing more: closed by its consumer, or ended by `error` (kept
+    as the cause, and named, so a later `run` does not claim the caller closed it)."""
+    if error is None:
+        return StreamClosedError("this stream was closed; start a new one")
+    closed = StreamClosedError(
+        f"this stream ended with {type(error).__name__}: {error}; start a new one"
+    )
+    closed.__cause__ = error
+    return closed
+
+
 # partial outputs
 
 _TRAILING_NUMBER = re.compile(r"[-+0-9.eE]+\Z")
@@ -401,12 +413,13 @@ class Stream(Generic[T]):
         self._events = events
         self._run: Run[T] | None = None
         self._closed = False
+        self._error: Exception | None = None
         self.attempt = 1
 
     def events(self) -> Iterator[StreamEvent[T]]:
         """Every event of the stream, in order; the last one is `Final`."""
         if self._closed:
-            raise StreamClosedError("this stream was closed; start a new one")
+            raise _closed(self._error)
         try:
             for event in self._events:
                 if isinstance(event, Restart):
@@ -414,6 +427,9 @@ class Stream(Generic[T]):
                 elif isinstance(event, Final):
                     self._run = event.run
                 yield event
+        except Exception as exc:
+            self._error = exc
+            raise
         finally:
             if self._run is None:
                 self.close()
@@ -470,12 +486,13 @@ class AsyncStream(Generic[T]):
         self._events = events
         self._run: Run[T] | None = None
         self._closed = False
+        self._error: Exception | None = None
         self.attempt = 1
 
     async def events(self) -> AsyncIterator[StreamEvent[T]]:
         """Every event of the stream, in order; the last one is `Final`."""
         if self._closed:
-            raise StreamClosedError("this stream was closed; start a new one")
+            raise _closed(self._error)
         try:
             async for event in self._events:
                 if isinstance(event, Restart):
@@ -483,6 +500,9 @@ class AsyncStream(Generic[T]):
                 elif isinstance(event, Final):
                     self._run = event.run
                 yield event
+        except Exception as exc:
+            self._error = exc
+            raise
         finally:
             if self._run is None:
                 await self.aclose()
@@ -496,6 +516,8 @@ class AsyncStream(Generic[T]):
     def run(self) -> Run[T]:
         """The final `Run`, once the stream is over (`await stream.result()` reads to the end)."""
         if self._run is None:
+            if self._error is not None:
+                raise _closed(self._error)
             raise StreamClosedError(
                 "the stream is not over: iterate it to the end, or `await stream.result()`"
                 if not self._closed

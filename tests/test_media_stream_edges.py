@@ -15,6 +15,7 @@ import pytest
 
 import promptcast as pc
 from promptcast.backends.scripted import ScriptedBackend
+from promptcast.errors import BackendError
 from promptcast.media import Document, Image
 from tests.test_media import png
 
@@ -160,3 +161,42 @@ def test_a_stream_made_and_closed_unread_sends_nothing() -> None:
         with pytest.raises(pc.StreamClosedError):
             list(stream)
     assert backend.requests == [] and backend.streams_closed == 0
+
+
+FAILURES: dict[str, list[Any]] = {
+    "provider error": [BackendError("the provider is down", provider="test", retryable=False)],
+    "invalid output every attempt": ['{"answer": 5}'] * 5,
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_a_failed_stream_names_its_error_afterwards_not_a_close(failure: str) -> None:
+    """After a stream failed, `stream.run` and iterating again said "this stream was closed;
+    start a new one", as if the caller had closed it, and lost the error."""
+    backend = ScriptedBackend(list(FAILURES[failure]))
+    with pc.override(backends={"test/qa": backend}):
+        stream = _qa().stream(**INPUTS)
+        with pytest.raises(pc.PromptcastError) as raised:
+            list(stream)
+        for again in (lambda: stream.run, lambda: list(stream)):
+            with pytest.raises(pc.StreamClosedError, match=type(raised.value).__name__) as later:
+                again()
+            assert later.value.__cause__ is raised.value
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_a_failed_async_stream_names_its_error_afterwards(failure: str) -> None:
+    backend = ScriptedBackend(list(FAILURES[failure]))
+
+    async def read() -> None:
+        stream = _qa().astream(**INPUTS)
+        with pytest.raises(pc.PromptcastError) as raised:
+            await stream.result()
+        with pytest.raises(pc.StreamClosedError, match=type(raised.value).__name__) as later:
+            _ = stream.run
+        assert later.value.__cause__ is raised.value
+        with pytest.raises(pc.StreamClosedError, match=type(raised.value).__name__):
+            await stream.result()
+
+    with pc.override(backends={"test/qa": backend}):
+        asyncio.run(read())
