@@ -968,7 +968,9 @@ def find_secrets(paths: Iterable[str | Path]) -> list[SecretFinding]:
     files: list[Path] = []
     for root in map(Path, paths):
         if root.is_dir():
-            files += sorted(p for p in root.rglob("*") if p.suffix in {".yaml", ".yml", ".json"})
+            files += sorted(
+                p for p in root.rglob("*") if p.suffix in {".yaml", ".yml", ".json"} and p.is_file()
+            )
         elif root.is_file():
             files.append(root)
     for path in files:

@@ -21,8 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 import promptcast as pc
+from promptcast.cli import app
 from promptcast.testing import FakeReply, FakeServer, ScriptedBackend, recording, replay
 from promptcast.testing.cassettes import (
     CassetteReadError,
@@ -347,3 +349,14 @@ def test_a_request_body_that_is_not_utf8_records_and_replays(
         with replay(path, serializer=serializer):
             replayed = httpx.post(f"{fake.base_url}/v1/messages", content=sent, timeout=10)
     assert replayed.status_code == live.status_code and replayed.content == live.content
+
+
+@pytest.mark.parametrize("folder", ["old.yaml", "fixtures.json", "a/b.yml"])
+def test_scan_cassettes_skips_a_folder_named_like_a_cassette(tmp_path: Path, folder: str) -> None:
+    """Before: IsADirectoryError and a traceback from `promptcast scan-cassettes`."""
+    (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "leak.yaml").write_text(f"interactions:\n- echo: {KEY}\n")
+    result = CliRunner().invoke(app, ["scan-cassettes", str(tmp_path)])
+    assert result.exit_code == 1 and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+    assert f"{tmp_path / 'leak.yaml'}:2:" in result.output
