@@ -42,6 +42,7 @@ __all__ = [
     "REDACTED",
     "SECRET_REQUEST_HEADERS",
     "SECRET_RESPONSE_HEADERS",
+    "CassetteInUseError",
     "CassetteReadError",
     "CassetteWriteError",
     "NoRecordingError",
@@ -558,10 +559,44 @@ def recording(path: str | Path, **overrides: Any) -> Iterator[Any]:
     leaves a good recording as it was.
     """
     path = Path(path)
-    with staged(path) as temporary:
+    with _one_thread(path), staged(path) as temporary:
         recorder = register(_vcr().VCR(**vcr_config(**{"record_mode": "all", **overrides})))
         with recorder.use_cassette(str(temporary)) as cassette:
             yield cassette
+
+
+class CassetteInUseError(PromptcastError):
+    """A cassette block was entered while another thread is inside one."""
+
+
+_owner_lock = threading.Lock()
+_owner: list[Any] = [None, 0, None]  # thread id, depth, cassette path
+
+
+@contextmanager
+def _one_thread(path: Path) -> Iterator[None]:
+    """Cassette blocks may nest in one thread, never overlap across threads: vcrpy patches the
+    HTTP clients of the whole process, so a second thread's block took the first one's requests
+    (a "no recording" naming the other file), and whichever ended first unpatched the other's,
+    whose requests then went to the network."""
+    me = threading.get_ident()
+    with _owner_lock:
+        if _owner[0] not in (None, me):
+            raise CassetteInUseError(
+                f"cannot use cassette {path} in this thread: another thread is inside cassette "
+                f"{_owner[2]}, and vcrpy patches HTTP clients for the whole process. Use one "
+                "cassette block at a time, or separate processes (pytest-xdist)"
+            )
+        if _owner[0] is None:
+            _owner[:] = [me, 0, path]
+        _owner[1] += 1
+    try:
+        yield
+    finally:
+        with _owner_lock:
+            _owner[1] -= 1
+            if _owner[1] == 0:
+                _owner[:] = [None, 0, None]
 
 
 @contextmanager
@@ -650,6 +685,7 @@ def replay(
     """
     recorder = register(_vcr().VCR(**vcr_config(**{"record_mode": "none", **overrides})))
     with (
+        _one_thread(Path(path)),
         placeholder_keys(),
         recorder.use_cassette(str(path), allow_playback_repeats=True) as cassette,
         explaining_misses(),

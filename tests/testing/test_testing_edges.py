@@ -13,6 +13,7 @@ import gzip
 import json
 import random
 import string
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import promptcast as pc
 from promptcast.cli import app
 from promptcast.testing import FakeReply, FakeServer, ScriptedBackend, recording, replay
 from promptcast.testing.cassettes import (
+    CassetteInUseError,
     CassetteReadError,
     CassetteWriteError,
     PromptDriftError,
@@ -360,3 +362,71 @@ def test_scan_cassettes_skips_a_folder_named_like_a_cassette(tmp_path: Path, fol
     assert result.exit_code == 1 and result.exception is not None
     assert isinstance(result.exception, SystemExit)
     assert f"{tmp_path / 'leak.yaml'}:2:" in result.output
+
+
+# --- one cassette block at a time across threads -------------------------------------------------
+
+
+class WhoServer(FakeServer):
+    paths = ("/v1/messages",)
+    name = "who"
+
+    def auto(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"who": request.get("m")}
+
+
+@pytest.mark.parametrize("second", ["replay", "recording"])
+def test_a_cassette_block_in_a_second_thread_is_refused_and_nothing_goes_live(
+    tmp_path: Path, second: str
+) -> None:
+    """Before: the second thread's requests were matched against the first thread's cassette
+    ("no recording" naming the wrong file), and when one block ended it unpatched the other's,
+    whose requests then went to the network."""
+    first, other = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    with WhoServer() as fake:
+        for path, tag in ((first, "a"), (other, "b")):
+            with recording(path):
+                httpx.post(f"{fake.base_url}/v1/messages", json={"m": tag}, timeout=10)
+        live = len(fake.requests)
+        errors: list[BaseException] = []
+        inside, done = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with replay(first):
+                inside.set()
+                done.wait(10)
+                reply = httpx.post(f"{fake.base_url}/v1/messages", json={"m": "a"}, timeout=10)
+                assert reply.json() == {"who": "a"}
+
+        def enter() -> None:
+            block = replay(other) if second == "replay" else recording(tmp_path / "c.yaml")
+            try:
+                with block:
+                    httpx.post(f"{fake.base_url}/v1/messages", json={"m": "b"}, timeout=10)
+            except BaseException as exc:
+                errors.append(exc)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert inside.wait(10)
+        intruder = threading.Thread(target=enter)
+        intruder.start()
+        intruder.join(10)
+        done.set()
+        holder.join(10)
+        assert len(fake.requests) == live
+    assert [type(e) for e in errors] == [CassetteInUseError]
+    assert str(first) in str(errors[0]) and "pytest-xdist" in str(errors[0])
+    assert not (tmp_path / "c.yaml").exists()
+
+
+def test_cassette_blocks_still_nest_in_one_thread_and_follow_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    with WhoServer() as fake:
+        with recording(path):
+            httpx.post(f"{fake.base_url}/v1/messages", json={"m": "a"}, timeout=10)
+        for _ in range(2):
+            with replay(path), replay(path):
+                reply = httpx.post(f"{fake.base_url}/v1/messages", json={"m": "a"}, timeout=10)
+            assert reply.json() == {"who": "a"}
+        assert len(fake.requests) == 1
