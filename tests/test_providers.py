@@ -228,3 +228,24 @@ def test_a_configured_seed_is_sent_with_each_request(
     task.run(**task.spec.examples[0].inputs)
     (request,) = fake_openai.requests
     assert request.get("seed") == (None if where is None else 7)
+
+
+def test_an_unwired_test_model_says_override_does_not_reach_a_new_thread() -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    backend = pc.testing.ScriptedBackend(["hi"])
+
+    def call() -> None:
+        try:
+            pc.builtin_tasks().translate.with_model("test/t").run(text="x")
+        except pc.ConfigurationError as exc:
+            errors.append(exc)
+
+    with pc.override(backends={"test/t": backend}):
+        thread = threading.Thread(target=call)
+        thread.start()
+        thread.join()
+    [error] = errors
+    assert "no scripted backend is registered for 'test/t'" in str(error)
+    assert "contextvars.copy_context().run" in str(error)

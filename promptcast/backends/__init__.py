@@ -104,7 +104,9 @@ def _new(provider: str, model: str) -> Backend:
         raise ConfigurationError(
             f"no scripted backend is registered for {model!r}; wire one with "
             f"promptcast.override(backends={{{model!r}: ScriptedBackend([...])}}) "
-            "(or configure(backends=…) for the whole process)"
+            "(or configure(backends=…) for the whole process); override() holds for its "
+            "thread or asyncio task, so a thread you start runs without it unless started "
+            "through contextvars.copy_context().run(...)"
         )
     from promptcast.backends.litellm import LiteLLMBackend, known_providers
 
