@@ -357,6 +357,14 @@ class LiteLLMBackend(Backend):
                 **context,
             ) from exc
         except (openai.APIError, ValueError) as exc:
+            if _MEDIA_FETCH in str(exc):  # litellm downloads some media URLs itself, first
+                raise BackendError(
+                    f"litellm could not fetch a media URL itself before calling {self.provider} "
+                    "(the address is internal, which litellm refuses, or unreachable); send the "
+                    "file's bytes (a Path or a data URL) instead",
+                    provider=self.provider,
+                    **context,
+                ) from exc
             status = int(getattr(exc, "status_code", 0) or 0)
             # litellm appends a traceback to some messages ("Invalid response object Traceback
             # (most recent call last): ..."): the first line says it, the rest is its internals
@@ -390,6 +398,7 @@ class LiteLLMBackend(Backend):
 # OpenAI-compatible endpoints (base URLs) seen refusing json_schema for json_object + schema
 _json_object_endpoints: set[str] = set()
 _TRACEBACK = "Traceback (most recent call last)"
+_MEDIA_FETCH = "Unable to fetch image from URL"  # litellm's words for any media URL it fetches
 _RETRY_DELAY = re.compile(r'"retryDelay":\s*"(\d+(?:\.\d+)?)s"')
 _GOOGLE_CODE = re.compile(r'\{\s*"error":\s*\{\s*"code":\s*(\d{3})\b')  # Google's error body
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,22 @@ def test_litellms_traceback_is_not_part_of_an_error_message(fake_openai: FakeOpe
     message = str(caught.value)
     assert "Invalid response object" in message
     assert "Traceback" not in message and 'File "' not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data.pdf", "http://127.0.0.1:9/secret.pdf"]
+)
+def test_a_media_url_litellm_refuses_to_fetch_is_named_as_such(
+    fake_openai: FakeOpenAI, write_task: Any, url: str
+) -> None:
+    """litellm downloads a document URL itself on this route and refuses internal addresses;
+    its refusal read 'openai returned HTTP 400 ... user_url_allowed_hosts in litellm_settings'."""
+    task = pc.Task.from_file(
+        write_task("read", "---\ninputs: {doc: document}\noutput: str\n---\nRead {{ doc }}\n")
+    )
+    with pc.override(max_retries=0), pytest.raises(pc.BackendError) as caught:
+        task.with_model("openai/gpt-4o-mini").run(doc=url)
+    message = str(caught.value)
+    assert "litellm could not fetch a media URL itself before calling openai" in message
+    assert "a Path or a data URL" in message and "litellm_settings" not in message
+    assert not caught.value.retryable and not fake_openai.requests
