@@ -30,6 +30,7 @@ from pydantic import field_validator as _field_validator
 
 from promptcast._files import decode_text
 from promptcast._typeexpr import TypeExprError, parse_type
+from promptcast._yaml import BoundedLoader
 from promptcast.errors import TaskDefinitionError
 
 __all__ = [
@@ -505,33 +506,12 @@ def _split(text: str, path: str) -> tuple[str, str, int]:
     raise TaskDefinitionError("frontmatter is not closed by a '---' line", file=path, line=1)
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's SafeLoader without aliases and with a nesting limit: bounded time and memory."""
+class _Loader(BoundedLoader):
+    """Frontmatter: no aliases, nested at most `MAX_YAML_DEPTH` levels."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                "YAML aliases (*name) are not allowed in a task file; write the value out",
-                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
-            )
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None,
-                    None,
-                    f"frontmatter is nested more than {MAX_YAML_DEPTH} levels deep",
-                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+    document = "a task file"
+    part = "frontmatter"
+    max_depth = MAX_YAML_DEPTH
 
 
 def _load_yaml(front: str, path: str) -> tuple[yaml.Node | None, Any]:

@@ -36,6 +36,7 @@ import yaml
 
 from promptcast import _secrets
 from promptcast._modes import replaying
+from promptcast._yaml import BoundedLoader
 from promptcast.errors import PromptcastError
 
 __all__ = [
@@ -531,7 +532,15 @@ class _CheckedPersister:
             return FilesystemPersister.load_cassette(cassette_path, serializer)
         except CassetteNotFoundError:
             raise
-        except (yaml.YAMLError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # RecursionError: json's own bound on nesting (a YAML cassette has the loader's)
+        except (
+            yaml.YAMLError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+        ) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, UnicodeDecodeError) else exc
             first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
             raise CassetteReadError(
@@ -1087,17 +1096,17 @@ def _load(path: Path, text: str) -> Any:
         if path.suffix == ".json":
             return json.loads(text)
         return yaml.load(text, Loader=_NoAliasLoader)
-    except (ValueError, yaml.YAMLError):
+    except (ValueError, yaml.YAMLError, RecursionError):  # RecursionError: json's nesting bound
         return None
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """A safe loader that refuses aliases: a cassette is data, never an alias bomb."""
+class _NoAliasLoader(BoundedLoader):
+    """A cassette is data: no aliases (an alias bomb), no nesting deeper than a recorded JSON
+    body can reasonably have (a deeper one raised a bare RecursionError on replay and scan)."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not allowed in a cassette")
-        return super().compose_node(parent, index)
+    document = "a cassette"
+    part = "the cassette"
+    max_depth = 128
 
 
 def _secret_headers(data: Any) -> Iterator[tuple[str, str]]:

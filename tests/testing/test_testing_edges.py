@@ -86,6 +86,34 @@ def test_an_alias_bomb_cassette_is_a_read_error_not_gigabytes(
     assert caught.value.cassette == str(path)
 
 
+@pytest.mark.parametrize("json_format", [False, True], ids=["yaml", "json"])
+def test_a_cassette_nested_too_deep_is_a_read_error_on_replay_and_scan(
+    tmp_path: Path, server: EchoServer, json_format: bool
+) -> None:
+    """Before: a bare RecursionError out of replay() and out of scan-cassettes."""
+    body = "[" * 50_000 + "]" * 50_000
+    path = tmp_path / ("deep.json" if json_format else "deep.yaml")
+    path.write_text(f'{{"interactions": {body}, "version": 1}}')
+    # YAML: the loader's own bound; vcrpy's JSON format: json's recursion limit
+    match = "RecursionError" if json_format else "nested more than 128 levels deep"
+    options = {"serializer": "json"} if json_format else {}
+    with pytest.raises(CassetteReadError, match=match) as caught, replay(path, **options):
+        post(server.base_url)
+    assert caught.value.cassette == str(path)
+    assert find_secrets([path]) == []  # scanned as text lines only: nothing to report
+
+
+def test_a_cassette_as_deep_as_a_recorded_body_gets_still_loads() -> None:
+    import yaml
+
+    from promptcast.testing.cassettes import _NoAliasLoader
+
+    nested: object = "leaf"
+    for _ in range(60):  # 120 levels: a list in a mapping, 60 times
+        nested = {"k": [nested]}
+    assert yaml.load(json.dumps({"interactions": nested}), Loader=_NoAliasLoader)
+
+
 # --- bodies that are not UTF-8 ---------------------------------------------------------------------
 
 
