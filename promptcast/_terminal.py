@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["visible", "visible_data"]
+__all__ = ["json_line", "visible", "visible_data"]
 
 # C0 controls but tab and newline, DEL and the C1 controls
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -35,3 +35,17 @@ def visible_data(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [visible_data(item) for item in data]
     return data
+
+
+# What `json.dumps` leaves raw that still does harm: DEL and the C1 controls (a log or a stream is
+# often read on a terminal) and U+2028/U+2029, at which `str.splitlines` (httpx's `iter_lines`,
+# log tools) ends a line, as at U+0085
+_JSON_RAW = str.maketrans(
+    {chr(code): f"\\u{code:04x}" for code in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
+)
+
+
+def json_line(text: str) -> str:
+    """JSON text that stays one inert line: those characters as `\\uXXXX` escapes, which read
+    back as the same JSON value."""
+    return text.translate(_JSON_RAW)

@@ -20,6 +20,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
+from promptcast._terminal import json_line
 from promptcast.server.problems import scrub
 
 __all__ = ["JsonFormatter", "log_config"]
@@ -68,23 +69,15 @@ class JsonFormatter(_JsonFormatter):
     def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
         """The line, scrubbed once as a whole (one scan per line, not one per field: a request's
         line has a dozen fields); a scrub that would break the JSON falls back to each field."""
-        line = super().jsonify_log_record(log_data).translate(_LINE_BREAKS)
+        line = json_line(super().jsonify_log_record(log_data))  # one inert line
         clean = scrub(line)
         if clean == line:
             return line
         try:
             json.loads(clean)
         except ValueError:
-            return super().jsonify_log_record(_scrubbed(log_data)).translate(_LINE_BREAKS)
+            return json_line(super().jsonify_log_record(_scrubbed(log_data)))
         return clean
-
-
-# JSON escapes C0 controls but not DEL, the C1 controls (U+009B is a CSI on some terminals, and
-# the log is often read on one) or U+2028/U+2029, at which `str.splitlines` (and tools built on
-# it) ends a line, as at U+0085: a path or input holding one would split its log line in two
-_LINE_BREAKS = str.maketrans(
-    {chr(code): f"\\u{code:04x}" for code in [*range(0x7F, 0xA0), 0x2028, 0x2029]}
-)
 
 
 def _scrubbed(value: Any) -> Any:

@@ -29,6 +29,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from promptcast._terminal import json_line
 from promptcast.errors import PromptcastError
 from promptcast.media import described
 from promptcast.server import context
@@ -67,14 +68,9 @@ def stream_responses(errors: dict[int | str, dict[str, Any]]) -> dict[int | str,
     }
 
 
-# JSON escapes every control character, but not these three, which `str.splitlines` (and so
-# httpx's `iter_lines`) ends a line at: a value holding one would tear its event in two
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
 def sse(event: str, data: str) -> bytes:
     """One server-sent event; `data` is one line of JSON, whatever line breaks its values hold."""
-    return utf8(f"event: {event}\ndata: {data.translate(_LINE_BREAKS)}\n\n")
+    return utf8(f"event: {event}\ndata: {json_line(data)}\n\n")
 
 
 class _Failed(Exception):
