@@ -440,6 +440,7 @@ async def batch(
     A dict without an `"id"` is `item-N` (N its position). Ids must be unique: a list or tuple is
     checked before any call; a lazy iterable raises `TaskInputError` at the first repeat.
     """
+    _check_pacing(task, concurrency=concurrency, rate=rate)
     numbered: Iterator[BatchItem] = (
         raw if isinstance(raw, BatchItem) else _item(raw, f"item-{index}")
         for index, raw in enumerate(items)
@@ -452,6 +453,20 @@ async def batch(
         numbered = _unique(task, numbered)
     async for result in _run(task, numbered, concurrency=concurrency, rate=rate):
         yield result
+
+
+def _check_pacing(
+    task: Task[Any], *, concurrency: int = 1, rate: float | None = None, poll_s: float = 1.0
+) -> None:
+    """Refuse pacing that cannot work before anything runs: a rate or poll interval of zero,
+    below zero or NaN meant no limit at all (a provider hammered in a tight loop)."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise TaskInputError(task.name, None, f"concurrency must be at least 1, not {concurrency!r}")
+    for name, value, unit in (("rate", rate, "calls per second"), ("poll_s", poll_s, "seconds")):
+        if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
+            raise TaskInputError(
+                task.name, None, f"{name} must be a positive number of {unit}, not {value!r}"
+            )
 
 
 def _check_unique(task: Task[Any], items: Iterable[BatchItem]) -> None:
@@ -593,6 +608,7 @@ async def run_file(
     batch in flight. `on_start` gets the stats once the file is checked
     (`total` and `skipped` set), before the first call.
     """
+    _check_pacing(task, concurrency=concurrency, rate=rate)
     with _writing(source, output) as out:
         state_file = _batch_files.state_path(output)
         if state_file.exists():
@@ -647,6 +663,7 @@ async def run_file_provider_batch(
     """
     from promptcast.backends import resolve
 
+    _check_pacing(task, poll_s=poll_s)
     resolved, _ = resolve(task.model)
     if not resolved.capabilities.batch:
         raise ConfigurationError(

@@ -704,7 +704,7 @@ def batch_command(
         ),
     ] = False,
     poll_seconds: Annotated[
-        float, typer.Option(min=0.0, help="How often to poll a provider batch.")
+        float, typer.Option(min=0.01, help="Seconds between polls of a provider batch.")
     ] = 30.0,
     keep_errors: Annotated[
         bool,

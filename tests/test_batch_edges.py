@@ -984,3 +984,49 @@ def test_cli_eval_cases_take_media_paths_relative_to_the_cases_file(
     else:
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["models"][0]["passed"] == 1
+
+
+# pacing that cannot work is refused before anything runs
+
+
+@pytest.mark.parametrize(
+    ("pacing", "problem"),
+    [
+        ({"rate": 0.0}, "rate must be a positive number of calls per second, not 0.0"),
+        ({"rate": -2.0}, "rate must be a positive number"),
+        ({"rate": math.nan}, "rate must be a positive number"),
+        ({"rate": math.inf}, "rate must be a positive number"),
+        ({"concurrency": 0}, "concurrency must be at least 1, not 0"),
+        ({"concurrency": 2.5}, "concurrency must be at least 1, not 2.5"),
+    ],
+)
+async def test_a_batch_with_impossible_pacing_is_refused_before_any_call(
+    pacing: dict[str, Any], problem: str, labels: pc.Task[Any], tmp_path: Path
+) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl({"id": "a", "text": "x"}))
+    with pytest.raises(pc.TaskInputError, match=re.escape(problem)):
+        async for _ in pc.batch(labels, [{"text": "x"}], **pacing):
+            pass
+    with pytest.raises(pc.TaskInputError, match=re.escape(problem)):
+        await run_file(labels, source, out, **pacing)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("poll_s", [0.0, -1.0, math.nan, math.inf])
+async def test_a_provider_batch_polled_without_a_pause_is_refused_before_submitting(
+    poll_s: float, flaky_batch: tuple[pc.Task[Any], Path], fake_anthropic: FakeAnthropic
+) -> None:
+    task, source = flaky_batch
+    out = source.with_name("out.jsonl")
+    with pytest.raises(pc.TaskInputError, match="poll_s must be a positive number of seconds"):
+        await run_file_provider_batch(task, source, out, poll_s=poll_s)
+    assert fake_anthropic.batches == {} and not out.exists()
+
+
+def test_cli_refuses_a_zero_poll_interval(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["batch", "x", "in.jsonl", "-o", "out.jsonl", "--provider-batch", "--poll-seconds", "0"],
+    )
+    assert result.exit_code == 2 and "--poll-seconds" in result.output
