@@ -461,7 +461,9 @@ def _check_pacing(
     """Refuse pacing that cannot work before anything runs: a rate or poll interval of zero,
     below zero or NaN meant no limit at all (a provider hammered in a tight loop)."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise TaskInputError(task.name, None, f"concurrency must be at least 1, not {concurrency!r}")
+        raise TaskInputError(
+            task.name, None, f"concurrency must be at least 1, not {concurrency!r}"
+        )
     for name, value, unit in (("rate", rate, "calls per second"), ("poll_s", poll_s, "seconds")):
         if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
             raise TaskInputError(
