@@ -38,7 +38,7 @@ from promptcast.media import Document, DocumentInput, Image, ImageInput
 from promptcast.render import Message, Prompt, fence
 from promptcast.result import Attempt, Run, Usage
 from promptcast.spec import TaskSpec
-from promptcast.stream import AsyncStream, Stream, StreamClosedError
+from promptcast.stream import AsyncStream, Stream, StreamClosedError, StreamInUseError
 from promptcast.task import BoundTask, Task, TaskRegistry, builtin_tasks, load_tasks, task
 
 try:
@@ -68,6 +68,7 @@ __all__ = [
     "Settings",
     "Stream",
     "StreamClosedError",
+    "StreamInUseError",
     "Task",
     "TaskDefinitionError",
     "TaskInputError",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 import typing
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,7 @@ __all__ = [
     "Stream",
     "StreamClosedError",
     "StreamEvent",
+    "StreamInUseError",
     "partial_output",
 ]
 
@@ -78,6 +80,17 @@ StreamEvent = Partial[T] | Restart | Final[T]
 
 class StreamClosedError(PromptcastError, RuntimeError):
     """The stream was closed before its end, so it has no final `Run`."""
+
+
+class StreamInUseError(PromptcastError, RuntimeError):
+    """Another thread or task is reading this stream right now: a stream has one reader."""
+
+
+def _in_use() -> StreamInUseError:
+    return StreamInUseError(
+        "this stream is being read by another thread or task right now; read a stream in one "
+        "place (hand its partial outputs on with a queue), or start one stream per reader"
+    )
 
 
 def _closed(error: Exception | None) -> StreamClosedError:
@@ -414,24 +427,36 @@ class Stream(Generic[T]):
         self._run: Run[T] | None = None
         self._closed = False
         self._error: Exception | None = None
+        self._turn = threading.Lock()  # held while the provider's stream is read
         self.attempt = 1
 
     def events(self) -> Iterator[StreamEvent[T]]:
         """Every event of the stream, in order; the last one is `Final`."""
         if self._closed:
             raise _closed(self._error)
+        other_reader = False
         try:
-            for event in self._events:
+            while not self._closed:  # closed from another thread: stop at the next event
+                if not self._turn.acquire(blocking=False):
+                    other_reader = True
+                    raise _in_use()
+                try:
+                    event = next(self._events, None)
+                finally:
+                    self._turn.release()
+                if event is None:
+                    return
                 if isinstance(event, Restart):
                     self.attempt = event.attempt
                 elif isinstance(event, Final):
                     self._run = event.run
                 yield event
         except Exception as exc:
-            self._error = exc
+            if not other_reader:  # the other reader's stream goes on untouched
+                self._error = exc
             raise
         finally:
-            if self._run is None:
+            if self._run is None and not other_reader:
                 self.close()
 
     def __iter__(self) -> Iterator[T]:
@@ -445,7 +470,8 @@ class Stream(Generic[T]):
         if self._run is None:
             for _ in self.events():
                 pass
-        assert self._run is not None
+        if self._run is None:  # closed from another thread meanwhile
+            raise _closed(self._error)
         return self._run
 
     @property
@@ -454,12 +480,16 @@ class Stream(Generic[T]):
         return self.run.output
 
     def close(self) -> None:
-        """Stop: closes the provider's stream. A closed stream has no `run`."""
-        if not self._closed:
-            self._closed = True
-            close = getattr(self._events, "close", None)
-            if close is not None:
-                close()
+        """Stop: closes the provider's stream. A closed stream has no `run`. Called while
+        another thread reads the stream, it stops that reader at its next event."""
+        self._closed = True
+        if self._turn.acquire(blocking=False):  # else the reader closes it at its next event
+            try:
+                close = getattr(self._events, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                self._turn.release()
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -487,24 +517,37 @@ class AsyncStream(Generic[T]):
         self._run: Run[T] | None = None
         self._closed = False
         self._error: Exception | None = None
+        self._reading = False  # while the provider's stream is awaited
         self.attempt = 1
 
     async def events(self) -> AsyncIterator[StreamEvent[T]]:
         """Every event of the stream, in order; the last one is `Final`."""
         if self._closed:
             raise _closed(self._error)
+        other_reader = False
         try:
-            async for event in self._events:
+            while not self._closed:  # closed by another task: stop at the next event
+                if self._reading:
+                    other_reader = True
+                    raise _in_use()
+                self._reading = True
+                try:
+                    event = await anext(self._events, None)
+                finally:
+                    self._reading = False
+                if event is None:
+                    return
                 if isinstance(event, Restart):
                     self.attempt = event.attempt
                 elif isinstance(event, Final):
                     self._run = event.run
                 yield event
         except Exception as exc:
-            self._error = exc
+            if not other_reader:  # the other reader's stream goes on untouched
+                self._error = exc
             raise
         finally:
-            if self._run is None:
+            if self._run is None and not other_reader:
                 await self.aclose()
 
     async def __aiter__(self) -> AsyncIterator[T]:
@@ -533,9 +576,10 @@ class AsyncStream(Generic[T]):
         return self.run
 
     async def aclose(self) -> None:
-        """Stop: closes the provider's stream. A closed stream has no `run`."""
-        if not self._closed:
-            self._closed = True
+        """Stop: closes the provider's stream. A closed stream has no `run`. Called while
+        another task reads the stream, it stops that reader at its next event."""
+        self._closed = True
+        if not self._reading:  # else the reader closes it at its next event
             close = getattr(self._events, "aclose", None)
             if close is not None:
                 await close()

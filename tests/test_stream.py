@@ -8,6 +8,7 @@ import inspect
 import itertools
 import json
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -653,3 +654,85 @@ def test_a_lone_surrogate_in_streamed_text_is_no_crash(text: str) -> None:
         stream = pc.builtin_tasks().summarize.with_model("test/s").stream(text="hi")
         partials = list(stream)
     assert partials and stream.run.output.summary == text  # type: ignore[attr-defined]
+
+
+# one stream, two readers
+
+
+def _held(entered: Any, release: Any) -> Callable[[Any], Any]:
+    """A handler that signals `entered`, then answers once `release` is set."""
+
+    def handler(request: Any) -> str:
+        entered.set()
+        assert release.wait(10)
+        return json.dumps(ANSWER)
+
+    return handler
+
+
+def test_a_second_thread_reading_a_stream_gets_a_typed_error_and_the_first_goes_on(
+    qa: pc.Task[ProductAnswer],
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    backend = ScriptedBackend(_held(entered, release), chunk_chars=7)
+    with pc.override(model="test/qa", backends={"test/qa": backend}):
+        stream = qa.with_model("test/qa").stream(**INPUTS)
+        first: list[Any] = []
+        reader = threading.Thread(target=lambda: first.extend(stream))
+        reader.start()
+        assert entered.wait(10)
+        with pytest.raises(pc.StreamInUseError, match="read a stream in one place"):
+            next(iter(stream))  # while the first reader waits for the provider
+        release.set()
+        reader.join(10)
+    assert first and first[-1] == ProductAnswer(**ANSWER)
+    assert stream.run.output == ProductAnswer(**ANSWER) and backend.streams_closed == 0
+
+
+def test_closing_a_stream_from_another_thread_stops_its_reader_at_the_next_event(
+    qa: pc.Task[ProductAnswer],
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    backend = ScriptedBackend(_held(entered, release), chunk_chars=7)
+    with pc.override(model="test/qa", backends={"test/qa": backend}):
+        stream = qa.with_model("test/qa").stream(**INPUTS)
+        seen: list[Any] = []
+        reader = threading.Thread(target=lambda: seen.extend(stream))
+        reader.start()
+        assert entered.wait(10)
+        stream.close()  # before: ValueError "generator already executing"
+        release.set()
+        reader.join(10)
+    assert not reader.is_alive() and len(seen) <= 1
+    assert backend.streams_closed == 1
+    with pytest.raises(StreamClosedError, match="closed"):
+        _ = stream.run
+
+
+async def test_a_second_task_reading_an_async_stream_gets_a_typed_error(
+    qa: pc.Task[ProductAnswer],
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: Any) -> str:
+        entered.set()
+        await release.wait()
+        return json.dumps(ANSWER)
+
+    with pc.override(model="test/qa", backends={"test/qa": ScriptedBackend(handler)}):
+        stream = qa.with_model("test/qa").astream(**INPUTS)
+        first = asyncio.ensure_future(stream.result())
+        await asyncio.wait_for(entered.wait(), 10)
+        with pytest.raises(pc.StreamInUseError):
+            await stream.result()
+        release.set()
+        assert (await first).output == ProductAnswer(**ANSWER)
+
+        entered.clear(), release.clear()
+        stream = qa.with_model("test/qa").astream(**INPUTS)
+        first = asyncio.ensure_future(stream.result())
+        await asyncio.wait_for(entered.wait(), 10)
+        await stream.aclose()  # before: RuntimeError "asynchronous generator is already running"
+        release.set()
+        with pytest.raises(StreamClosedError):
+            await first
