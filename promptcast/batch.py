@@ -70,10 +70,14 @@ class BatchOutputError(PromptcastError, OSError):
     """The output file cannot be opened or written (a missing folder, no permission, a full
     disk); the lines written before stay, so the run resumes once that is fixed."""
 
-    def __init__(self, output: Path, cause: OSError, *, written: int | None) -> None:
+    def __init__(
+        self, output: Path, cause: OSError, *, written: int | None, message: str | None = None
+    ) -> None:
         self.output = output
         reason = cause.strerror or str(cause)
-        if written is None:
+        if message is not None:  # the caller's own account of what failed
+            pass
+        elif written is None:
             message = f"cannot open {output} for the results ({reason}); nothing was run"
         else:
             message = (
@@ -793,9 +797,41 @@ async def _one_batch(
         digest=_digest(chunk, backend.batch_params),
         custom_ids={cid: item.key for cid, (item, _) in chunk.items()},
     )
-    _batch_files.write_state(state_file, state)
+    try:
+        _batch_files.write_state(state_file, state)
+    except OSError as exc:  # unsaved, a rerun would submit and pay for it again
+        raise await _cancel_unsaved(backend, state, state_file, exc) from exc
     await _collect(task, backend, batch_id, chunk, poll_s, emit, frozenset())
     _batch_files.remove_state(state_file)
+
+
+async def _cancel_unsaved(
+    backend: ProviderBatches,
+    state: _batch_files.ProviderBatchState,
+    state_file: Path,
+    error: OSError,
+) -> BatchOutputError:
+    """The error for a batch whose id could not be saved, once it is canceled (requests not
+    processed yet are not billed) or, when that fails too, with the id to find it by."""
+    try:
+        await backend.cancel_batch(state.batch_id, model=state.model)
+    except BackendError as exc:
+        outcome = (
+            f"canceling it failed too ({exc}), so it runs and is billed: find it by its id "
+            "in the provider's console"
+        )
+    else:
+        outcome = "it was canceled, so its requests are not billed"
+    return BatchOutputError(
+        state_file,
+        error,
+        written=None,
+        message=(
+            f"saving the id of provider batch {state.batch_id} in {state_file} failed "
+            f"({error.strerror or error}); {outcome}. Fix that (free disk space, permissions) and run the same "
+            "command again: its items are submitted again"
+        ),
+    )
 
 
 POLL_FAILURES = 10

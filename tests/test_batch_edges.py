@@ -1030,3 +1030,50 @@ def test_cli_refuses_a_zero_poll_interval(tmp_path: Path) -> None:
         ["batch", "x", "in.jsonl", "-o", "out.jsonl", "--provider-batch", "--poll-seconds", "0"],
     )
     assert result.exit_code == 2 and "--poll-seconds" in result.output
+
+
+# a submitted batch whose id cannot be saved
+
+
+@pytest.mark.parametrize("cancel_fails", [False, True])
+async def test_a_batch_whose_id_cannot_be_saved_is_canceled_not_left_to_bill_twice(
+    cancel_fails: bool,
+    flaky_batch: tuple[pc.Task[Any], Path],
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task, source = flaky_batch
+    out = source.with_name("out.jsonl")
+    fake_anthropic.batch_polls = 10**9  # still in progress when it is canceled
+
+    def full_disk(path: Path, state: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = _batch_files.write_state
+    monkeypatch.setattr(_batch_files, "write_state", full_disk)
+    if cancel_fails:
+        failing = error_reply(529, "overloaded_error", "busy")
+        answer = fake_anthropic._answer
+        monkeypatch.setattr(
+            fake_anthropic,
+            "_answer",
+            lambda path, raw, headers: (
+                failing if path.endswith("/cancel") else answer(path, raw, headers)
+            ),
+        )
+    with pytest.raises(BatchOutputError) as raised:
+        await run_file_provider_batch(task, source, out, poll_s=0.01)
+    (batch_id,) = fake_anthropic.batches
+    message = str(raised.value)
+    assert batch_id in message and "No space left on device" in message
+    assert str(_batch_files.state_path(out)) in message
+    if cancel_fails:
+        assert fake_anthropic.canceled == [] and "canceling it failed too" in message
+        assert "billed" in message
+    else:
+        assert fake_anthropic.canceled == [batch_id] and "not billed" in message
+    # the disk has room again: the rerun submits once more and completes
+    monkeypatch.setattr(_batch_files, "write_state", real)
+    fake_anthropic.batch_polls = 1
+    stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
+    assert (stats.done, stats.failed) == (3, 0) and len(fake_anthropic.batches) == 2

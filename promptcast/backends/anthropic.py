@@ -294,6 +294,12 @@ class AnthropicBackend(Backend):
             batch = await self.async_client(model).messages.batches.retrieve(batch_id)
         return bool(batch.processing_status == "ended")
 
+    async def cancel_batch(self, batch_id: str, *, model: str | None = None) -> None:
+        """Cancel the batch (submitted for `model`'s endpoint): requests not processed yet are
+        not billed."""
+        with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
+            await self.async_client(model).messages.batches.cancel(batch_id)
+
     async def batch_results(
         self, batch_id: str, requests: dict[str, ModelRequest]
     ) -> AsyncIterator[tuple[str, ModelReply | str]]:

@@ -128,6 +128,10 @@ class ProviderBatches(Protocol):
         """Whether the batch has finished processing."""
         ...
 
+    async def cancel_batch(self, batch_id: str, *, model: str | None = None) -> None:
+        """Cancel the batch: requests not processed yet are not billed."""
+        ...
+
     def batch_results(
         self, batch_id: str, requests: dict[str, ModelRequest]
     ) -> AsyncIterator[tuple[str, ModelReply | str]]:

@@ -280,6 +280,8 @@ class FakeAnthropic(FakeServer):
     Message Batches too: `POST /v1/messages/batches` stores the requests, a batch ends after
     `batch_polls` retrievals, and its results answer each request as `/v1/messages` would, except
     the custom ids listed in `batch_outcomes` (`{"id-7": "expired", "id-9": "errored"}`).
+    `POST /v1/messages/batches/{id}/cancel` cancels a batch: its ids go to `canceled`, and its
+    requests that had not ended come out "canceled".
     """
 
     paths = ("/v1/messages", "/v1/messages/batches")
@@ -290,9 +292,20 @@ class FakeAnthropic(FakeServer):
         self.batches: dict[str, dict[str, Any]] = {}
         self.batch_polls = 2
         self.batch_outcomes: dict[str, str] = {}
+        self.canceled: list[str] = []
         self.prompt_cache = PromptCache()
 
     def _answer(self, path: str, raw: bytes, headers: dict[str, str]) -> FakeReply:
+        parts = path.split("?")[0].strip("/").split("/")
+        if parts[:3] == ["v1", "messages", "batches"] and parts[4:] == ["cancel"]:
+            if parts[3] not in self.batches:
+                return self.error(404, "not_found_error", f"no batch {parts[3]}")
+            self.canceled.append(parts[3])
+            state = self.batches[parts[3]]
+            if state["polls"] < self.batch_polls:  # not ended: nothing more is processed
+                state["polls"] = self.batch_polls
+                state["canceled"] = True
+            return FakeReply({**self._batch(parts[3]), "processing_status": "canceling"})
         if path.split("?")[0] != "/v1/messages/batches":
             return super()._answer(path, raw, headers)
         body = json.loads(raw)
@@ -343,7 +356,15 @@ class FakeAnthropic(FakeServer):
                 self.batches[batch_id]["polls"] += 1
                 return FakeReply(self._batch(batch_id))
             if parts[4:] == ["results"]:
-                lines = [json.dumps(self._result(r)) for r in self.batches[batch_id]["requests"]]
+                state = self.batches[batch_id]
+                lines = [
+                    json.dumps(
+                        {"custom_id": r["custom_id"], "result": {"type": "canceled"}}
+                        if state.get("canceled")
+                        else self._result(r)
+                    )
+                    for r in state["requests"]
+                ]
                 return FakeReply(
                     raw=("\n".join(lines) + "\n").encode(),
                     headers={"content-type": "application/binary"},
