@@ -29,10 +29,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from promptcast import cache as _cache
+from promptcast.backends import _deadline as _reads
 from promptcast.backends.base import ModelReply
 from promptcast.errors import BackendError, PromptcastError
 from promptcast.result import Run
-from promptcast.task import _CacheGet, _Plan, _Send, _Sleep, _Thrown
+from promptcast.task import _CacheGet, _no_reply_in_time, _Plan, _Send, _Sleep, _Thrown
 
 __all__ = [
     "AsyncStream",
@@ -230,11 +231,10 @@ def _stream_failed(step: _Send, message: str) -> BackendError:
     )
 
 
-def _timed_out(step: _Send) -> BackendError:
-    left = step.request.timeout_s or 0
-    return _stream_failed(
-        step, f"the stream ran past the call's timeout ({left:g}s left when it started)"
-    )
+def _timed_out(step: _Send, cause: BaseException | None = None) -> BackendError:
+    """The stream's whole reply did not arrive within the call's time left: the error a
+    `run()` gives (`timed_out`, retryable; the plan ends the call when no time is left)."""
+    return _no_reply_in_time(step, cause)
 
 
 def _unfinished(step: _Send) -> BackendError:
@@ -309,6 +309,8 @@ def _started(plan: _Plan[T]) -> _Plan[T]:
 def events(plan: _Plan[T]) -> Iterator[StreamEvent[T]]:
     """Drive `plan` synchronously, streaming each request; returns the stream's events (the plan
     starts here, see `_started`)."""
+    if not _reads.installed:  # before any connection is made: see promptcast.backends._deadline
+        _reads.install()
     return _events(_started(plan))
 
 
@@ -340,9 +342,18 @@ def _streamed(
 ) -> typing.Generator[Partial[Any], None, ModelReply | _Thrown]:
     partials = _Partials(step.request.output_model)
     deadline = _deadline(step)
-    chunks = step.backend.stream(step.request)
+    # each read of the reply waits at most the time left (a trickle within the read timeout
+    # held a stream for ever); current while the backend reads, never while the consumer runs
+    reads = _reads.Deadline(deadline)
+    with reads:
+        chunks = step.backend.stream(step.request)
+    iterator = iter(chunks)
     try:
-        for chunk in chunks:
+        while True:
+            with reads:
+                chunk = next(iterator, None)
+            if chunk is None:
+                return _Thrown(_unfinished(step))
             if isinstance(chunk, ModelReply):
                 return chunk
             if deadline is not None and time.perf_counter() > deadline:
@@ -351,9 +362,8 @@ def _streamed(
             if value is not None:
                 attempts.last = value
                 yield Partial(value, attempts.attempt)
-        return _Thrown(_unfinished(step))
     except BackendError as exc:
-        return _Thrown(exc)
+        return _Thrown(_timed_out(step, exc) if reads.expired else exc)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:

@@ -26,7 +26,7 @@ from promptcast import cache as _cache
 from promptcast import media as _media
 from promptcast._config import Settings, get_config, overridden
 from promptcast._retry import backoff
-from promptcast.backends import resolve
+from promptcast.backends import _deadline, resolve
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
 from promptcast.errors import (
     BackendError,
@@ -193,6 +193,8 @@ class Task(Generic[T]):
 
     def run(self, /, **inputs: Any) -> Run[T]:
         """Call the model and return the output with its usage, cost and attempts."""
+        if not _deadline.installed:  # before any connection is made: see _deadline
+            _deadline.install()
         plan = self._plan(inputs)
         result: Any = None
         try:
@@ -200,10 +202,17 @@ class Task(Generic[T]):
                 step = plan.send(result)
                 result = None
                 if isinstance(step, _Send):
+                    deadline: _deadline.Deadline | None = None
                     try:
                         with step.span:
-                            result = step.backend.request(step.request)
+                            if step.request.timeout_s is None:
+                                result = step.backend.request(step.request)
+                            else:  # as in arun: the whole reply within timeout_s, not each read
+                                with _deadline.within(step.request.timeout_s) as deadline:
+                                    result = step.backend.request(step.request)
                     except BackendError as exc:
+                        if deadline is not None and deadline.expired:
+                            exc = _no_reply_in_time(step, exc)
                         result = _Thrown(exc)
                 elif isinstance(step, _Sleep):
                     time.sleep(step.seconds)
@@ -444,10 +453,10 @@ class _Thrown:
     error: BackendError
 
 
-def _no_reply_in_time(step: _Send) -> BackendError:
+def _no_reply_in_time(step: _Send, cause: BaseException | None = None) -> BackendError:
     request = step.request
     within = f" within {request.timeout_s:.3g} s" if request.timeout_s is not None else ""
-    return BackendError(
+    error = BackendError(
         f"no complete reply{within} (the server is slow, or sends its reply slowly)",
         provider=step.backend.provider,
         retryable=True,
@@ -455,6 +464,8 @@ def _no_reply_in_time(step: _Send) -> BackendError:
         task=request.task,
         model=f"{step.backend.provider}/{request.model}",
     )
+    error.__cause__ = cause  # the sync path's: the SDK's timeout error the deadline caused
+    return error
 
 
 class _Call:
