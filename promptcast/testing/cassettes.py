@@ -15,6 +15,8 @@ import base64
 import bisect
 import configparser
 import difflib
+import getpass
+import glob
 import hashlib
 import json
 import os
@@ -59,6 +61,7 @@ __all__ = [
     "placeholder_keys",
     "project_cassette_dir",
     "recording",
+    "recording_lock",
     "replay",
     "scrub_request",
     "scrub_response",
@@ -568,7 +571,7 @@ def recording(path: str | Path, **overrides: Any) -> Iterator[Any]:
     leaves a good recording as it was.
     """
     path = Path(path)
-    with _one_thread(path), staged(path) as temporary:
+    with _one_thread(path), recording_lock(path), staged(path) as temporary:
         recorder = register(_vcr().VCR(**vcr_config(**{"record_mode": "all", **overrides})))
         with recorder.use_cassette(str(temporary)) as cassette:
             yield cassette
@@ -628,6 +631,47 @@ def staged(path: Path, *, copy: bool = False) -> Iterator[Path]:
             os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+RECORD_LOCK_TIMEOUT = 600.0
+"""Seconds a recording waits for another process recording the same cassette to finish."""
+
+
+@contextmanager
+def recording_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold the cross-process lock of cassette `path` for the block: two processes recording one
+    cassette at once (pytest-xdist workers sharing `path=`, `promptcast record` beside a test run)
+    each copied the old file, added their requests and replaced it, so one's recording was lost.
+    Now the second waits, then starts from the first one's file, as in a run one test at a time.
+    The lock file lives in the temporary folder, not beside the cassette, so nothing is left to
+    commit; the OS drops the lock when its process dies, so a kill leaves no stale lock, and the
+    temporary copy a killed recording left beside the cassette goes with the next recording."""
+    from filelock import FileLock, Timeout
+
+    resolved = str(path.resolve())
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name (a container without a passwd entry)
+        user = str(os.getuid()) if hasattr(os, "getuid") else ""
+    digest = hashlib.sha256(f"{user}\0{resolved}".encode()).hexdigest()[:24]
+    lock_file = Path(tempfile.gettempdir()) / f"promptcast-cassette-{digest}.lock"
+    wait = RECORD_LOCK_TIMEOUT if timeout is None else timeout
+    lock = FileLock(str(lock_file), timeout=wait, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CassetteInUseError(
+            f"cassette {path} has been recorded by another process for over {wait:g} s (lock "
+            f"file {lock_file}); recordings of one cassette take turns. Let the other run end, "
+            "or give each test its own cassette"
+        ) from None
+    try:
+        # with the lock held, a temporary copy beside the cassette is one a killed recording left
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -901,7 +945,8 @@ def explain_miss(exc: Any, *, max_diff_lines: int = 30) -> NoRecordingError:
     """
     cassette = getattr(exc, "cassette", None)
     failed = getattr(exc, "failed_request", None)
-    path = str(getattr(cassette, "_path", "") or "") or None
+    shown_path = getattr(cassette, "_promptcast_path", None) or getattr(cassette, "_path", None)
+    path = str(shown_path) if shown_path else None
     command = getattr(cassette, "_promptcast_record_command", None)
     task = _header(failed, TASK_HEADER) if failed is not None else None
     new_hash = _header(failed, HASH_HEADER) if failed is not None else None

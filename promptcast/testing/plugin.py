@@ -5,7 +5,8 @@
   is pytest-recording's `--record-mode` (default `none`: replay only, non-loopback sockets blocked,
   placeholder API keys supplied for every provider). Marker keyword arguments go to vcrpy (`path=`
   picks the file). Recording writes a temporary copy that replaces the cassette only when the test
-  passes. `--record-mode=rewrite` re-records a test's cassette from scratch.
+  passes; processes recording one cassette (pytest-xdist workers sharing `path=`) take turns.
+  `--record-mode=rewrite` re-records a test's cassette from scratch.
 - `pytest --promptcast-examples prompts/` (or `promptcast_examples = true` in the pytest ini
   options) collects every frontmatter example of every `*.jinja` file as an item
   `task[example-N]`, replayed from `cassettes/examples/<task>/example-N.yaml`.
@@ -35,6 +36,7 @@ from promptcast.testing.cassettes import (
     cassette_miss,
     explaining_misses,
     placeholder_keys,
+    recording_lock,
     register,
     staged,
     vcr_config,
@@ -127,12 +129,17 @@ def use_cassette(
     fresh = record_mode in ("rewrite", "all")
     mode = "new_episodes" if record_mode == "rewrite" else record_mode  # vcrpy has no "rewrite"
     try:
-        with staged(path, copy=not fresh) as temporary:
+        # one recording of a cassette at a time across processes (pytest-xdist workers sharing
+        # `path=`), taken before the copy so the second starts from the first one's file
+        with recording_lock(path), staged(path, copy=not fresh) as temporary:
+            # after the wait: another process may have written the cassette meanwhile
+            command = record_command(config, nodeid, path, example=example)
             with (
                 recorder.use_cassette(str(temporary), record_mode=mode) as cassette,
                 explaining_misses(),
             ):
                 cassette._promptcast_record_command = command
+                cassette._promptcast_path = str(path)  # a miss names it, not the temporary copy
                 yield cassette
             if stage is not None and stage.failed:
                 raise _Discard
