@@ -4,8 +4,10 @@ or the new one, never half."""
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 __all__ = ["decode_text", "read_text", "write_atomic"]
@@ -26,14 +28,43 @@ def read_text(path: Path) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` (UTF-8) to a temporary file beside `path`, fsync it, then `os.replace` it
     over `path`; on any failure (or interrupt) the temporary file is removed and `path` is as
-    it was."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    it was. The file gets the permissions `path` had (a new one: what `open()` would give, not
+    mkstemp's owner-only 0600), and an `OSError` names `path`, not the temporary file (a full
+    disk's ENOSPC named no file at all)."""
+    try:
+        descriptor, temporary = _create_beside(path)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        if path.exists():
+            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path`, created as `open()` creates files (0o666 less the
+    umask; mkstemp's is 0o600, owner only, which the written file kept)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = str(path.parent / f"{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """`exc` as the same kind of error, naming `path` (its message without any file name)."""
+    if exc.errno is None:
+        return OSError(f"{path}: {exc}")
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))

@@ -910,7 +910,7 @@ def eval_command(
         )
     if chart is not None:  # after the report: a chart that cannot be written loses no results
         try:
-            chart.write_text(to_html_chart(report), encoding="utf-8")
+            write_atomic(chart, to_html_chart(report))  # a kill leaves the old chart whole
         except OSError as exc:
             raise _fail(exc) from None
         err.print(f"chart written to {chart}", highlight=False, markup=False)

@@ -3,18 +3,26 @@ the response cache, batch outputs and the CLI's output files."""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from promptcast.testing import FakeAnthropic, FakeReply
+import promptcast as pc
+from promptcast.cli import app
+from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
 from promptcast.testing._fake_anthropic import _auto
 from promptcast.testing.cassettes import CassetteInUseError, recording_lock
 from tests.testing.test_plugin import GREET, clean_env
@@ -178,3 +186,129 @@ def test_a_kill_mid_record_keeps_the_old_cassette_whole(tmp_path: Path) -> None:
     assert again.returncode == 0, output
     assert sorted(recorded_names(cassette)) == ["a", "b"]
     assert [p.name for p in cassette.parent.iterdir()] == ["shared.yaml"]
+
+
+# --- CLI output files: atomic, permissions as open() gives them, a failing write names the file --
+
+LABELS = """\
+---
+inputs: {text: str}
+output: {label: str}
+model: test/labels
+---
+Label {{ text }}
+"""
+
+PROMPTY = """\
+---
+name: billing
+model:
+  api: chat
+  configuration: {type: openai, name: gpt-4o}
+inputs:
+  question: {type: string}
+---
+system:
+You answer questions about billing.
+
+user:
+{{question}}
+"""
+
+
+def _typegen(root: Path) -> tuple[Path, list[str]]:
+    return root / "out" / "ai_tasks.py", ["typegen", str(root / "prompts"), "-o"]
+
+
+def _convert(root: Path) -> tuple[Path, list[str]]:
+    source = root / "billing.prompty"
+    source.write_text(PROMPTY)
+    return root / "out" / "billing.jinja", ["convert", str(source), "--force", "-o"]
+
+
+def _chart(root: Path) -> tuple[Path, list[str]]:
+    cases = root / "cases.jsonl"
+    cases.write_text(json.dumps({"inputs": {"text": "a"}, "expect": {"label": "ok"}}) + "\n")
+    args = ["eval", "labels", "--cases", str(cases), "--json", "-p", str(root / "prompts")]
+    return root / "out" / "chart.html", [*args, "--chart"]
+
+
+WRITERS = {"typegen -o": _typegen, "convert -o": _convert, "eval --chart": _chart}
+
+
+def run_writer(root: Path, writer: str) -> tuple[Path, Any]:
+    """Run one CLI command that writes a file; the file and the CliRunner result."""
+    (root / "prompts").mkdir(exist_ok=True)
+    (root / "prompts" / "labels.jinja").write_text(LABELS)
+    (root / "out").mkdir(exist_ok=True)
+    target, args = WRITERS[writer](root)
+    # convert -o takes the folder
+    where = target.parent if writer == "convert -o" else target
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda request: {"label": "ok"})}):
+        result = CliRunner().invoke(app, [*args, str(where)])
+    return target, result
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_cli_output_files_get_the_permissions_open_gives(
+    writer: str, tmp_path: Path, umask_022: None
+) -> None:
+    """write_atomic's temporary file was mkstemp's 0600, so a chart, a generated module or a
+    converted task file was readable by its owner only (a web server or a CI user could not
+    read it), and replacing an existing 0755 or 0640 file changed its mode to 0600."""
+    target, result = run_writer(tmp_path, writer)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    target.write_text("old\n")
+    target.chmod(0o640)
+    again, result = run_writer(tmp_path, writer)
+    assert result.exit_code == 0, result.output
+    assert again.read_text() != "old\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.parametrize(
+    ("code", "fails_in"),
+    [(errno.ENOSPC, "fsync"), (errno.EDQUOT, "write"), (errno.EIO, "replace")],
+)
+def test_a_cli_output_that_cannot_be_written_names_the_file_and_keeps_the_old_one(
+    writer: str, code: int, fails_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk said 'error: [Errno 28] No space left on device' without the file, and
+    eval --chart wrote with a bare write_text: a kill or a full disk left a torn chart."""
+    target, result = run_writer(tmp_path, writer)
+    assert result.exit_code == 0, result.output
+    target.write_text("old\n")  # typegen writes only a module that changed
+    before = target.read_bytes()
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    if fails_in == "write":
+        real_fdopen = os.fdopen
+
+        def fdopen(*args: Any, **kwargs: Any) -> Any:
+            handle = real_fdopen(*args, **kwargs)
+            handle.write = failing
+            return handle
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    else:
+        monkeypatch.setattr(os, fails_in, failing)
+    _, result = run_writer(tmp_path, writer)
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    assert f"{os.strerror(code)}: '{target}'" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+    assert target.read_bytes() == before
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
