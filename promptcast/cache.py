@@ -13,6 +13,7 @@ neither blocks the event loop nor slows a call by more than that timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ import threading
 import time
 import typing
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -130,8 +132,20 @@ class SQLiteCache:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's connection for one statement, waited for at most `timeout_s`: the
+        threads queued behind one waiting on a busy file each waited their whole turn (16
+        threads against a locked file: 4 s for the last, with a 0.25 s timeout)."""
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise TimeoutError(f"other threads held the cache for over {self.timeout_s:g} s")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def get(self, key: str) -> str | None:
-        with self._lock:
+        with self._turn():
             row = (
                 self._connection()
                 .execute("SELECT value, expires FROM promptcast_cache WHERE key = ?", (key,))
@@ -144,7 +158,7 @@ class SQLiteCache:
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         now = time.time()
         expires = now + ttl_s if ttl_s else None
-        with self._lock:
+        with self._turn():
             conn = self._connection()
             conn.execute(
                 "INSERT OR REPLACE INTO promptcast_cache (key, value, expires) VALUES (?, ?, ?)",
@@ -285,7 +299,7 @@ def open_cache(url: str, *, timeout_s: float = 0.25) -> Cache | None:
 
 _shared: dict[tuple[str, float], Cache] = {}
 _shared_lock = threading.Lock()
-_failing: set[int] = set()
+_failing: set[tuple[int, str]] = set()  # (store, "read" or "write"): each logged once
 
 
 def shared_cache(config: Settings) -> Cache | None:
@@ -405,7 +419,7 @@ def read(cache: Cache, key: str) -> str | None:
     except Exception as exc:
         _failed(cache, "read", exc)
         return None
-    _recovered(cache)
+    _recovered(cache, "read")
     return value
 
 
@@ -416,7 +430,7 @@ def write(cache: Cache, key: str, value: str, ttl_s: float | None) -> None:
     except Exception as exc:
         _failed(cache, "write", exc)
         return
-    _recovered(cache)
+    _recovered(cache, "write")
 
 
 async def _bounded(cache: Cache, what: str, timeout_s: float, method: str, *args: Any) -> Any:
@@ -433,7 +447,7 @@ async def _bounded(cache: Cache, what: str, timeout_s: float, method: str, *args
     except Exception as exc:  # TimeoutError included: go on without the cache
         _failed(cache, what, exc)
         return None
-    _recovered(cache)
+    _recovered(cache, what)
     return value
 
 
@@ -449,9 +463,14 @@ async def awrite(cache: Cache, key: str, value: str, ttl_s: float | None, timeou
 
 
 def _failed(cache: Cache, what: str, exc: BaseException) -> None:
-    """Log a failing store once until it works again, so an outage does not flood the logs."""
-    if id(cache) not in _failing:
-        _failing.add(id(cache))
+    """Log a failing store once until it works again, so an outage does not flood the logs.
+    Reads and writes are judged apart: a full disk or a read-only file fails every write while
+    reads work, and one flag for both logged 'failed' and 'works again' on every call."""
+    if (id(cache), what) not in _failing:
+        logged = any(store == id(cache) for store, _ in _failing.copy())  # threads add too
+        _failing.add((id(cache), what))
+        if logged:
+            return
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         logger.warning(
             "response cache %r failed to %s (%s); calling the model without it",
@@ -461,7 +480,8 @@ def _failed(cache: Cache, what: str, exc: BaseException) -> None:
         )
 
 
-def _recovered(cache: Cache) -> None:
-    if _failing and id(cache) in _failing:
-        _failing.discard(id(cache))
-        logger.warning("response cache %r works again", cache)
+def _recovered(cache: Cache, what: str) -> None:
+    if _failing and (id(cache), what) in _failing:
+        _failing.discard((id(cache), what))
+        if not any(store == id(cache) for store, _ in _failing.copy()):
+            logger.warning("response cache %r works again", cache)

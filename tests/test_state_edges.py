@@ -3,10 +3,14 @@ the response cache, batch outputs and the CLI's output files."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
+import logging
 import os
+import random
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -21,6 +25,7 @@ import yaml
 from typer.testing import CliRunner
 
 import promptcast as pc
+from promptcast.cache import SQLiteCache, close_caches
 from promptcast.cli import app
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
 from promptcast.testing._fake_anthropic import _auto
@@ -312,3 +317,148 @@ def test_a_cli_output_that_cannot_be_written_names_the_file_and_keeps_the_old_on
     assert "Traceback" not in result.output
     assert target.read_bytes() == before
     assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+# --- the response cache (SQLite): a full disk, a locked file, a kill mid-write ----------------
+
+FREE = "---\ninputs: {text: str}\noutput: str\nmodel: test/echo\n---\n{{ text }}"
+
+
+def _echo(request: Any) -> str:
+    return "answer " + str(request.prompt.messages[0]["content"])
+
+
+@pytest.fixture
+def echo_task(tmp_path: Path) -> Iterator[pc.Task[Any]]:
+    (tmp_path / "echo.jinja").write_text(FREE)
+    with pc.override(backends={"test/echo": ScriptedBackend(_echo)}):
+        yield pc.Task.from_file(tmp_path / "echo.jinja")
+    close_caches()
+
+
+WRITE_FAILURES = [
+    OSError(errno.ENOSPC, "No space left on device"),
+    sqlite3.OperationalError("database or disk is full"),
+    sqlite3.OperationalError("attempt to write a readonly database"),
+]
+
+
+@pytest.mark.parametrize("failure", WRITE_FAILURES, ids=lambda e: str(e)[:24])
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["run", "arun"])
+def test_a_cache_that_cannot_write_answers_every_call_and_says_so_once(
+    failure: Exception,
+    asynchronous: bool,
+    echo_task: pc.Task[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk or a read-only file fails every write while reads work: each call logged
+    'failed to write' and then, after the next read, 'works again' (two warnings a call, the
+    second untrue)."""
+
+    def full(self: SQLiteCache, *args: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(SQLiteCache, "set", full)
+    outputs = []
+    with (
+        caplog.at_level(logging.WARNING, "promptcast.cache"),
+        pc.override(cache=f"sqlite:///{tmp_path / 'cache.db'}"),
+    ):
+        for n in range(6):
+            if asynchronous:
+                run = asyncio.run(echo_task.arun(text=f"q{n}"))
+            else:
+                run = echo_task.run(text=f"q{n}")
+            outputs.append((run.output, run.cached))
+    assert outputs == [(f"answer q{n}", False) for n in range(6)]
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1 and "failed to write" in messages[0], messages
+    assert str(failure) in messages[0]
+
+
+def test_threads_against_a_locked_cache_file_each_wait_one_timeout_at_most(
+    echo_task: pc.Task[Any], tmp_path: Path
+) -> None:
+    """The threads of a process share one SQLite connection under a lock: while another process
+    held the file, the 16th thread waited for the 15 before it (4 s with a 0.25 s timeout)."""
+    path = tmp_path / "cache.db"
+    url = f"sqlite:///{path}"
+    with pc.override(cache=url):
+        echo_task.run(text="warm")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    took: list[float] = []
+    answers: list[str] = []
+
+    def call(n: int) -> None:
+        started = time.perf_counter()
+        with pc.override(cache=url, backends={"test/echo": ScriptedBackend(_echo)}):
+            answers.append(echo_task.run(text=f"t{n}").output)
+        took.append(time.perf_counter() - started)
+
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        threads = [threading.Thread(target=call, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert sorted(answers) == sorted(f"answer t{n}" for n in range(16))
+    assert max(took) < 2.0, took  # a read and a write, each bounded by about 2 x 0.25 s
+
+
+CACHE_WRITER = """
+import sys
+from promptcast.cache import SQLiteCache
+cache = SQLiteCache(sys.argv[1], timeout_s=5)
+print("ready", flush=True)
+n = 0
+while True:
+    cache.set(f"k{n % 50}", f"{n % 50}:" + "v" * (n % 5000), ttl_s=3600)
+    n += 1
+"""
+
+
+def test_a_kill_mid_write_leaves_the_cache_file_whole(tmp_path: Path) -> None:
+    """SIGKILL two writers of one key space at random moments, again and again: the file stays
+    a valid database and every entry is one whole value, never a mix or a torn one."""
+    path = tmp_path / "cache.db"
+    rng = random.Random(7)
+    for _ in range(5):
+        writers = [
+            subprocess.Popen(
+                [sys.executable, "-c", CACHE_WRITER, str(path)], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        for writer in writers:
+            writer.send_signal(signal.SIGKILL)
+            writer.communicate()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    cache = SQLiteCache(path)
+    values = {key: cache.get(f"k{key}") for key in range(50)}
+    cache.close()
+    assert any(values.values())
+    for key, value in values.items():
+        if value is not None:
+            head, _, tail = value.partition(":")
+            assert head == str(key) and set(tail) <= {"v"}, value[:40]
