@@ -30,7 +30,18 @@ def write_atomic(path: Path, text: str) -> None:
     over `path`; on any failure (or interrupt) the temporary file is removed and `path` is as
     it was. The file gets the permissions `path` had (a new one: what `open()` would give, not
     mkstemp's owner-only 0600), and an `OSError` names `path`, not the temporary file (a full
-    disk's ENOSPC named no file at all)."""
+    disk's ENOSPC named no file at all). A symlink stays a link: the file it points to is
+    replaced. A pipe, terminal or device (`--chart /dev/stdout`) is written to as it is, never
+    replaced by a file (as root, `-o /dev/full` replaced the device node)."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            with path.open("w", encoding="utf-8") as stream:
+                stream.write(text)
+        except OSError as exc:
+            raise _naming(exc, path) from exc
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         descriptor, temporary = _create_beside(path)
     except OSError as exc:

@@ -944,7 +944,11 @@ def typegen(
         text = generate(dirs, output, command=command)
     except PromptcastError as exc:
         raise _fail(exc) from None
-    current = output.read_text(encoding="utf-8") if output.is_file() else None
+    # a module that is not UTF-8 (a binary file at that path) is stale, not a traceback
+    try:
+        current = output.read_text(encoding="utf-8", errors="replace") if output.is_file() else None
+    except OSError as exc:
+        raise _fail(exc) from None
     if check:
         if current != text:
             state = "is missing" if current is None else "is stale"
