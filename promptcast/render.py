@@ -15,11 +15,12 @@ import html
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.ext import Extension
 from jinja2.parser import Parser
@@ -32,6 +33,7 @@ from promptcast.media import Media
 
 __all__ = [
     "MAX_SIZE",
+    "MAX_TEXT",
     "Message",
     "Prompt",
     "compile_template",
@@ -284,6 +286,13 @@ def _finalize(value: Any) -> Any:
         return f"\x01{_blocks.get()[0]}:{len(placed) - 1}\x01"
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Media) for v in value):
         return "".join(_finalize(v) for v in value)
+    if (
+        isinstance(value, (list, tuple, dict, set))
+        and _limits.text_size(value, MAX_TEXT) > MAX_TEXT
+    ):
+        raise SecurityError(
+            f"the sandbox blocks printing a value of more than {MAX_TEXT} characters"
+        )
     return value
 
 
@@ -325,6 +334,10 @@ class _RoleExtension(Extension):
 #: The sandbox refuses `x ** y` and `seq * n` whose result would be larger than this (digits or
 #: items), as it refuses `range()` over `jinja2.sandbox.MAX_RANGE` items.
 MAX_SIZE = 1_000_000
+#: A render's text, and each text or list a template builds on the way (`~`, `+`, `join`,
+#: `replace`, a `{% set %}` block, a macro's output), holds at most this many characters or
+#: items: more than any model's context takes, far less than memory.
+MAX_TEXT = 16 * MAX_SIZE
 
 _UNSUPPORTED: dict[type[nodes.Node], str] = {
     nodes.Extends: "{% extends %}",
@@ -334,10 +347,49 @@ _UNSUPPORTED: dict[type[nodes.Node], str] = {
 }
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with `*` and `**` bounded so data cannot make a render eat memory."""
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, but `~` measures its parts (`environment.sized_parts`) before
+    joining them: Jinja compiles it to a plain join no sandbox hook sees."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        else:
+            join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+        self.write(f"{join}(environment.sized_parts((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` bounded so data cannot make a render eat memory,
+    and text built by `+`, `~` and the render itself bounded by `MAX_TEXT`."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _CodeGenerator
+
+    def concat(self, pieces: Iterable[Any]) -> str:
+        """The output of a render, a `{% set %}` block, a macro or a `{% filter %}` block,
+        refused as soon as it grows past `MAX_TEXT`."""
+        parts: list[str] = []
+        size = 0
+        for piece in pieces:
+            size += len(piece)
+            if size > MAX_TEXT:
+                error = SecurityError(
+                    f"the sandbox blocks a rendered text of more than {MAX_TEXT} characters"
+                )
+                if isinstance(pieces, Generator):  # raised at the template line that made it
+                    pieces.throw(error)
+                raise error
+            parts.append(piece)
+        return "".join(parts)
+
+    def sized_parts(self, parts: tuple[Any, ...]) -> Any:
+        return _limits.sized_parts(parts, MAX_TEXT, SecurityError)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         big = (
@@ -353,15 +405,27 @@ class _Environment(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left))
         ):
             raise SecurityError(f"the sandbox blocks repeating to more than {MAX_SIZE} items")
+        if (
+            operator == "+"
+            and isinstance(left, (str, list, tuple))
+            and isinstance(right, (str, list, tuple))
+            and len(left) + len(right) > MAX_TEXT
+        ):
+            raise SecurityError(f"the sandbox blocks adding to more than {MAX_TEXT} items")
         if operator == "%" and isinstance(left, str):
-            problem = _limits.printf_problem(left, right, MAX_SIZE)
+            problem = _limits.printf_problem(left, right, MAX_SIZE, MAX_TEXT)
             if problem is not None:
                 raise SecurityError(problem)
         return super().call_binop(context, operator, left, right)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         """A call from the template; widths of padding methods and `lipsum()` are bounded."""
+        owner = getattr(obj, "__self__", None)
+        joins = isinstance(owner, str) and getattr(obj, "__name__", "") == "join"
+        if joins and args and not isinstance(args[0], Sequence):
+            args = (list(args[0]), *args[1:])  # an iterator is read once, by the check too
         problem = _limits.call_problem(obj, args, kwargs, MAX_SIZE)
+        problem = problem or _limits.text_call_problem(obj, args, kwargs, MAX_TEXT)
         if problem is not None:
             raise SecurityError(problem)
         return super().call(context, obj, *args, **kwargs)
@@ -377,7 +441,7 @@ class _Environment(ImmutableSandboxedEnvironment):
             given = [*args, *kwargs.values()]
             if value.__name__ == "format_map" and args and isinstance(args[0], dict):
                 given = list(args[0].values())
-            problem = _limits.format_problem(template, given, MAX_SIZE)
+            problem = _limits.format_problem(template, given, MAX_SIZE, MAX_TEXT)
             if problem is not None:
                 raise SecurityError(problem)
             return wrapped(*args, **kwargs)
@@ -419,7 +483,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     )
     env.filters["fence"] = fence
     env.globals["range"] = _range
-    env.filters.update(_limits.bounded_filters(env.filters, MAX_SIZE, SecurityError))
+    env.filters.update(_limits.bounded_filters(env.filters, MAX_SIZE, SecurityError, MAX_TEXT))
     return env
 
 

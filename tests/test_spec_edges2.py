@@ -1,0 +1,95 @@
+"""Edges of task files and rendering, second pass: text a template builds past any limit, empty
+prompts, a large frontmatter, and task names the `promptcast.tasks` registry could shadow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import promptcast as pc
+from promptcast import render
+
+
+def _task(tmp_path: Path, template: str, inputs: str = "{x: str}") -> pc.Task:
+    path = tmp_path / "t.jinja"
+    path.write_text(f"---\ninputs: {inputs}\n---\nfirst\n{template}\n", encoding="utf-8")
+    return pc.Task.from_file(path)
+
+
+# Each builds more than MAX_TEXT (16,000,000) characters or items from a 5,000-character input
+# (about 20-25 million), by a way no earlier limit saw: `~`/`+` in a loop doubled to gigabytes.
+_GROWING = [
+    "{% set ns = namespace(s=x) %}{% for i in range(12) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s=x) %}{% for i in range(12) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s=[0] * 1000000) %}{% for i in range(5) %}"
+    "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "{% macro d(s, n) %}{{ d(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ d(x, 12) }}",
+    "{{ range(5000)|join(x) }}",
+    "{{ ([x] * 5000)|map('upper')|join }}",
+    "{{ ([{'a': x}] * 5000)|join(attribute='a') }}",
+    "{{ x.join(range(5000)|map('string')) }}",
+    "{{ x|replace('a', x) }}",
+    "{{ x.replace('a', x) }}",
+    "{{ x.translate({97: x}) }}",
+    "{{ ('%(a)s' * 5000) % {'a': x} }}",
+    "{{ ('%(a)s' * 5000)|format(a=x) }}",
+    "{{ ('{0}' * 5000).format(x) }}",
+    "{{ ('{a}' * 5000).format_map({'a': x}) }}",
+    "{% for i in range(5000) %}{{ x }}{% endfor %}",
+    "{% set s %}{% for i in range(5000) %}{{ x }}{% endfor %}{% endset %}{{ s|length }}",
+    "{% filter upper %}{% for i in range(5000) %}{{ x }}{% endfor %}{% endfilter %}",
+    "{% macro m() %}{{ caller()|length }}{% endmacro %}"
+    "{% call m() %}{% for i in range(5000) %}{{ x }}{% endfor %}{% endcall %}",
+    "{{ [x] * 5000 }}",
+    "{{ ([x] * 5000)|string|length }}",
+    "{{ ([x] * 5000)|pprint|length }}",
+    "{{ ([x] * 5000)|tojson|length }}",
+    "{{ (([x] * 5000) ~ '')|length }}",
+    "{{ x|wordwrap(1, wrapstring=x) }}",
+    "{{ ([[1]] * 10000)|sum(start=[])|length }}",
+]
+
+
+@pytest.mark.parametrize("template", _GROWING)
+def test_text_grown_past_the_render_limit_is_refused_before_it_is_made(
+    tmp_path: Path, template: str
+) -> None:
+    task = _task(tmp_path, template)
+    with pytest.raises(
+        pc.TaskInputError, match=r"'t'.*t\.jinja:5: the sandbox blocks .* more than"
+    ):
+        task.render(x="a" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ x ~ '|' ~ x|length }}", None),
+        ("{{ (x + '!')|length }}", "10000001"),
+        ("{{ [x, 'b']|join('\\n')|length }}", "10000002"),
+        ("{{ x|replace('a', 'bb', 5)|length }}", "10000005"),
+        ("{{ x.replace('a', 'b')|length }}", "10000000"),
+        ("{{ '%s|%s' % (x|length, 2) }}", "10000000|2"),
+        ("{{ '{}:{}'.format(x|length, 'y') }}", "10000000:y"),
+        ("{% set s %}{{ x }}{% endset %}{{ s|length }}", "10000000"),
+    ],
+)
+def test_a_ten_megabyte_input_still_renders(
+    tmp_path: Path, template: str, expected: str | None
+) -> None:
+    """The limit is on what a render makes, far above what any model takes: a 10 MB input,
+    joined, replaced or formatted, renders as before."""
+    prompt = _task(tmp_path, template).render(x="a" * 10_000_000)
+    text = prompt.messages[0]["content"]
+    assert isinstance(text, str)
+    if expected is None:
+        assert text == "first\n" + "a" * 10_000_000 + "|10000000"
+    else:
+        assert text == f"first\n{expected}"
+
+
+def test_the_render_limit_is_public_and_above_the_size_limit() -> None:
+    assert render.MAX_TEXT > render.MAX_SIZE
