@@ -562,6 +562,9 @@ def compile_template(
             if exc.task != _UNNAMED:
                 raise
             raise _named(exc, task, "") from None
+        empty = _empty(prompt, values)
+        if empty is not None:
+            raise TaskInputError(task, None, empty)
         return replace(prompt, system_static=True) if static and prompt.system else prompt
 
     if declared or not _deterministic(source):
@@ -578,6 +581,39 @@ def compile_template(
         return Prompt(system=fixed.system, messages=messages, system_static=fixed.system_static)
 
     return rendered
+
+
+def _empty(prompt: Prompt, values: dict[str, Any]) -> str | None:
+    """Why `prompt` has nothing to ask, or None: no user message with text or media in it (the
+    template rendered only whitespace, or only system or assistant blocks). Providers answer
+    such a request 400, after retries, so it is refused before it is sent."""
+    for message in prompt.messages:
+        content = message["content"]
+        if message["role"] == "user" and (
+            content.strip()
+            if isinstance(content, str)
+            else any(
+                p["type"] == "media" or (p["type"] == "text" and p["text"].strip()) for p in content
+            )
+        ):
+            return None
+    blank = sorted(name for name, value in values.items() if _blank(value))
+    given = f" (empty inputs: {', '.join(blank)})" if blank else ""
+    if not prompt.messages and not prompt.system:
+        what = "the template rendered only whitespace"
+    else:
+        kinds = (["system"] if prompt.system else []) + [m["role"] for m in prompt.messages]
+        what = f"the template rendered no user message, only {' and '.join(dict.fromkeys(kinds))}"
+    return (
+        f"{what}{given}, so there is nothing to send; give the inputs text, or make the "
+        "template write a user message for them"
+    )
+
+
+def _blank(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, (list, tuple, dict, set)) and not value
 
 
 # What may make two renders of the same values differ: the random built-ins, and objects made per

@@ -3,6 +3,7 @@ prompts, a large frontmatter, and task names the `promptcast.tasks` registry cou
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,49 @@ def test_a_ten_megabyte_input_still_renders(
 
 def test_the_render_limit_is_public_and_above_the_size_limit() -> None:
     assert render.MAX_TEXT > render.MAX_SIZE
+
+
+# Templates that, for some inputs, leave nothing to ask: only whitespace, only a system or
+# assistant block, a user block that renders blank, a lone cache point.
+_EMPTY = [
+    ("{{ x }}", "rendered only whitespace (empty inputs: x)"),
+    ("{% if x %}{{ x }}{% endif %}\n\n   \n", "rendered only whitespace"),
+    ('{% role "system" %}Be brief.{% endrole %}{{ x }}', "no user message, only system"),
+    ('{% role "assistant" %}Sure.{% endrole %}{{ x }}', "no user message, only assistant"),
+    (
+        '{% role "system" %}S{% endrole %}{% role "assistant" %}A{% endrole %}{{ x }}',
+        "no user message, only system and assistant",
+    ),
+    ('{% role "user" %}{{ x }}{% endrole %}', "rendered only whitespace"),
+    ("{% cachepoint %}{{ x }}", "rendered"),
+]
+
+
+@pytest.mark.parametrize(("template", "said"), _EMPTY)
+@pytest.mark.parametrize("blank", ["", "  \n\t ", "\u2028"])
+def test_a_prompt_with_no_user_message_is_refused_before_any_request(
+    template: str, said: str, blank: str
+) -> None:
+    """Providers answer an empty prompt with a 400, after the retries were paid for."""
+    from promptcast.spec import parse_task_text
+    from promptcast.testing import ScriptedBackend
+
+    sent: list[object] = []
+    task = pc.Task(parse_task_text(f"---\ninputs: {{x: str}}\n---\n{template}\n", path="t.jinja"))
+    backend = ScriptedBackend(lambda request: sent.append(request) or "answer")
+    with pc.override(backends={"test/m": backend}):
+        with pytest.raises(pc.TaskInputError, match=r"Task 't'.*" + re.escape(said)):
+            task.with_model("test/m")(x=blank)
+        with pytest.raises(pc.TaskInputError, match="nothing to send"):
+            task.render(x=blank)
+        assert task.with_model("test/m")(x="hello") == "answer"
+    assert len(sent) == 1
+
+
+def test_a_template_without_inputs_that_renders_empty_is_refused_on_every_call() -> None:
+    from promptcast.spec import parse_task_text
+
+    task = pc.Task(parse_task_text("---\n---\n{% if false %}never{% endif %}\n", path="e.jinja"))
+    for _ in range(2):
+        with pytest.raises(pc.TaskInputError, match="Task 'e'.*only whitespace"):
+            task.render()
