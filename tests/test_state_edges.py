@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 import promptcast as pc
 from promptcast.cache import SQLiteCache, close_caches
 from promptcast.cli import app
-from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend
+from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend, message, text_block
 from promptcast.testing._fake_anthropic import _auto
 from promptcast.testing.cassettes import CassetteInUseError, recording_lock
 from tests.testing.test_plugin import GREET, clean_env
@@ -69,8 +69,12 @@ def shared_project(root: Path, who: list[str]) -> Path:
     return root / "cassettes" / "shared.yaml"
 
 
-def start_pytest(root: Path, fake: FakeAnthropic, *args: str) -> subprocess.Popen[str]:
-    env = clean_env(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY="sk-ant-test-0123456789")
+def start_pytest(
+    root: Path, fake: FakeAnthropic, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = clean_env(
+        ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY="sk-ant-test-0123456789", **(env or {})
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", *args],
         cwd=root,
@@ -128,6 +132,63 @@ def test_two_processes_recording_one_cassette_keep_both_recordings(
         assert ".tmp" not in failed.split("No recording", 1)[1].split("\n", 1)[0], failed
         assert len(recorded_names(cassette)) == 1, text
     assert sorted(p.name for p in cassette.parent.iterdir()) == ["shared.yaml"]
+
+
+XDIST_WORKER = """\
+import os
+
+
+def pytest_configure(config):
+    # what pytest-xdist gives each worker: the run's id, the same in all of them
+    config.workerinput = {"testrunuid": os.environ["RUN_ID"], "workerid": os.environ["WORKER"]}
+"""
+
+
+def greetings(cassette: Path) -> list[str]:
+    """The greeting each recorded reply of a greet cassette holds."""
+    data = yaml.safe_load(cassette.read_text())
+    return [
+        json.loads(i["response"]["parsed_body"]["content"][0]["text"])["greeting"]
+        for i in data["interactions"]
+    ]
+
+
+@pytest.mark.parametrize("how", ["one process", "two xdist workers"])
+def test_rewriting_a_shared_cassette_keeps_every_test_s_new_recording(
+    how: str, tmp_path: Path
+) -> None:
+    """--record-mode=rewrite started each test's cassette from nothing, so in a cassette that
+    tests share only the last test's requests were left (in one process, and across the
+    workers of one xdist run): it is started afresh once per run."""
+    cassette = shared_project(tmp_path, ["a", "b"])
+    with FakeAnthropic() as fake:
+        first = start_pytest(tmp_path, fake, "tests", "--record-mode=new_episodes")
+        output = first.communicate(timeout=120)[0]
+        assert first.returncode == 0, output
+    assert sorted(recorded_names(cassette)) == ["a", "b"]
+
+    def v2(request: dict[str, Any]) -> FakeReply:
+        return FakeReply(message([text_block(json.dumps({"greeting": "v2"}))]))
+
+    with FakeAnthropic(handler=v2) as fake:
+        if how == "one process":
+            runs = [start_pytest(tmp_path, fake, "tests", "--record-mode=rewrite")]
+        else:
+            (tmp_path / "tests" / "conftest.py").write_text(XDIST_WORKER)
+            runs = [
+                start_pytest(
+                    tmp_path,
+                    fake,
+                    f"tests/test_{w}.py",
+                    "--record-mode=rewrite",
+                    env={"RUN_ID": "run-1", "WORKER": f"gw{n}"},
+                )
+                for n, w in enumerate("ab")
+            ]
+        outputs = [run.communicate(timeout=180)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0] * len(runs), outputs
+    assert sorted(recorded_names(cassette)) == ["a", "b"]
+    assert greetings(cassette) == ["v2", "v2"]
 
 
 def test_a_recording_lock_held_too_long_is_a_typed_error_naming_the_cassette(

@@ -56,6 +56,7 @@ __all__ = [
     "explain_miss",
     "explaining_misses",
     "find_secrets",
+    "first_in_run",
     "hashed_media",
     "json_body_matcher",
     "placeholder_keys",
@@ -637,6 +638,32 @@ RECORD_LOCK_TIMEOUT = 600.0
 """Seconds a recording waits for another process recording the same cassette to finish."""
 
 
+def _lock_file(path: Path) -> Path:
+    """The lock file of cassette `path`, in the temporary folder, one per user and cassette."""
+    resolved = str(path.resolve())
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name (a container without a passwd entry)
+        user = str(os.getuid()) if hasattr(os, "getuid") else ""
+    digest = hashlib.sha256(f"{user}\0{resolved}".encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / f"promptcast-cassette-{digest}.lock"
+
+
+def first_in_run(path: Path, run: str) -> bool:
+    """Whether test run `run` (pytest-xdist's `testrunuid`, shared by its workers) records
+    cassette `path` for the first time; call it holding `recording_lock(path)`. A re-record
+    (`--record-mode=rewrite`) starts a cassette afresh only the first time: each test sharing one
+    cassette started from nothing, so only the last test's requests were left in it."""
+    marker = _lock_file(path).with_suffix(".run")
+    try:
+        if marker.read_text(encoding="utf-8") == run:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    marker.write_text(run, encoding="utf-8")
+    return True
+
+
 @contextmanager
 def recording_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
     """Hold the cross-process lock of cassette `path` for the block: two processes recording one
@@ -648,13 +675,7 @@ def recording_lock(path: Path, *, timeout: float | None = None) -> Iterator[None
     temporary copy a killed recording left beside the cassette goes with the next recording."""
     from filelock import FileLock, Timeout
 
-    resolved = str(path.resolve())
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no user name (a container without a passwd entry)
-        user = str(os.getuid()) if hasattr(os, "getuid") else ""
-    digest = hashlib.sha256(f"{user}\0{resolved}".encode()).hexdigest()[:24]
-    lock_file = Path(tempfile.gettempdir()) / f"promptcast-cassette-{digest}.lock"
+    lock_file = _lock_file(path)
     wait = RECORD_LOCK_TIMEOUT if timeout is None else timeout
     lock = FileLock(str(lock_file), timeout=wait, thread_local=False)
     try:

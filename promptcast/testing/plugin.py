@@ -6,7 +6,8 @@
   placeholder API keys supplied for every provider). Marker keyword arguments go to vcrpy (`path=`
   picks the file). Recording writes a temporary copy that replaces the cassette only when the test
   passes; processes recording one cassette (pytest-xdist workers sharing `path=`) take turns.
-  `--record-mode=rewrite` re-records a test's cassette from scratch.
+  `--record-mode=rewrite` re-records a test's cassette from scratch (a cassette that tests share
+  is started afresh once per run, then each test adds its requests).
 - `pytest --promptcast-examples prompts/` (or `promptcast_examples = true` in the pytest ini
   options) collects every frontmatter example of every `*.jinja` file as an item
   `task[example-N]`, replayed from `cassettes/examples/<task>/example-N.yaml`.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +37,7 @@ from promptcast.testing.cassettes import (
     NoRecordingError,
     cassette_miss,
     explaining_misses,
+    first_in_run,
     placeholder_keys,
     recording_lock,
     register,
@@ -131,7 +134,10 @@ def use_cassette(
     try:
         # one recording of a cassette at a time across processes (pytest-xdist workers sharing
         # `path=`), taken before the copy so the second starts from the first one's file
-        with recording_lock(path), staged(path, copy=not fresh) as temporary:
+        with (
+            recording_lock(path),
+            staged(path, copy=not (fresh and first_in_run(path, _run_id(config)))) as temporary,
+        ):
             # after the wait: another process may have written the cassette meanwhile
             command = record_command(config, nodeid, path, example=example)
             with (
@@ -145,6 +151,18 @@ def use_cassette(
                 raise _Discard
     except _Discard:
         pass
+
+
+_RUN = pytest.StashKey[str]()
+
+
+def _run_id(config: pytest.Config) -> str:
+    """This test run's id: pytest-xdist's `testrunuid` (the same in every worker), else one of
+    this session's own."""
+    worker = getattr(config, "workerinput", None)
+    if isinstance(worker, dict) and worker.get("testrunuid"):
+        return str(worker["testrunuid"])
+    return config.stash.setdefault(_RUN, uuid.uuid4().hex)
 
 
 class _Discard(Exception):
