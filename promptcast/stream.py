@@ -30,7 +30,7 @@ from pydantic_core import from_json
 
 from promptcast import cache as _cache
 from promptcast.backends import _deadline as _reads
-from promptcast.backends.base import ModelReply
+from promptcast.backends.base import ModelReply, StreamDelta
 from promptcast.errors import BackendError, PromptcastError
 from promptcast.result import Run
 from promptcast.task import _CacheGet, _no_reply_in_time, _Plan, _Send, _Sleep, _Thrown
@@ -370,8 +370,32 @@ def _streamed(
             close()
 
 
+class _Late:
+    """The stream's next chunk did not come before the call's deadline."""
+
+
+async def _anext_within(
+    chunks: AsyncIterator[StreamDelta | ModelReply], reads: _reads.Deadline
+) -> StreamDelta | ModelReply | _Late | None:
+    """The next chunk (`None` at the end), waiting at most until the deadline: a trickle (a
+    byte, or a keep-alive comment, within the SDK's read timeout) held the next event for ever."""
+    if reads.at is None:
+        return await anext(chunks, None)
+    try:
+        # the reads of a sync client in a worker thread (to_thread copies this context) too
+        with reads:
+            async with asyncio.timeout(reads.at - time.perf_counter()) as limit:
+                return await anext(chunks, None)
+    except TimeoutError:
+        if limit.expired():
+            return _Late()
+        raise
+
+
 def aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
     """`events` without blocking the event loop."""
+    if not _reads.installed:  # a sync client run in a worker thread reads through it
+        _reads.install()
     return _aevents(_started(plan))
 
 
@@ -393,9 +417,13 @@ async def _aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
             partials = _Partials(step.request.output_model)
             deadline = _deadline(step)
             chunks = step.backend.astream(step.request)
+            reads = _reads.Deadline(deadline)
             result = _Thrown(_unfinished(step))
             try:
-                async for chunk in chunks:
+                while (chunk := await _anext_within(chunks, reads)) is not None:
+                    if isinstance(chunk, _Late):
+                        result = _Thrown(_timed_out(step))
+                        break
                     if isinstance(chunk, ModelReply):
                         result = chunk
                         break
@@ -407,7 +435,7 @@ async def _aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
                         attempts.last = value
                         yield Partial(value, attempts.attempt)
             except BackendError as exc:
-                result = _Thrown(exc)
+                result = _Thrown(_timed_out(step, exc) if reads.expired else exc)
             finally:
                 close = getattr(chunks, "aclose", None)
                 if close is not None:

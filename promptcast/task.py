@@ -232,6 +232,7 @@ class Task(Generic[T]):
                 step = plan.send(result)
                 result = None
                 if isinstance(step, _Send):
+                    deadline: _deadline.Deadline | None = None
                     try:
                         with step.span:
                             if step.request.timeout_s is None:
@@ -239,8 +240,13 @@ class Task(Generic[T]):
                             else:  # the SDKs' timeout bounds each read, not the reply: a server
                                 # sending a byte a second held a call with timeout_s for ever
                                 async with asyncio.timeout(step.request.timeout_s):
-                                    result = await step.backend.arequest(step.request)
+                                    # and a sync client run in a worker thread (to_thread copies
+                                    # this context) stops reading then, instead of going on
+                                    with _deadline.within(step.request.timeout_s) as deadline:
+                                        result = await step.backend.arequest(step.request)
                     except BackendError as exc:
+                        if deadline is not None and deadline.expired:
+                            exc = _no_reply_in_time(step, exc)
                         result = _Thrown(exc)
                     except TimeoutError:
                         result = _Thrown(_no_reply_in_time(step))

@@ -10,9 +10,14 @@ with the async path's typed timeout error at about its timeout_s.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import inspect
 import json
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +27,8 @@ import pytest
 
 import promptcast as pc
 from promptcast.errors import BackendError
+from promptcast.testing._fake_anthropic import message, stream_events, text_block
+from promptcast.testing._fake_openai import chat_completion, stream_chunks
 
 KEY = "sk-sync-deadline-0123456789abcdef"
 TIMEOUT_S = 1.0
@@ -130,51 +137,51 @@ ROUTES: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
 }
 
 
-def _ok_body(route: str) -> bytes:
-    """A complete, valid non-streamed reply of `route`'s API saying `hello`."""
+ANSWER = "hello there, a complete answer"
+
+
+def _ok_body(route: str) -> dict[str, Any]:
+    """A complete, valid reply of `route`'s API saying ANSWER."""
     if route == "litellm-openai":
-        body: dict[str, Any] = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "gpt-4o-mini",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "hello"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-        }
-    else:
-        body = {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-sonnet-4-6",
-            "content": [{"type": "text", "text": "hello"}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 5, "output_tokens": 1},
-        }
-    return json.dumps(body).encode()
+        return chat_completion(ANSWER, finish_reason="stop")
+    return message([text_block(ANSWER)], stop_reason="end_turn")
 
 
-def _answer(route: str) -> Reply:
+def _events(route: str) -> list[bytes]:
+    """The same reply as its server-sent events."""
+    body = _ok_body(route)
+    return stream_chunks(body) if route == "litellm-openai" else stream_events(body)
+
+
+def _answer(route: str, *, stream: bool = False) -> Reply:
+    """A server that answers at once, in full."""
+
     def answer(handler: BaseHTTPRequestHandler, number: int) -> None:
-        body = _ok_body(route)
+        if stream:
+            payload = b"".join(_events(route))
+            kind = "text/event-stream"
+        else:
+            payload = json.dumps(_ok_body(route)).encode()
+            kind = "application/json"
         handler.send_response(200)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(body)))
+        handler.send_header("content-type", kind)
+        handler.send_header("content-length", str(len(payload)))
         handler.end_headers()
-        handler.wfile.write(body)
+        handler.wfile.write(payload)
 
     return answer
 
 
+# litellm's stream handler reads every attribute of a chunk (`dir()`), pydantic's deprecated
+# instance attributes included: litellm's warning, not ours (as in tests/test_stream.py)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Accessing the 'model_[a-z_]+' attribute on the instance:DeprecationWarning"
+)
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[[Reply], _Server]]:
+    """Start loopback servers; afterwards close them, and the clients litellm cached for them."""
     servers: list[_Server] = []
 
     def start(reply: Reply) -> _Server:
@@ -182,8 +189,19 @@ def serve() -> Iterator[Callable[[Reply], _Server]]:
         return servers[-1]
 
     yield start
+    litellm = sys.modules.get("litellm")
+    if litellm is not None:
+        cache = litellm.in_memory_llm_clients_cache
+        for client in list(cache.cache_dict.values()):
+            close = getattr(client, "close", None)
+            if close is not None and not inspect.iscoroutinefunction(close):
+                close()
+        cache.flush_cache()
     for server in servers:
         server.close()
+    with warnings.catch_warnings():  # what litellm's async clients left, found now
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def _task(write_task: Callable[..., Path], route: str, base: str, **settings: Any) -> pc.Task[Any]:
@@ -213,8 +231,13 @@ def _assert_timed_out(caught: pytest.ExceptionInfo[pc.BudgetExceededError], took
 
 # keep-alive comments are a stream's; a plain reply's endless body is the "body" case
 CASES = [("run", phase) for phase in TRICKLES] + [
-    ("stream", phase) for phase in [*TRICKLES, "keep-alive events"]
+    (call, phase) for call in ("stream", "astream") for phase in [*TRICKLES, "keep-alive events"]
 ]
+
+
+async def _read_astream(task: pc.Task[Any]) -> None:
+    async with task.astream(text="hi") as stream:
+        await stream.result()
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
@@ -229,16 +252,160 @@ def test_a_reply_that_trickles_in_ends_a_sync_call_at_its_timeout(
     """Every phase of the reply trickling in, on every sync route, run and stream: the call
     ends with BudgetExceededError (limit timeout_s, caused by the async path's timed-out
     BackendError) at about timeout_s; it used to run for as long as the server kept sending."""
-    stream = call == "stream"
+    stream = call != "run"
     reply = _sse_keepalive if phase == "keep-alive events" else _trickling(phase, stream)
     server = serve(reply)
     task = _task(write_task, route, server.base, timeout_s=TIMEOUT_S, max_retries=2)
     _warm(route)
     started = time.perf_counter()
     with pytest.raises(pc.BudgetExceededError) as caught:
-        if stream:
+        if call == "astream":  # the async stream had the same hole: bounded the same way
+            asyncio.run(_read_astream(task))
+        elif stream:
             task.stream(text="hi").run  # noqa: B018 - reads the stream to its end
         else:
             task.run(text="hi")
     _assert_timed_out(caught, time.perf_counter() - started)
     assert server.requests == 1  # no time was left for a retry
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_stream_that_stalls_after_its_first_events_ends_at_its_timeout(
+    write_task: Callable[..., Path], serve: Callable[[Reply], _Server], route: str
+) -> None:
+    """Half the events at once (the consumer sees partial outputs), then the next event a byte
+    at a time: the stream's next event held it for ever; the whole reply is now bounded by
+    timeout_s, so the stream ends with the typed timeout error after its partials."""
+    events = _events(route)
+    half = b"".join(events[: len(events) // 2])
+    rest = b"".join(events[len(events) // 2 :])
+
+    def stall(handler: BaseHTTPRequestHandler, number: int) -> None:
+        head = _headers("text/event-stream") + b"\r\n" + half + rest[:3]
+        _drip(handler, head, rest[3:4], DRIP_FOR_S)
+
+    server = serve(stall)
+    task = _task(write_task, route, server.base, timeout_s=TIMEOUT_S)
+    _warm(route)
+    seen: list[Any] = []
+    started = time.perf_counter()
+    with pytest.raises(pc.BudgetExceededError) as caught:
+        for partial in task.stream(text="hi"):
+            seen.append(partial)
+    _assert_timed_out(caught, time.perf_counter() - started)
+    assert seen and ANSWER.startswith(seen[-1])
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize("call", ["run", "stream"])
+def test_a_prompt_reply_still_arrives_whole_within_the_timeout(
+    write_task: Callable[..., Path], serve: Callable[[Reply], _Server], call: str, route: str
+) -> None:
+    """The fast path: with timeout_s set, a reply that arrives at once is read whole, over a
+    connection reused from one call to the next, and the deadline stays with its call."""
+    server = serve(_answer(route, stream=call == "stream"))
+    task = _task(write_task, route, server.base, timeout_s=TIMEOUT_S)
+    for number in range(4):
+        if number == 3:
+            time.sleep(TIMEOUT_S + 0.2)  # past the first calls' deadlines: this one has its own
+        run = task.stream(text="hi").run if call == "stream" else task.run(text="hi")
+        assert run.output == ANSWER
+        assert [a.status for a in run.attempt_log] == ["ok"]
+    assert server.requests == 4
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_call_after_one_that_timed_out_gets_a_fresh_connection_and_deadline(
+    write_task: Callable[..., Path], serve: Callable[[Reply], _Server], route: str
+) -> None:
+    """The connection a deadline cut is not reused half-read: the next call on the same client
+    gets a whole reply."""
+    answer = _answer(route)
+    trickle = _trickling("body", stream=False)
+
+    def first_trickles(handler: BaseHTTPRequestHandler, number: int) -> None:
+        (trickle if number == 0 else answer)(handler, number)
+
+    server = serve(first_trickles)
+    task = _task(write_task, route, server.base, timeout_s=TIMEOUT_S, max_retries=0)
+    _warm(route)
+    with pytest.raises(BackendError) as caught:  # no retries: the timed-out error itself
+        task.run(text="hi")
+    assert caught.value.timed_out and "no complete reply within 1 s" in str(caught.value)
+    assert task.run(text="hi").output == ANSWER
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize("first", ["504", "trickle then hang up"])
+def test_a_retry_is_still_made_when_time_is_left(
+    write_task: Callable[..., Path], serve: Callable[[Reply], _Server], route: str, first: str
+) -> None:
+    """A first request that fails before the deadline (a proxy's 504 gateway timeout, or a
+    reply that trickles for a while and is then cut by the server) is retried within the time
+    left, and the retry's whole reply is read."""
+    answer = _answer(route)
+
+    def gateway_timeout(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(504)
+        handler.send_header("content-type", "text/plain")
+        handler.send_header("content-length", "15")
+        handler.end_headers()
+        handler.wfile.write(b"gateway timeout")
+
+    def cut(handler: BaseHTTPRequestHandler) -> None:
+        _drip(handler, _headers("application/json", 100_000) + b"\r\n", b" ", 0.5)
+
+    def flaky(handler: BaseHTTPRequestHandler, number: int) -> None:
+        if number > 0:
+            answer(handler, number)
+        elif first == "504":
+            gateway_timeout(handler)
+        else:
+            cut(handler)
+
+    server = serve(flaky)
+    pc.configure(retry_max_wait_s=0.05)
+    task = _task(write_task, route, server.base, timeout_s=5.0, max_retries=1)
+    run = task.run(text="hi")
+    assert run.output == ANSWER
+    assert [a.status for a in run.attempt_log] == ["error", "ok"]
+    assert server.requests == 2
+
+
+@pytest.mark.parametrize("call", ["arun", "astream"])
+def test_a_sync_client_in_a_worker_thread_stops_reading_at_the_deadline(
+    write_task: Callable[..., Path], serve: Callable[[Reply], _Server], call: str
+) -> None:
+    """An AnthropicBackend given only a sync client runs it in a worker thread for async calls:
+    the call ended at timeout_s, but the thread went on reading the trickle (a thread and a
+    connection held for as long as the server kept sending). The thread's reads now stop at the
+    deadline too, so the server sees the client leave at about timeout_s."""
+    import anthropic
+
+    from promptcast.backends.anthropic import AnthropicBackend
+
+    left_at: list[float] = []
+    trickle = _trickling("body", stream=call == "astream")
+
+    def watched(handler: BaseHTTPRequestHandler, number: int) -> None:
+        trickle(handler, number)
+        left_at.append(time.perf_counter())
+
+    server = serve(watched)
+    client = anthropic.Anthropic(api_key=KEY, base_url=server.base)
+    backend = AnthropicBackend(client=client)
+    pc.configure(backends={"anthropic": backend}, timeout_s=TIMEOUT_S, max_retries=0)
+    text = "---\ninputs: {text: str}\nmodel: anthropic/claude-sonnet-4-6\n---\n{{ text }}\n"
+    task = pc.Task.from_file(write_task("given", text))
+    started = time.perf_counter()
+    with pytest.raises(BackendError) as caught:
+        if call == "astream":
+            asyncio.run(_read_astream(task))
+        else:
+            asyncio.run(task.arun(text="hi"))
+    assert caught.value.timed_out
+    deadline = time.monotonic() + DRIP_FOR_S
+    while not left_at and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left_at and left_at[0] - started < TIMEOUT_S + MARGIN_S
+    client.close()
