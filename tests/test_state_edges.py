@@ -189,6 +189,41 @@ def test_rewriting_a_shared_cassette_keeps_every_test_s_new_recording(
     assert [run.returncode for run in runs] == [0] * len(runs), outputs
     assert sorted(recorded_names(cassette)) == ["a", "b"]
     assert greetings(cassette) == ["v2", "v2"]
+    # the second test's copy came from mkstemp: the cassette was left owner-only (0600)
+    assert stat.S_IMODE(cassette.stat().st_mode) == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file", "in a missing root folder"])
+def test_record_into_a_path_that_cannot_be_a_cassette_is_refused_before_the_call(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live call was made (and paid for), then the write failed with a bare
+    IsADirectoryError / FileExistsError traceback and the recording was lost."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "greet.jinja").write_text(GREET)
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "plain").write_text("x")
+    out = {
+        "a folder": tmp_path / "folder.yaml",
+        "under a file": tmp_path / "plain" / "c.yaml",
+        "in a missing root folder": Path("/proc/no-such-folder/c.yaml"),
+    }[where]
+    with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
+        result = CliRunner().invoke(
+            app,
+            ["record", "greet", "-i", "name=Ada", "-o", str(out), "-p", str(tmp_path / "prompts")],
+        )
+        assert fake.requests == []
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"error: cassette {out} cannot be written" in result.stderr
 
 
 def test_a_recording_lock_held_too_long_is_a_typed_error_naming_the_cassette(

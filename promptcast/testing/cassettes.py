@@ -15,6 +15,7 @@ import base64
 import bisect
 import configparser
 import difflib
+import errno
 import getpass
 import glob
 import hashlib
@@ -615,23 +616,46 @@ def _one_thread(path: Path) -> Iterator[None]:
 @contextmanager
 def staged(path: Path, *, copy: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` (a copy of it with `copy=True`) that replaces `path` when
-    the block succeeds and was written; on an exception it is removed and `path` is untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    if copy and path.is_file():
-        shutil.copyfile(path, temporary)
-    else:
-        temporary.unlink()  # vcrpy must start from no file, not an empty one
+    the block succeeds and was written; on an exception it is removed and `path` is untouched.
+    A path that cannot be a cassette (a folder, under a file, not writable) is refused before
+    the block runs, so no live call is paid for a recording that cannot be kept."""
+    try:
+        if path.exists() and not path.is_file():
+            raise IsADirectoryError(errno.EISDIR, "not a file", str(path))
+        folder = next((p for p in path.parents if p.exists()), None)
+        if folder is not None and not folder.is_dir():  # makedirs' "File exists" hides this
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        temporary = Path(name)
+        if copy and path.is_file():
+            shutil.copyfile(path, temporary)
+            shutil.copymode(path, temporary)  # mkstemp's 0600 is not the cassette's mode
+        else:
+            temporary.unlink()  # vcrpy must start from no file, not an empty one
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
     try:
         yield temporary
         if temporary.exists() and not (
             path.is_file() and path.read_bytes() == temporary.read_bytes()
         ):
-            os.replace(temporary, path)
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise _unwritable(path, exc) from exc
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _unwritable(path: Path, exc: OSError) -> CassetteWriteError:
+    reason = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return CassetteWriteError(
+        f"cassette {path} cannot be written: {reason}{where}. Choose a cassette file in a "
+        "folder you can write to"
+    )
 
 
 RECORD_LOCK_TIMEOUT = 600.0
