@@ -121,11 +121,16 @@ class SQLiteCache:
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0.01)
+            # the rest within what is left of the same timeout: a file held locked cost each
+            # operation twice the timeout (the WAL wait, then a busy wait for the schema)
+            left = max(0, round((deadline - time.monotonic()) * 1000))
+            conn.execute(f"PRAGMA busy_timeout = {left}")
             conn.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: no corruption on a crash
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS promptcast_cache "
                 "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL)"
             )
+            conn.execute(f"PRAGMA busy_timeout = {round(self.timeout_s * 1000)}")
         except BaseException:
             conn.close()
             raise
