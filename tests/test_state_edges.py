@@ -657,3 +657,19 @@ def test_a_cache_file_held_locked_before_first_use_costs_one_timeout_per_operati
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     check.close()
+
+
+def test_recording_a_cassette_this_process_is_recording_fails_at_once(tmp_path: Path) -> None:
+    """A marked test that calls recording() on its own cassette waited for itself (the lock's
+    whole 10 minutes) before failing."""
+    cassette = tmp_path / "c.yaml"
+    with recording_lock(cassette):
+        started = time.perf_counter()
+        with (
+            pytest.raises(CassetteInUseError, match="already being recorded in this process"),
+            recording_lock(cassette, timeout=30),
+        ):
+            pass
+        assert time.perf_counter() - started < 5
+    with recording_lock(cassette, timeout=1):  # released: usable again
+        pass

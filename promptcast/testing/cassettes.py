@@ -700,23 +700,39 @@ def recording_lock(path: Path, *, timeout: float | None = None) -> Iterator[None
     from filelock import FileLock, Timeout
 
     lock_file = _lock_file(path)
-    wait = RECORD_LOCK_TIMEOUT if timeout is None else timeout
-    lock = FileLock(str(lock_file), timeout=wait, thread_local=False)
+    with _held_lock:
+        if lock_file in _held:  # this process would wait for itself
+            raise CassetteInUseError(
+                f"cassette {path} is already being recorded in this process: record it in one "
+                "block (a test marked @pytest.mark.promptcast records its own cassette already)"
+            )
+        _held.add(lock_file)
     try:
-        lock.acquire()
-    except Timeout:
-        raise CassetteInUseError(
-            f"cassette {path} has been recorded by another process for over {wait:g} s (lock "
-            f"file {lock_file}); recordings of one cassette take turns. Let the other run end, "
-            "or give each test its own cassette"
-        ) from None
-    try:
-        # with the lock held, a temporary copy beside the cassette is one a killed recording left
-        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-        yield
+        wait = RECORD_LOCK_TIMEOUT if timeout is None else timeout
+        lock = FileLock(str(lock_file), timeout=wait, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise CassetteInUseError(
+                f"cassette {path} has been recorded by another process for over {wait:g} s "
+                f"(lock file {lock_file}); recordings of one cassette take turns. Let the other "
+                "run end, or give each test its own cassette"
+            ) from None
+        try:
+            # with the lock held, a temporary copy beside the cassette is one a killed
+            # recording left
+            for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+            yield
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        with _held_lock:
+            _held.discard(lock_file)
+
+
+_held_lock = threading.Lock()
+_held: set[Path] = set()  # the lock files this process holds or waits for
 
 
 @contextmanager
