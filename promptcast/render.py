@@ -44,7 +44,7 @@ __all__ = [
 
 Role = Literal["system", "user", "assistant"]
 _ROLES: tuple[Role, ...] = ("system", "user", "assistant")
-_TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*\Z")
 
 
 class TextPart(TypedDict):

@@ -51,8 +51,9 @@ MAX_TASK_FILE_BYTES = 1024 * 1024
 #: Frontmatter nested deeper than this (mappings and lists inside each other) is refused.
 MAX_YAML_DEPTH = 64
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# \Z, not $: `$` also matches before a final line break, so `name: "ok\n"` passed
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\Z")
 _FIELD_KEYS = ("type", "description", "default", "items", "fields")
 _LIST_TYPES = ("list", "array")
 _OBJECT_TYPES = ("object", "dict")
@@ -371,9 +372,10 @@ def _build(
 ) -> TaskSpec | None:
     front = _frontmatter(data, problems)
     task_name = name or front.name or Path(path).stem
-    if not _NAME.match(task_name):
+    name_problem = _task_name_problem(task_name)
+    if name_problem is not None:
         problems.add(
-            f"task name {task_name!r} is not a Python identifier; rename the file or set `name:`",
+            f"task name {task_name!r} {name_problem}; rename the file or set `name:`",
             line=problems.line("name") if front.name else 1,
         )
     search = _search_folders(path)
@@ -448,6 +450,23 @@ def _build(
         prompt_caching=front.prompt_caching not in ("off", False),
         thinking_budget=front.thinking.budget_tokens if front.thinking else None,
     )
+
+
+def _task_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a task, or None. A task is reached as `tasks.<name>` and
+    `tasks["<name>"]` (`load_tasks`, `promptcast.tasks`), so a name the registry holds itself
+    (`items`, `get`, ...; `_private`, `__init__`) would be silently shadowed."""
+    from promptcast.task import TaskRegistry
+
+    if not _NAME.match(name):
+        if name.isidentifier():  # café: NFC and NFD spellings would be one Python attribute
+            return "is not ASCII letters, digits and '_' (not starting with a digit)"
+        return "is not a Python identifier"
+    if name.startswith("_"):
+        return "starts with '_': `tasks.<name>` does not look such names up"
+    if hasattr(TaskRegistry, name):
+        return f"is a method of the task registry (`tasks.{name}` would be it, not the task)"
+    return None
 
 
 def _frontmatter(data: dict[Any, Any], problems: _Problems) -> _Frontmatter:

@@ -169,3 +169,51 @@ def test_problem_lines_still_point_at_their_keys(tmp_path: Path) -> None:
     text = "---\ninputs:\n  a: str\n  b: nope\n  c: str\n  d: nope2\n---\n{{ a }}\n"
     path.write_text(text, encoding="utf-8")
     assert sorted(problem.line for problem in check_task_file(path)) == [4, 6]
+
+
+_SHADOWED = ["items", "get", "keys", "values", "add", "__init__", "__class__", "_private", "_tasks"]
+_NOT_NAMES = ["my-task", "caf\u00e9", "cafe\u0301", "x\u200dy", "\u202eevil", "1st"]
+
+
+@pytest.mark.parametrize("name", _SHADOWED + _NOT_NAMES)
+def test_a_task_name_the_registry_would_shadow_or_cannot_reach_is_refused_at_load(
+    tmp_path: Path, name: str
+) -> None:
+    """`items.jinja` loaded, and `tasks.items` was the Mapping method (`_private`: an
+    AttributeError, `__init__`: the registry's own); `café` said 'not a Python identifier'."""
+    (tmp_path / f"{name}.jinja").write_text("---\n---\nhello\n", encoding="utf-8")
+    with pytest.raises(pc.TaskDefinitionError, match=rf"task name {re.escape(repr(name))} "):
+        pc.load_tasks(tmp_path)
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "ok.jinja").write_text(f"---\nname: {name!r}\n---\nhello\n", encoding="utf-8")
+    with pytest.raises(pc.TaskDefinitionError, match=r"ok\.jinja:2: task name .*set `name:`"):
+        pc.load_tasks(named)
+
+
+def test_task_names_differing_in_case_are_two_tasks_by_attribute_and_by_name(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.jinja").write_text("---\nname: Foo\n---\nupper\n", encoding="utf-8")
+    (tmp_path / "b.jinja").write_text("---\nname: foo\n---\nlower\n", encoding="utf-8")
+    tasks = pc.load_tasks(tmp_path)
+    assert tasks.Foo is tasks["Foo"] and tasks.foo is tasks["foo"] and tasks.Foo is not tasks.foo
+    assert tasks.foo.render().messages[0]["content"] == "lower"
+
+
+@pytest.mark.parametrize(
+    "frontmatter",
+    ['name: "ok\\n"', 'inputs:\n  "x\\n": str', 'output:\n  "a\\n": str'],
+)
+def test_a_name_ending_in_a_line_break_is_not_an_identifier(frontmatter: str) -> None:
+    """`$` matched before a final line break, so a task, input or output field was named
+    'ok\\n' (an input the template could never use)."""
+    from promptcast.spec import parse_task_text
+
+    with pytest.raises(pc.TaskDefinitionError, match=r"\\n"):
+        parse_task_text(f"---\n{frontmatter}\n---\nhi\n", path="t.jinja")
+
+
+def test_a_fence_tag_ending_in_a_line_break_is_refused() -> None:
+    with pytest.raises(ValueError, match="fence tag"):
+        render.fence("x", "data\n")
