@@ -556,6 +556,9 @@ def compile_template(
             _ranged.reset(ranged_token)
         if _mangled(text, nonce, values):
             raise TaskInputError(task, None, f"template could not render: {_MANGLED}")
+        surrogate = _surrogate([text, *(body for _, body in collected)])
+        if surrogate is not None:
+            raise TaskInputError(task, *_surrogate_problem(surrogate, values))
         try:
             prompt = _assemble(text, nonce, collected, placed)
         except TaskInputError as exc:
@@ -581,6 +584,41 @@ def compile_template(
         return Prompt(system=fixed.system, messages=messages, system_static=fixed.system_static)
 
     return rendered
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate(texts: list[str]) -> str | None:
+    for text in texts:
+        found = _SURROGATES.search(text)
+        if found is not None:
+            return found.group()
+    return None
+
+
+def _surrogate_problem(char: str, values: dict[str, Any]) -> tuple[str | None, str]:
+    """The input holding a lone surrogate, and what to do: such a string cannot be encoded as
+    UTF-8, so the request failed as 'Anthropic sent a malformed reply (UnicodeEncodeError)'.
+    (It comes from bytes decoded with errors='surrogateescape', or a JSON '\\ud800'.)"""
+    field = next((name for name, value in values.items() if _holds(value, char)), None)
+    where = "holds" if field else "rendered"
+    return field, (
+        f"{where} U+{ord(char):04X}, half of a UTF-16 surrogate pair without its other half: not "
+        "text any provider can read; decode the source with errors='replace', or remove it"
+    )
+
+
+def _holds(value: Any, char: str) -> bool:
+    if isinstance(value, str):
+        return char in value
+    if isinstance(value, dict):
+        return any(_holds(k, char) or _holds(v, char) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds(v, char) for v in value)
+    if hasattr(value, "model_dump"):
+        return _holds(value.model_dump(), char)
+    return False
 
 
 def _empty(prompt: Prompt, values: dict[str, Any]) -> str | None:

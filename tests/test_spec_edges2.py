@@ -217,3 +217,60 @@ def test_a_name_ending_in_a_line_break_is_not_an_identifier(frontmatter: str) ->
 def test_a_fence_tag_ending_in_a_line_break_is_refused() -> None:
     with pytest.raises(ValueError, match="fence tag"):
         render.fence("x", "data\n")
+
+
+_TASK = "---\ninputs: {x: str, xs: 'list[str]'}\n---\n{% role \"system\" %}S{% endrole %}"
+
+
+@pytest.mark.parametrize("char", ["\ud800", "\udbff", "\udc80", "\udfff"])
+@pytest.mark.parametrize(
+    ("template", "inputs", "field"),
+    [
+        ("Say {{ x }}", {"x": "a{c}b", "xs": []}, "x"),
+        ("{{ xs|join(', ') }}", {"x": "a", "xs": ["ok", "{c}"]}, "xs"),
+        ('{% role "user" %}{{ x }}{% endrole %}', {"x": "{c}", "xs": []}, "x"),
+        ('{% role "system" %}{{ x }}{% endrole %}Hi', {"x": "{c}", "xs": []}, "x"),
+    ],
+)
+def test_a_lone_surrogate_is_an_input_error_naming_the_input_before_any_request(
+    fake_anthropic: object, char: str, template: str, inputs: dict[str, object], field: str
+) -> None:
+    """A lone surrogate (a JSON '\\ud800', bytes decoded with surrogateescape) cannot be
+    encoded: the call failed as 'Anthropic sent a malformed reply (UnicodeEncodeError)'."""
+    from promptcast.spec import parse_task_text
+    from promptcast.testing import FakeAnthropic
+
+    assert isinstance(fake_anthropic, FakeAnthropic)
+    task = pc.Task(parse_task_text(f"{_TASK}{template}\n", path="t.jinja"))
+    given = {
+        key: value.format(c=char) if isinstance(value, str) else [i.format(c=char) for i in value]
+        for key, value in inputs.items()
+        if isinstance(value, (str, list))
+    }
+    with pytest.raises(pc.TaskInputError, match=rf"input '{field}': holds U\+{ord(char):04X}"):
+        task.with_model("anthropic/claude-sonnet-4-6")(**given)
+    assert fake_anthropic.requests == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a\x00b",
+        "a\u2029b\u2028c",
+        "a\u202eb\u202c",
+        "a\u200db",
+        "\ufeffa",
+        "a\U0001f600",
+        "a\x85\x7f",
+    ],
+)
+def test_other_unusual_characters_reach_the_model_unchanged(
+    fake_anthropic: object, text: str
+) -> None:
+    from promptcast.spec import parse_task_text
+    from promptcast.testing import FakeAnthropic
+
+    assert isinstance(fake_anthropic, FakeAnthropic)
+    task = pc.Task(parse_task_text("---\ninputs: {x: str}\n---\nSay {{ x }}\n", path="t.jinja"))
+    task.with_model("anthropic/claude-sonnet-4-6")(x=text)
+    assert fake_anthropic.requests[-1]["messages"][0]["content"] == f"Say {text}"
