@@ -539,6 +539,8 @@ def _load_yaml(front: str, path: str) -> tuple[yaml.Node | None, Any]:
     try:
         loader = _Loader(front)  # its reader refuses control characters here, at once
         node = loader.get_single_node()
+        if node is not None and _SURROGATE_ESCAPE.search(front):
+            _join_surrogates(node, path)
         data = loader.construct_document(node) if node is not None else None
     except yaml.reader.ReaderError as exc:  # no mark: a character offset into `front`
         raise TaskDefinitionError(
@@ -563,6 +565,38 @@ def _load_yaml(front: str, path: str) -> tuple[yaml.Node | None, Any]:
         if loader is not None:
             loader.dispose()
     return node, data
+
+
+# a "\ud83d" escape: PyYAML makes a lone surrogate of each half of a JSON-style pair
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _join_surrogates(root: yaml.Node, path: str) -> None:
+    """Join `"\ud83d\ude00"` (a JSON-style pair of escapes) into the one character it means,
+    as JSON does; a half without the other is a problem at its line: the text could never be
+    sent (UTF-8 cannot encode it; the request failed as a 'malformed reply')."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if isinstance(node.value, str) and _SURROGATE.search(node.value):
+                try:
+                    node.value = node.value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+                except UnicodeDecodeError:
+                    lone = _SURROGATE.search(node.value)
+                    assert lone is not None
+                    raise TaskDefinitionError(
+                        f"\\u{ord(lone.group()):04x} is half of a UTF-16 surrogate pair without "
+                        "its other half; write the character itself, or its whole code point as "
+                        "\\U0001xxxx",
+                        file=path,
+                        line=_file_line(node.start_mark),
+                    ) from None
+        elif isinstance(node, yaml.MappingNode):
+            stack += [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
 
 
 def _duplicate_keys(node: yaml.Node | None, problems: _Problems) -> None:

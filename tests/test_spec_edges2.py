@@ -274,3 +274,41 @@ def test_other_unusual_characters_reach_the_model_unchanged(
     task = pc.Task(parse_task_text("---\ninputs: {x: str}\n---\nSay {{ x }}\n", path="t.jinja"))
     task.with_model("anthropic/claude-sonnet-4-6")(x=text)
     assert fake_anthropic.requests[-1]["messages"][0]["content"] == f"Say {text}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"smile \\ud83d\\ude00"', "smile \U0001f600"),
+        ('"\\uD83D\\uDE00\\ud83d\\ude00!"', "\U0001f600\U0001f600!"),
+        ('"\\U0001F600"', "\U0001f600"),
+        ("'\\ud800'", "\\ud800"),  # single quotes: no escapes, the text as written
+    ],
+)
+def test_a_json_style_surrogate_pair_in_frontmatter_is_the_character_it_means(
+    value: str, expected: str
+) -> None:
+    """PyYAML made two lone surrogates of `"\\ud83d\\ude00"`: no request could carry them."""
+    from promptcast.spec import parse_task_text
+
+    spec = parse_task_text(f"---\ndescription: {value}\n---\nhi\n", path="t.jinja")
+    assert spec.description == expected
+
+
+@pytest.mark.parametrize(
+    "frontmatter",
+    [
+        'description: "x\\ud800"',
+        'description: "\\ude00 first"',
+        'description: "\\U0000DC00"',
+        'metadata:\n  "k\\ud800": 1',
+        'inputs:\n  x: {type: str, default: "\\udfff"}',
+        'output:\n  a: {type: str, description: "\\udbff"}',
+    ],
+)
+def test_a_lone_surrogate_escape_in_frontmatter_is_refused_at_its_line(frontmatter: str) -> None:
+    from promptcast.spec import parse_task_text
+
+    line = 2 + frontmatter.count("\n")
+    with pytest.raises(pc.TaskDefinitionError, match=rf"t\.jinja:{line}: \\u[0-9a-f]{{4}} is half"):
+        parse_task_text(f"---\n{frontmatter}\n---\nhi\n", path="t.jinja")
