@@ -618,7 +618,8 @@ def staged(path: Path, *, copy: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` (a copy of it with `copy=True`) that replaces `path` when
     the block succeeds and was written; on an exception it is removed and `path` is untouched.
     A path that cannot be a cassette (a folder, under a file, not writable) is refused before
-    the block runs, so no live call is paid for a recording that cannot be kept."""
+    the block runs, so no live call is paid for a recording that cannot be kept. Hold
+    `recording_lock(path)` around it: the lock removes temporary copies it finds as leftovers."""
     try:
         if path.exists() and not path.is_file():
             raise IsADirectoryError(errno.EISDIR, "not a file", str(path))
