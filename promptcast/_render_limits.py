@@ -129,11 +129,22 @@ def text_size(value: Any, limit: int) -> int:
 
 
 def sized_parts(parts: tuple[Any, ...], limit: int, error: Callable[[str], Exception]) -> Any:
-    """The parts of a `~` joined by Jinja afterwards, as text, refused when together they are
-    longer than `limit`: `{% set ns.s = ns.s ~ ns.s %}` in a loop doubled to gigabytes."""
-    if sum(text_size(part, limit) for part in parts) > limit:
+    """The parts of a `~` joined by Jinja afterwards, refused when together they are longer
+    than `limit`: `{% set ns.s = ns.s ~ ns.s %}` in a loop doubled to gigabytes. A part that is
+    not text, a container or HTML-aware (Markup) is made text here, once."""
+    texts = list(parts)
+    total = 0
+    for index, part in enumerate(texts):
+        if type(part) is str:
+            total += len(part)
+        elif isinstance(part, (list, tuple, set, frozenset, dict)) or hasattr(part, "__html__"):
+            total += text_size(part, limit)
+        else:
+            texts[index] = text = str(part)
+            total += len(text)
+    if total > limit:
         raise error(_message("joining text with '~' into text", limit))
-    return parts
+    return texts
 
 
 def join_problem(items: Sequence[Any], separator: Any, limit: int) -> str | None:
