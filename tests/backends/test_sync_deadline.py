@@ -435,3 +435,86 @@ def test_a_local_call_queued_behind_another_generation_ends_at_its_timeout(call:
         took = time.perf_counter() - started
     assert took < TIMEOUT_S + MARGIN_S
     assert caught.value.timed_out and "busy with another generation" in str(caught.value)
+
+
+class _Recording:
+    """A network stream that records the timeout each operation is given."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self.timeouts.append(timeout)
+        return b"x"
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.timeouts.append(timeout)
+
+    def start_tls(self, *args: Any, **kwargs: Any) -> _Recording:
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        return info
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("library", ["httpcore", "httpcore2"])
+def test_the_stream_wrapper_shortens_waits_only_inside_a_deadline(library: str) -> None:
+    """Outside a deadline every timeout passes through unchanged (an SDK used directly keeps its
+    own); inside, a wait is the time left unless the caller's own is shorter; once the time is
+    gone the library's own timeout error is raised and the deadline says it expired. A TLS
+    stream started on a wrapped stream is wrapped too."""
+    import importlib
+
+    from promptcast.backends import _deadline
+
+    core = importlib.import_module(library)
+    _deadline.install()
+    inner = _Recording()
+    stream_class = _deadline._stream_class(core.NetworkStream, core.ReadTimeout, core.WriteTimeout)
+    stream = stream_class(inner)
+    stream.read(10, 5.0)
+    stream.write(b"x", None)
+    assert inner.timeouts == [5.0, None]
+    with _deadline.within(10.0) as deadline:
+        stream.read(10, 0.5)  # the caller's shorter timeout stays
+        stream.read(10, 60.0)
+        stream.write(b"x", None)
+    assert inner.timeouts[2] == 0.5
+    assert all(t is not None and 9.0 < t <= 10.0 for t in inner.timeouts[3:])
+    assert not deadline.expired
+    with _deadline.within(0.0) as deadline, pytest.raises(core.ReadTimeout):
+        stream.read(10, 60.0)
+    assert deadline.expired
+    with _deadline.within(0.0) as deadline, pytest.raises(core.WriteTimeout):
+        stream.write(b"x", 60.0)
+    assert isinstance(stream.start_tls(None), stream_class)
+    assert stream.get_extra_info("socket") == "socket"
+    assert getattr(core.SyncBackend.connect_tcp, "_promptcast_deadline", False)
+
+
+def test_a_library_not_as_expected_is_left_alone() -> None:
+    """Fail safe: a `SyncBackend` without `connect_tcp`, or no timeout error classes, is not
+    patched (calls keep the per-read timeout) and nothing raises."""
+    import types
+
+    from promptcast.backends import _deadline
+
+    class SyncBackend:
+        pass
+
+    odd = types.ModuleType("odd")
+    odd.SyncBackend = SyncBackend  # type: ignore[attr-defined]
+    _deadline._wrap_backend(odd)
+    assert not hasattr(SyncBackend, "connect_tcp")
+
+    class WithConnect:
+        def connect_tcp(self) -> None:
+            pass
+
+    odd.SyncBackend = WithConnect  # type: ignore[attr-defined]
+    odd.NetworkStream = object  # type: ignore[attr-defined]
+    _deadline._wrap_backend(odd)  # no ReadTimeout, WriteTimeout, ConnectTimeout
+    assert WithConnect.connect_tcp.__name__ == "connect_tcp"
