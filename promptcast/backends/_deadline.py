@@ -7,8 +7,10 @@ holds a sync call for as long as it keeps sending (encode/httpx#1450 is the open
 total timeout). The async path bounds the whole await with `asyncio.timeout`; a thread blocked in
 `recv` has no such thing, so the bound has to sit where the reads are made.
 
-`within(seconds)` (the sync drivers in `promptcast.task` and `promptcast.stream` use it around a
-backend's request, and around each read of a stream) puts a deadline in a context variable.
+`within(seconds)` puts a deadline in a context variable: the sync drivers in `promptcast.task`
+and `promptcast.stream` enter it around a backend's request and around each read of a stream
+(never while the caller's code runs), the async ones too, so that a sync client a backend runs in
+a worker thread (`asyncio.to_thread` copies the context) stops reading when the call has ended.
 `install()` wraps the streams that httpcore's `SyncBackend` (and the `httpcore2` fork the SDKs
 use) connects, with the public `NetworkStream` interface: every connect, read and write waits at
 most the time left before the deadline, and once it has passed raises the library's own timeout
@@ -16,13 +18,16 @@ error, which the SDKs map as they map any timeout. Outside `within()` the wrappe
 calls through (one context-variable read per socket operation). This covers every client the
 calls use, ours and the ones litellm or a caller builds, since they all connect through
 `SyncBackend`. When a library's `SyncBackend` is not as expected it is left alone: calls then keep
-the per-read timeout, as before.
+the per-read timeout, as before. The drivers install it at their first call (not at import: the
+libraries are not imported before a backend needs them), so a connection a caller opened before
+that keeps the per-read timeout.
 """
 
 from __future__ import annotations
 
 import contextvars
 import importlib
+import threading
 import time
 from collections.abc import Callable
 from types import ModuleType, TracebackType
@@ -35,6 +40,7 @@ _current: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "promptcast_deadline", default=None
 )
 installed = False  # whether install() ran
+_install_lock = threading.Lock()
 T = TypeVar("T")
 
 
@@ -92,15 +98,19 @@ def within(seconds: float) -> Deadline:
 
 
 def install() -> None:
-    """Wrap the streams of `SyncBackend` in each httpcore library present (once per process)."""
+    """Wrap the streams of `SyncBackend` in each httpcore library present (once per process;
+    threads making their first calls at once wrap it once)."""
     global installed
-    installed = True
-    for name in _LIBRARIES:
-        try:
-            library = importlib.import_module(name)
-        except ImportError:
-            continue
-        _wrap_backend(library)
+    with _install_lock:
+        if installed:
+            return
+        for name in _LIBRARIES:
+            try:
+                library = importlib.import_module(name)
+            except ImportError:
+                continue
+            _wrap_backend(library)
+        installed = True
 
 
 def _wrap_backend(library: ModuleType) -> None:
