@@ -30,7 +30,7 @@ from promptcast.cli import app
 from promptcast.testing import FakeAnthropic, FakeReply, ScriptedBackend, message, text_block
 from promptcast.testing._fake_anthropic import _auto
 from promptcast.testing.cassettes import CassetteInUseError, recording_lock
-from tests.testing.test_plugin import GREET, clean_env
+from tests.testing.test_plugin import GREET, clean_env, hint, run_hint
 
 # --- cassettes: two pytest processes (pytest-xdist workers) recording one shared cassette ------
 
@@ -191,6 +191,32 @@ def test_rewriting_a_shared_cassette_keeps_every_test_s_new_recording(
     assert greetings(cassette) == ["v2", "v2"]
     # the second test's copy came from mkstemp: the cassette was left owner-only (0600)
     assert stat.S_IMODE(cassette.stat().st_mode) == 0o666 & ~current_umask()
+
+
+def test_the_record_hint_for_a_shared_cassette_keeps_the_other_tests_recordings(
+    tmp_path: Path,
+) -> None:
+    """A miss in a cassette shared with path= said to run the test with --record-mode=rewrite,
+    which started the cassette afresh for that one test: the other tests' recordings were gone
+    and their next replay failed (and their hints did the same to this one)."""
+    cassette = shared_project(tmp_path, ["a", "b"])
+    with FakeAnthropic() as fake:
+        first = start_pytest(tmp_path, fake, "tests", "--record-mode=new_episodes")
+        output = first.communicate(timeout=120)[0]
+        assert first.returncode == 0, output
+        test_b = tmp_path / "tests" / "test_b.py"
+        test_b.write_text(test_b.read_text().replace('name="b"', 'name="bee"'))
+        replay = start_pytest(tmp_path, fake, "tests")
+        output = replay.communicate(timeout=120)[0]
+        assert replay.returncode == 1, output
+        command = hint(output)
+        assert command.endswith("tests/test_b.py::test_b --record-mode=new_episodes"), command
+        recorded = run_hint(command, tmp_path, fake)
+        assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+        again = start_pytest(tmp_path, fake, "tests")
+        output = again.communicate(timeout=120)[0]
+    assert again.returncode == 0, output
+    assert "a" in recorded_names(cassette) and "bee" in recorded_names(cassette)
 
 
 def current_umask() -> int:

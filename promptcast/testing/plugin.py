@@ -101,6 +101,7 @@ def use_cassette(
     nodeid: str,
     example: bool = False,
     stage: Stage | None = None,
+    shared: bool = False,
     **overrides: Any,
 ) -> Iterator[Any]:
     """Replay (or record, per `--record-mode`) every provider request inside the block.
@@ -114,7 +115,7 @@ def use_cassette(
     from pytest_recording import network
 
     record_mode = config.getoption("--record-mode", default=None) or "none"
-    command = record_command(config, nodeid, path, example=example)
+    command = record_command(config, nodeid, path, example=example, shared=shared)
     recorder = register(
         vcr.VCR(**vcr_config(**overrides)), ignore_fields=config.getini("promptcast_ignore_fields")
     )
@@ -139,7 +140,7 @@ def use_cassette(
             staged(path, copy=not (fresh and first_in_run(path, _run_id(config)))) as temporary,
         ):
             # after the wait: another process may have written the cassette meanwhile
-            command = record_command(config, nodeid, path, example=example)
+            command = record_command(config, nodeid, path, example=example, shared=shared)
             with (
                 recorder.use_cassette(str(temporary), record_mode=mode) as cassette,
                 explaining_misses(),
@@ -178,12 +179,17 @@ class Stage:
 _STAGE = pytest.StashKey[Stage]()
 
 
-def record_command(config: pytest.Config, nodeid: str, path: Path, *, example: bool) -> str:
-    """The command that records this test's cassette, runnable from where pytest was run."""
+def record_command(
+    config: pytest.Config, nodeid: str, path: Path, *, example: bool, shared: bool = False
+) -> str:
+    """The command that records this test's cassette, runnable from where pytest was run. A
+    cassette other tests may share (`path=`) gets `new_episodes`: `rewrite`, run for this one
+    test, started it afresh and dropped the other tests' recordings."""
     args = ["pytest", nodeid]
     if example:
         args.append("--promptcast-examples")
-    args.append("--record-mode=" + ("rewrite" if path.exists() else "once"))
+    again = "new_episodes" if shared else "rewrite"
+    args.append("--record-mode=" + (again if path.exists() else "once"))
     command = shlex.join(args)
     root = Path(config.rootpath).resolve()
     if Path(config.invocation_params.dir).resolve() != root:
@@ -203,9 +209,10 @@ def promptcast_cassette(request: pytest.FixtureRequest) -> Iterator[Any]:
     marker = request.node.get_closest_marker("promptcast")
     options = dict(marker.kwargs) if marker else {}
     path = Path(options.pop("path", None) or _default_path(request))
+    shared = path != _default_path(request)  # a path= of its own: other tests may use it too
     stage = request.node.stash.setdefault(_STAGE, Stage())
     with use_cassette(
-        request.config, path, nodeid=request.node.nodeid, stage=stage, **options
+        request.config, path, nodeid=request.node.nodeid, stage=stage, shared=shared, **options
     ) as cassette:
         yield cassette
 
