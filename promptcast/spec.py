@@ -141,8 +141,23 @@ class _Frontmatter(BaseModel):
     @_field_validator("model")
     @classmethod
     def _model_string(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w.-]+[/:].+", value):
-            raise ValueError("must look like 'provider/model', e.g. 'anthropic/claude-sonnet-4-6'")
+        # no spacing anywhere (\S, \Z): "anthropic/claude\n" and "x/a b" loaded and were sent
+        if value is not None and not re.match(r"^[\w.-]+[/:]\S+\Z", value):
+            raise ValueError(
+                "must look like 'provider/model' with no spaces or line breaks, e.g. "
+                "'anthropic/claude-sonnet-4-6'"
+            )
+        return value
+
+    @_field_validator("fallbacks")
+    @classmethod
+    def _fallback_strings(cls, value: list[str]) -> list[str]:
+        """Each fallback is a model string too (they went unchecked until a call failed over)."""
+        for model in value:
+            try:
+                cls._model_string(model)
+            except ValueError as exc:
+                raise ValueError(f"{model!r} {exc}") from None
         return value
 
 

@@ -312,3 +312,39 @@ def test_a_lone_surrogate_escape_in_frontmatter_is_refused_at_its_line(frontmatt
     line = 2 + frontmatter.count("\n")
     with pytest.raises(pc.TaskDefinitionError, match=rf"t\.jinja:{line}: \\u[0-9a-f]{{4}} is half"):
         parse_task_text(f"---\n{frontmatter}\n---\nhi\n", path="t.jinja")
+
+
+@pytest.mark.parametrize(
+    "frontmatter",
+    [
+        'model: "anthropic/claude-sonnet-4-6\\n"',
+        'model: "anthropic/claude sonnet"',
+        'model: "anthropic/claude\\u2028x"',
+        "fallbacks: [no model here]",
+        'fallbacks: [openai/gpt-4o, "anthropic/x\\n"]',
+        'fallbacks: [""]',
+    ],
+)
+def test_a_model_or_fallback_that_is_not_a_model_string_is_refused_at_load(
+    frontmatter: str,
+) -> None:
+    """They loaded: a fallback was never checked, and `$`/`.+` let a line break or a space
+    through, to fail only when a call reached that model."""
+    from promptcast.spec import parse_task_text
+
+    with pytest.raises(pc.TaskDefinitionError, match=r"t\.jinja:2: .*'provider/model'"):
+        parse_task_text(f"---\n{frontmatter}\n---\nhi\n", path="t.jinja")
+
+
+def test_model_strings_with_slashes_colons_and_dots_still_load() -> None:
+    from promptcast.spec import parse_task_text
+
+    text = (
+        "---\nmodel: openrouter/meta-llama/llama-3.1-8b-instruct:free\nfallbacks: "
+        "[ollama/llama3.1:8b, 'bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0']\n---\nhi\n"
+    )
+    spec = parse_task_text(text, path="t.jinja")
+    assert spec.fallbacks == (
+        "ollama/llama3.1:8b",
+        "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0",
+    )
