@@ -110,16 +110,23 @@ def _no_message(request: ModelRequest) -> BackendError:
 async def in_thread(items: Iterator[StreamDelta | ModelReply]) -> AsyncIterator[Any]:
     """A sync stream read in a worker thread (a backend given only a sync client)."""
     done = object()
+    reading: asyncio.Future[Any] | None = None
     try:
         while True:
-            item = await asyncio.to_thread(next, items, done)
+            reading = asyncio.ensure_future(asyncio.to_thread(next, items, done))
+            item = await asyncio.shield(reading)
             if item is done:
                 return
             yield item
     finally:
         close = getattr(items, "close", None)
         if close is not None:
-            close()
+            if reading is not None and not reading.done():
+                # cancelled while the thread reads: a generator cannot be closed while it runs
+                # ("generator already executing"), so it is closed once that read returns
+                reading.add_done_callback(lambda _: close())
+            else:
+                close()
 
 
 @contextmanager

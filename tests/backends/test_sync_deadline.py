@@ -411,6 +411,43 @@ def test_a_sync_client_in_a_worker_thread_stops_reading_at_the_deadline(
     client.close()
 
 
+def test_an_async_stream_on_a_sync_client_cancelled_mid_read_closes_once_the_read_returns(
+    write_task: Callable[..., Path], serve: Callable[[Reply], _Server]
+) -> None:
+    """Cancelling an async stream whose sync client reads in a worker thread closed the sync
+    stream while the thread still ran it: `ValueError: generator already executing` replaced the
+    cancellation. The close now waits for that read (bounded by the deadline) in a callback."""
+    import anthropic
+
+    from promptcast.backends.anthropic import AnthropicBackend
+
+    server = serve(_trickling("body", stream=True))
+    client = anthropic.Anthropic(api_key=KEY, base_url=server.base)
+    pc.configure(
+        backends={"anthropic": AnthropicBackend(client=client)}, timeout_s=TIMEOUT_S, max_retries=0
+    )
+    text = "---\ninputs: {text: str}\nmodel: anthropic/claude-sonnet-4-6\n---\n{{ text }}\n"
+    task = pc.Task.from_file(write_task("cancelled", text))
+    unraisable: list[Any] = []
+
+    async def main() -> None:
+        reader = asyncio.ensure_future(_read_astream(task))
+        await asyncio.sleep(TIMEOUT_S / 3)  # the worker thread is inside its read
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        await asyncio.sleep(TIMEOUT_S + 0.5)  # the read ends at the deadline, then the close
+
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        asyncio.run(main())
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
+    client.close()
+
+
 @pytest.mark.parametrize("call", ["run", "stream"])
 def test_a_local_call_queued_behind_another_generation_ends_at_its_timeout(call: str) -> None:
     """The local backend is in-process llama.cpp, not HTTP: no read to trickle. But one model
