@@ -351,6 +351,7 @@ class _Problems:
 
 
 def _parse(text: str, path: str, name: str | None) -> _Parsed:
+    text = text.removeprefix("\ufeff")  # text read with open(): a file's own BOM, as _read drops
     if len(text) > MAX_TASK_FILE_BYTES:
         error = TaskDefinitionError(
             f"task file is larger than {MAX_TASK_FILE_BYTES} bytes; split it or move data out",

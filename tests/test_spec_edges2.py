@@ -348,3 +348,15 @@ def test_model_strings_with_slashes_colons_and_dots_still_load() -> None:
         "ollama/llama3.1:8b",
         "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0",
     )
+
+
+def test_task_text_with_a_byte_order_mark_loads_like_the_file(tmp_path: Path) -> None:
+    """`parse_task_text(open(path).read())` kept Notepad's BOM and said the file does not
+    start with '---'; `parse_task_file` drops it."""
+    from promptcast.spec import parse_task_file, parse_task_text
+
+    text = "---\ninputs: {x: str}\n---\n{{ x }}\n"
+    path = tmp_path / "t.jinja"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    spec = parse_task_text(path.read_text(encoding="utf-8"), path=str(path))
+    assert spec == parse_task_file(path)
