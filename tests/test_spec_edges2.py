@@ -360,3 +360,34 @@ def test_task_text_with_a_byte_order_mark_loads_like_the_file(tmp_path: Path) ->
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     spec = parse_task_text(path.read_text(encoding="utf-8"), path=str(path))
     assert spec == parse_task_file(path)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{% for i in range(20) %}{% role "user" %}{{ x }}{% endrole %}{% endfor %}',
+        '{% for i in range(10) %}{% role "user" %}{{ x }}!{% endrole %}'
+        '{% role "assistant" %}{{ x }}{% endrole %}{% endfor %}',
+        '{% for i in range(20) %}{% role "system" %}{{ x }}{% endrole %}{% endfor %}hi',
+        '{% role "user" %}{% for i in range(9) %}{{ x }}{% endfor %}{% endrole %}'
+        "{% for i in range(9) %}{{ x }}{% endfor %}",
+    ],
+)
+def test_role_blocks_in_a_loop_are_bounded_in_all(tmp_path: Path, template: str) -> None:
+    """Each role block's body was bounded, all of them together not: 200 blocks of a 1 MB
+    input made a 200 MB prompt (and took 23 s, each block added to the text so far)."""
+    task = _task(tmp_path, template)
+    with pytest.raises(pc.TaskInputError, match=r"'t'.*more than 16000000 characters"):
+        task.render(x="a" * 1_000_000)
+
+
+def test_many_small_role_blocks_are_assembled_in_linear_time(tmp_path: Path) -> None:
+    import time
+
+    template = '{% for i in range(100000) %}{% role "user" %}{{ i }}{% endrole %}{% endfor %}'
+    started = time.perf_counter()
+    prompt = _task(tmp_path, template).render(x="")
+    assert len(prompt.messages) == 1
+    content = prompt.messages[0]["content"]
+    assert isinstance(content, str) and content.endswith("\n\n99999")
+    assert time.perf_counter() - started < 20
