@@ -29,7 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 
 from promptcast import _render_limits as _limits
 from promptcast.errors import PromptcastError, TaskDefinitionError, TaskInputError
-from promptcast.media import Media
+from promptcast.media import MAX_REQUEST_MEDIA_BYTES, Media, MediaTooLargeError
 
 __all__ = [
     "MAX_SIZE",
@@ -567,6 +567,16 @@ def compile_template(
             _role_chars.reset(role_token)
         if _mangled(text, nonce, values):
             raise TaskInputError(task, None, f"template could not render: {_MANGLED}")
+        if placed:  # one input placed many times is sent as many times
+            total = sum(media.size for media in placed)
+            if total > MAX_REQUEST_MEDIA_BYTES:
+                raise MediaTooLargeError(
+                    task,
+                    None,
+                    f"the template places {len(placed)} images and documents, {total} bytes "
+                    f"together, over the limit of {MAX_REQUEST_MEDIA_BYTES} bytes per request; "
+                    "place each one once",
+                )
         surrogate = _surrogate([text, *(body for _, body in collected)])
         if surrogate is not None:
             raise TaskInputError(task, *_surrogate_problem(surrogate, values))

@@ -391,3 +391,31 @@ def test_many_small_role_blocks_are_assembled_in_linear_time(tmp_path: Path) -> 
     content = prompt.messages[0]["content"]
     assert isinstance(content, str) and content.endswith("\n\n99999")
     assert time.perf_counter() - started < 20
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for i in range(9) %}{{ img }}{% endfor %}",
+        "{{ [img] * 9 }}",
+        '{% for i in range(9) %}{% role "user" %}{{ img }}{% endrole %}'
+        '{% role "assistant" %}ok{% endrole %}{% endfor %}',
+    ],
+)
+def test_one_image_placed_many_times_counts_each_time_against_the_request_limit(
+    tmp_path: Path, template: str
+) -> None:
+    """The per-request media limit counted the inputs once: a 4 MB image placed 50 times made
+    a 200 MB request."""
+    from promptcast.media import MAX_REQUEST_MEDIA_BYTES, Image, MediaTooLargeError
+
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+    )
+    image = Image(png + b"\0" * (MAX_REQUEST_MEDIA_BYTES // 8))
+    task = _task(tmp_path, template, inputs="{img: image}")
+    with pytest.raises(MediaTooLargeError, match=r"Task 't'.*places 9 images and documents"):
+        task.render(img=image)
+    once = _task(tmp_path, "{{ img }} and {{ img }}", inputs="{img: image}").render(img=image)
+    assert [part["type"] for part in once.messages[0]["content"]].count("media") == 2
