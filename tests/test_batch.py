@@ -402,10 +402,11 @@ async def test_invalid_utf8_fails_only_its_line(
 async def test_a_lone_surrogate_in_an_output_is_written_escaped(
     tmp_path: Path, write_task: Callable[..., Path]
 ) -> None:
-    with pc.override(backends={"test/labels": ScriptedBackend(echo)}):
+    # a lone surrogate as an input is refused before any call, so the model writes it
+    with pc.override(backends={"test/labels": ScriptedBackend(lambda r: {"label": "\udfff"})}):
         task = pc.Task.from_file(write_task("labels", TASK))
         source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        source.write_text('{"id": "s\\ud800", "text": "\\udfff"}\n')
+        source.write_text('{"id": "s\\ud800", "text": "x"}\n')
         await run_file(task, source, out)
         [line] = lines(out)
         assert line["id"] == "s\ud800" and line["output"] == {"label": "\udfff"}
