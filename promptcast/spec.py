@@ -18,7 +18,7 @@ import re
 import stat
 import warnings
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -468,19 +468,22 @@ def _build(
     )
 
 
+# what `promptcast.task.TaskRegistry` (a Mapping) answers itself: a task of that name would be
+# shadowed (spec sits below task, so the names are listed here; a test keeps them in step)
+REGISTRY_NAMES = frozenset(name for name in dir(Mapping) if not name.startswith("_")) | {"add"}
+
+
 def _task_name_problem(name: str) -> str | None:
     """Why `name` cannot name a task, or None. A task is reached as `tasks.<name>` and
     `tasks["<name>"]` (`load_tasks`, `promptcast.tasks`), so a name the registry holds itself
     (`items`, `get`, ...; `_private`, `__init__`) would be silently shadowed."""
-    from promptcast.task import TaskRegistry
-
     if not _NAME.match(name):
         if name.isidentifier():  # café: NFC and NFD spellings would be one Python attribute
             return "is not ASCII letters, digits and '_' (not starting with a digit)"
         return "is not a Python identifier"
     if name.startswith("_"):
         return "starts with '_': `tasks.<name>` does not look such names up"
-    if hasattr(TaskRegistry, name):
+    if name in REGISTRY_NAMES:
         return f"is a method of the task registry (`tasks.{name}` would be it, not the task)"
     return None
 

@@ -191,6 +191,14 @@ def test_a_task_name_the_registry_would_shadow_or_cannot_reach_is_refused_at_loa
         pc.load_tasks(named)
 
 
+def test_the_names_spec_refuses_are_the_registrys_own_public_attributes() -> None:
+    """spec sits below task, so it lists the names instead of importing TaskRegistry."""
+    from promptcast.spec import REGISTRY_NAMES
+    from promptcast.task import TaskRegistry
+
+    assert {name for name in dir(TaskRegistry) if not name.startswith("_")} == REGISTRY_NAMES
+
+
 def test_task_names_differing_in_case_are_two_tasks_by_attribute_and_by_name(
     tmp_path: Path,
 ) -> None:
