@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from promptcast.backends import aclose_shared
 from promptcast.backends.base import Backend
 from promptcast.backends.scripted import ScriptedBackend
 from promptcast.errors import BackendError, BudgetExceededError
-from promptcast.stream import Final, Partial, Restart, StreamClosedError, partial_output
+from promptcast.stream import Final, Partial, Restart, Stream, StreamClosedError, partial_output
 from promptcast.tasks.qa import ProductAnswer
 from promptcast.testing import (
     FakeAnthropic,
@@ -670,28 +671,12 @@ def _held(entered: Any, release: Any) -> Callable[[Any], Any]:
     return handler
 
 
-def test_a_second_thread_reading_a_stream_gets_a_typed_error_and_the_first_goes_on(
+@contextmanager
+def _read_in_a_thread(
     qa: pc.Task[ProductAnswer],
-) -> None:
-    entered, release = threading.Event(), threading.Event()
-    backend = ScriptedBackend(_held(entered, release), chunk_chars=7)
-    with pc.override(model="test/qa", backends={"test/qa": backend}):
-        stream = qa.with_model("test/qa").stream(**INPUTS)
-        first: list[Any] = []
-        reader = threading.Thread(target=lambda: first.extend(stream))
-        reader.start()
-        assert entered.wait(10)
-        with pytest.raises(pc.StreamInUseError, match="read a stream in one place"):
-            next(iter(stream))  # while the first reader waits for the provider
-        release.set()
-        reader.join(10)
-    assert first and first[-1] == ProductAnswer(**ANSWER)
-    assert stream.run.output == ProductAnswer(**ANSWER) and backend.streams_closed == 0
-
-
-def test_closing_a_stream_from_another_thread_stops_its_reader_at_the_next_event(
-    qa: pc.Task[ProductAnswer],
-) -> None:
+) -> Iterator[tuple[Stream[ProductAnswer], ScriptedBackend, list[Any]]]:
+    """A stream whose reader thread is waiting for the provider while the block runs; the
+    provider answers and the reader ends when the block is left."""
     entered, release = threading.Event(), threading.Event()
     backend = ScriptedBackend(_held(entered, release), chunk_chars=7)
     with pc.override(model="test/qa", backends={"test/qa": backend}):
@@ -700,11 +685,32 @@ def test_closing_a_stream_from_another_thread_stops_its_reader_at_the_next_event
         reader = threading.Thread(target=lambda: seen.extend(stream))
         reader.start()
         assert entered.wait(10)
+        try:
+            yield stream, backend, seen
+        finally:
+            release.set()
+            reader.join(10)
+    assert not reader.is_alive()
+
+
+def test_a_second_thread_reading_a_stream_gets_a_typed_error_and_the_first_goes_on(
+    qa: pc.Task[ProductAnswer],
+) -> None:
+    with (
+        _read_in_a_thread(qa) as (stream, backend, first),
+        pytest.raises(pc.StreamInUseError, match="read a stream in one place"),
+    ):
+        next(iter(stream))  # while the first reader waits for the provider
+    assert first and first[-1] == ProductAnswer(**ANSWER)
+    assert stream.run.output == ProductAnswer(**ANSWER) and backend.streams_closed == 0
+
+
+def test_closing_a_stream_from_another_thread_stops_its_reader_at_the_next_event(
+    qa: pc.Task[ProductAnswer],
+) -> None:
+    with _read_in_a_thread(qa) as (stream, backend, seen):
         stream.close()  # before: ValueError "generator already executing"
-        release.set()
-        reader.join(10)
-    assert not reader.is_alive() and len(seen) <= 1
-    assert backend.streams_closed == 1
+    assert len(seen) <= 1 and backend.streams_closed == 1
     with pytest.raises(StreamClosedError, match="closed"):
         _ = stream.run
 
