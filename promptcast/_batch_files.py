@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ __all__ = [
     "ProviderBatchState",
     "append_exclusively",
     "cut_torn_line",
+    "first_line_fits",
     "is_batch_output",
     "media_paths",
     "read_state",
@@ -105,6 +106,16 @@ def is_batch_output(path: Path) -> bool:
     with "id" and "output" or "error", however a tool such as `jq -c` re-spaced or a text
     editor re-saved it), or a single line without its newline that opens an object (a run
     killed while writing its first line: resuming cuts it)."""
+    return first_line_fits(
+        path, lambda line: "id" in line and ("output" in line or "error" in line)
+    )
+
+
+def first_line_fits(path: Path, accepts: Callable[[dict[str, Any]], bool]) -> bool:
+    """Whether `path` can be a results file whose lines `accepts`: empty, a first line that is a
+    JSON object `accepts` takes, or a single line without its newline that opens an object (a
+    run killed while writing its first line: resuming cuts it). Read before writing to a file
+    given as an output, so that someone's other file is refused untouched."""
     with path.open("rb") as handle:
         first = handle.readline()
     text = first.removeprefix(codecs.BOM_UTF8)
@@ -114,7 +125,7 @@ def is_batch_output(path: Path) -> bool:
         line = json.loads(text)
     except ValueError:
         return False
-    return isinstance(line, dict) and "id" in line and ("output" in line or "error" in line)
+    return isinstance(line, dict) and accepts(line)
 
 
 def media_paths(inputs: dict[str, Any], names: frozenset[str], folder: Path) -> dict[str, Any]:

@@ -858,9 +858,20 @@ def eval_command(
         bool, typer.Option("--schema", help="Print the JSON schema of --json output and exit.")
     ] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Calls in flight at once.")] = 8,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append each finished case to this JSONL file; rerun with the same file to "
+            "resume (saved cases are not called again)."
+        ),
+    ] = None,
     prompts: PromptsOption = None,
 ) -> None:
     """Compare models on a task's cases: pass counts, latency, tokens and cost.
+
+    The response cache is off for the eval's calls, so cost and latency are the models'. With
+    --save FILE a stopped run resumes: the rerun calls only the cases not saved yet (and the
+    errored ones) and prints the report of the whole run.
 
     Exits 1 when any case errored (a provider, key or budget failure: the comparison is
     incomplete), after printing the report. Failed expectations and invalid outputs are results
@@ -897,6 +908,7 @@ def eval_command(
             load_cases(cases, task) if cases else None,
             scorer=score_fn,
             concurrency=concurrency,
+            save=save,
         )
     except PromptcastError as exc:
         raise _fail(exc) from None

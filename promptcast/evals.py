@@ -4,6 +4,10 @@ Cases default to the task file's `examples:`; a case passes when its output meet
 (subset match on fields) and `expect_contains` (case-insensitive substring), or when a custom
 scorer (`module:function(output, case) -> float in 0..1`) returns 1. Everything runs through the
 normal call path, so it works live, against fakes, or offline from cassettes.
+
+An evaluation measures real calls: the response cache (`PROMPTCAST_CACHE`, `configure(cache=…)`)
+is off for its calls, so the cost and latency compared are the models', not a cache hit's. To
+resume a run that was stopped, save its results (`save=`, `--save FILE`): see `_eval_saved`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import math
 import numbers
 import statistics
 import time
+import typing
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-from promptcast import _batch_files, _telemetry
+from promptcast import _batch_files, _eval_saved, _telemetry
+from promptcast._config import override
+from promptcast._eval_saved import EvalSaveBusyError, EvalSaveError
 from promptcast._files import read_text
 from promptcast._secrets import scrub
 from promptcast.errors import OutputValidationError, PromptcastError, TaskInputError
@@ -34,6 +42,8 @@ from promptcast.task import Task
 __all__ = [
     "CaseResult",
     "EvalReport",
+    "EvalSaveBusyError",
+    "EvalSaveError",
     "ModelScore",
     "Scorer",
     "aevaluate",
@@ -66,6 +76,7 @@ class CaseResult(BaseModel):
         "validated) or error (provider or budget failure, or the scorer failed)"
     )
     detail: str | None = None
+    _attempts: int = PrivateAttr(default=0)  # provider requests made: saved, not reported
 
 
 class ModelScore(BaseModel):
@@ -187,7 +198,8 @@ async def _one(
         usage = usage if isinstance(usage, Usage) else None
         outcome = "invalid" if isinstance(exc, OutputValidationError) else "error"
         message = str(exc) if isinstance(exc, PromptcastError) else f"{type(exc).__name__}: {exc}"
-        return CaseResult(
+        attempts = getattr(exc, "attempts", 0)
+        failed = CaseResult(
             model=model,
             case=index,
             score=0.0,
@@ -201,13 +213,15 @@ async def _one(
             outcome=outcome,
             detail=scrub(message),  # reports are saved and shared: no credentials in them
         )
+        failed._attempts = attempts if isinstance(attempts, int) else 0
+        return failed
     if scorer is not None:
         scored, detail = await _scored(scorer, run.output, case)
     else:
         problems = expectation_problems(run.output, case)
         scored, detail = (0.0, "; ".join(problems)) if problems else (1.0, None)
     score = scored or 0.0
-    return CaseResult(
+    result = CaseResult(
         model=model,
         case=index,
         score=score,
@@ -222,6 +236,15 @@ async def _one(
         outcome="error" if scored is None else "ok" if score >= 1.0 else "failed",
         detail=detail,
     )
+    result._attempts = run.attempts
+    return result
+
+
+def _scorer_name(scorer: Scorer) -> str:
+    """What names a scorer in saved results: scores saved under another scorer are not reused."""
+    module = getattr(scorer, "__module__", None)
+    name = getattr(scorer, "__qualname__", None) or type(scorer).__qualname__
+    return f"{module}:{name}" if module else name
 
 
 async def _scored(scorer: Scorer, output: Any, case: Example) -> tuple[float | None, str | None]:
@@ -270,8 +293,17 @@ async def aevaluate(
     *,
     scorer: Scorer | None = None,
     concurrency: int = 8,
+    save: str | Path | None = None,
 ) -> EvalReport:
-    """Run every case on every model (at most `concurrency` calls at once) and summarise."""
+    """Run every case on every model (at most `concurrency` calls at once) and summarise.
+
+    The response cache is off for these calls: the report compares the models' real cost and
+    latency. With `save`, each finished case is appended to that JSONL file at once; a rerun
+    with the same file skips the (model, case) pairs saved for this task's template (errored
+    ones run again) and reports saved and new results together, as one uninterrupted run
+    would. Raises `EvalSaveBusyError` when another run is saving to the file, and
+    `ConfigurationError` (nothing written) when it is not an eval results file.
+    """
     chosen = list(task.spec.examples if cases is None else cases)
     if not chosen:
         raise TaskInputError(
@@ -293,8 +325,27 @@ async def aevaluate(
         raise TaskInputError(task.name, None, f"concurrency must be at least 1, not {concurrency}")
     _check_expectations(task, chosen)
     gate = asyncio.Semaphore(concurrency)
+    keys = _eval_saved.case_keys(chosen)
+    stack = ExitStack()
+    saved: _eval_saved.SavedResults | None = None
+    if save is not None:
+        identity = {
+            "kind": _eval_saved.KIND,
+            "version": 1,
+            "task": task.name,
+            "template_hash": task.spec.template_hash,
+            "scorer": None if scorer is None else _scorer_name(scorer),
+        }
+        with ExitStack() as opening:  # a file that cannot be read is released at once
+            saved = opening.enter_context(_eval_saved.opened(Path(save), identity))
+            saved.load(models, keys)
+            stack = opening.pop_all()
 
     async def bounded(model: str, index: int, case: Example) -> CaseResult:
+        if saved is not None:
+            earlier = saved.saved(model, keys[index], index, CaseResult)
+            if earlier is not None:
+                return typing.cast(CaseResult, earlier)
         attributes = {"promptcast.task": task.name, "promptcast.eval.model": model}
         async with gate:
             with _telemetry.run_span(f"eval.case {task.name}", attributes) as span:
@@ -302,10 +353,16 @@ async def aevaluate(
                 result = await _one(task, model, index, case, scorer)
                 span.set("promptcast.outcome", result.outcome)
                 span.set("promptcast.eval.score", result.score)
-                return result
+        if saved is not None:
+            saved.append(result, keys[index], result._attempts)
+        return result
 
-    # one run span, one span per (model, case) under it
-    with _telemetry.run_span(f"eval {task.name}", {"promptcast.task": task.name}):
+    # one run span, one span per (model, case) under it; the cache off: real calls are measured
+    with (
+        stack,
+        override(cache="off"),
+        _telemetry.run_span(f"eval {task.name}", {"promptcast.task": task.name}),
+    ):
         results = await asyncio.gather(
             *(bounded(model, i, case) for model in models for i, case in enumerate(chosen))
         )
@@ -369,9 +426,12 @@ def evaluate(
     *,
     scorer: Scorer | None = None,
     concurrency: int = 8,
+    save: str | Path | None = None,
 ) -> EvalReport:
     """`aevaluate` for synchronous code."""
-    return asyncio.run(aevaluate(task, models, cases, scorer=scorer, concurrency=concurrency))
+    return asyncio.run(
+        aevaluate(task, models, cases, scorer=scorer, concurrency=concurrency, save=save)
+    )
 
 
 SUMMARY_COLUMNS = (
