@@ -812,6 +812,13 @@ def serve(
         bool,
         typer.Option("--insecure", help="Allow a non-loopback address without bearer tokens."),
     ] = False,
+    graceful_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a stopped server lets calls in flight finish before cancelling them.",
+        ),
+    ] = 25.0,
 ) -> None:
     """Serve every task over HTTP: POST /v1/tasks/NAME, docs at /docs (needs the server extra)."""
     try:
@@ -825,7 +832,14 @@ def serve(
             )
         ) from None
     try:
-        serve_tasks(prompts=prompts, host=host, port=port, workers=workers, insecure=insecure)
+        serve_tasks(
+            prompts=prompts,
+            host=host,
+            port=port,
+            workers=workers,
+            insecure=insecure,
+            graceful_timeout_s=graceful_timeout,
+        )
     except PromptcastError as exc:
         raise _fail(exc) from None
 

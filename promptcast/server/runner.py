@@ -26,6 +26,7 @@ from promptcast.server.hosts import HostPolicy, is_loopback
 from promptcast.server.logs import log_config
 
 __all__ = [
+    "GRACEFUL_TIMEOUT_S",
     "MAX_HEADER_BYTES",
     "AppFactory",
     "app_from_env",
@@ -34,6 +35,9 @@ __all__ = [
 
 MAX_HEADER_BYTES = 16 * 1024
 """The largest request head the h11 parser buffers (uvicorn[standard] uses httptools instead)."""
+GRACEFUL_TIMEOUT_S = 25.0
+"""How long a stopped server lets calls in flight finish before it cancels them: under the 30 s a
+container runtime waits before SIGKILL, and bounded whatever a provider or a stalled reader does."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     insecure: bool = False,
+    graceful_timeout_s: float = GRACEFUL_TIMEOUT_S,
 ) -> None:
     """Check the tasks, the settings and the bind address, then run the app on uvicorn until
     stopped.
@@ -67,6 +72,10 @@ def serve(
     `keep_alive_s` (`PROMPTCAST_KEEP_ALIVE_S`, 5) closes an idle keep-alive connection;
     `max_connections` (`PROMPTCAST_MAX_CONNECTIONS`, 512) bounds open connections per worker
     (beyond it uvicorn answers 503 before the app, so a flood cannot exhaust file descriptors).
+
+    On SIGINT or SIGTERM it stops accepting connections and lets the calls in flight finish for
+    up to `graceful_timeout_s`, then cancels the rest (a slow provider or a client that stopped
+    reading a stream would otherwise keep it running until killed).
 
     Without tokens, only a loopback address is allowed unless `insecure` is set: an open server on
     a public interface would spend the provider key for anyone who finds it.
@@ -95,6 +104,7 @@ def serve(
         "timeout_keep_alive": config.keep_alive_s,
         "limit_concurrency": config.max_connections,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "timeout_graceful_shutdown": graceful_timeout_s,
     }
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make that a
     # clean exit 0 rather than a KeyboardInterrupt traceback or a death by signal

@@ -1,0 +1,135 @@
+"""`promptcast serve` stopped by SIGTERM or SIGINT with requests in flight: a real child process
+on 127.0.0.1 calling a loopback fake provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
+from tests.test_server_cli import start_serve
+
+GRACE_S = 2.0
+BODY = {"message": "order #7 is late"}
+
+
+def _stop(child: subprocess.Popen[str], sig: signal.Signals) -> tuple[float, list[Any]]:
+    """Send `sig`; the seconds the server took to exit (it must exit 0) and its last log lines."""
+    started = time.monotonic()
+    child.send_signal(sig)
+    try:
+        _, rest = child.communicate(timeout=GRACE_S + 30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise AssertionError("the server did not exit after its graceful timeout") from None
+    took = time.monotonic() - started
+    assert child.returncode == 0, rest
+    return took, [json.loads(line) for line in rest.splitlines() if line.strip()]
+
+
+def _env(**settings: str) -> dict[str, str]:
+    return {**os.environ, **settings}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stream_whose_client_stopped_reading_does_not_keep_a_stopped_server_running(
+    fake_anthropic: FakeAnthropic, sig: signal.Signals
+) -> None:
+    """The client never reads a large stream, so the server's writes block: it still exits once
+    its graceful timeout is over (it waited for that stream for ever), without a stack trace."""
+    fake_anthropic.stream_interval_s = 0.01
+    fake_anthropic.stream_chunk_chars = 100_000
+    answer = {"issue": "x" * 4_000_000, "urgency": "low", "product": None}
+    fake_anthropic.handler = lambda body: message(
+        [tool_use_block("Ticket", answer)], model=body["model"]
+    )
+    child, base_url, _ = start_serve(["--graceful-timeout", str(GRACE_S)], _env())
+    host, port = base_url.removeprefix("http://").split(":")
+    payload = json.dumps(BODY).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/tasks/extract_ticket/stream HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
+        deadline = time.monotonic() + 30
+        while not (fake_anthropic.streams and fake_anthropic.streams[0].done.is_set()):
+            assert time.monotonic() < deadline, "the provider's stream did not end"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the server's writes to this socket are now blocked
+        took, lines = _stop(child, sig)
+    assert took < GRACE_S + 10, took
+    assert "Traceback" not in json.dumps(lines)
+
+
+def test_calls_still_running_when_the_graceful_timeout_ends_get_a_retryable_503(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """One call waits on a slow provider, one waits in line behind it (max_concurrency 1): both
+    get a problem document saying to retry (uvicorn answered a plain-text 500), and the call in
+    line never reaches the provider."""
+    fake_anthropic.handler = lambda body: FakeReply(fake_anthropic.auto(body), delay_s=30)
+    env = _env(PROMPTCAST_MAX_CONCURRENCY="1")
+    child, base_url, _ = start_serve(["--graceful-timeout", str(GRACE_S)], env)
+    answers: dict[str, httpx.Response] = {}
+
+    def call(name: str) -> None:
+        answers[name] = httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=60)
+
+    callers = [threading.Thread(target=call, args=(name,)) for name in ("running", "waiting")]
+    for caller in callers:
+        caller.start()
+        time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while fake_anthropic.in_flight < 1:
+        assert time.monotonic() < deadline, "the call did not reach the provider"
+        time.sleep(0.05)
+    took, lines = _stop(child, signal.SIGTERM)
+    for caller in callers:
+        caller.join(timeout=30)
+    assert took < GRACE_S + 10, took
+    assert set(answers) == {"running", "waiting"}
+    for answer in answers.values():
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+        body = answer.json()
+        assert body["type"].endswith(":server-shutting-down") and body["retryable"] is True
+        assert body["task"] == "extract_ticket"
+    assert len(fake_anthropic.requests) == 1
+    assert "Traceback" not in json.dumps(lines)
+    logged = [line for line in lines if line.get("event") == "request"]
+    assert [line["status"] for line in logged] == [503, 503]
+
+
+def test_calls_that_finish_within_the_graceful_timeout_are_answered(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """SIGTERM lets a call in flight finish and answer 200 before the server exits."""
+    fake_anthropic.handler = lambda body: FakeReply(fake_anthropic.auto(body), delay_s=1)
+    child, base_url, _ = start_serve(["--graceful-timeout", "20"], _env())
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=60)
+        )
+    )
+    caller.start()
+    deadline = time.monotonic() + 30
+    while fake_anthropic.in_flight < 1:
+        assert time.monotonic() < deadline, "the call did not reach the provider"
+        time.sleep(0.02)
+    took, _ = _stop(child, signal.SIGTERM)
+    caller.join(timeout=30)
+    assert answers and answers[0].status_code == 200, answers
+    assert took < 15, took
