@@ -8,6 +8,8 @@ parsing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -157,6 +159,25 @@ class Gate:
                         task=info.get("task"),  # set once a task's route took the request
                     )
                     await _answer(tagged_send, 500, body500, {})
+        except asyncio.CancelledError:
+            # the server is stopping and its graceful timeout is over: a caller still waiting
+            # gets a retryable 503 rather than uvicorn's plain-text 500 (a stream already begun
+            # is cut off; its client sees the stream end without `final`)
+            info["error"] = "server-shutting-down"
+            if status == 0 and not gone:
+                body503 = problem(
+                    503,
+                    "server-shutting-down",
+                    "the server stopped before this call finished; retry it",
+                    instance=path,
+                    request_id=request_id,
+                    task=info.get("task"),
+                    retryable=True,
+                )
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    async with asyncio.timeout(1):  # a client that does not read cannot hold it
+                        await _answer(tagged_send, 503, body503, {"retry-after": "1"})
+            raise
         finally:
             if gone and not status:
                 info.setdefault("error", "client-disconnected")
