@@ -144,9 +144,12 @@ class SavedResults:
             return None
         fields = {name: line[name] for name in result_type.model_fields if name in line}
         try:
-            return result_type.model_validate({**fields, "case": index})
+            result = result_type.model_validate({**fields, "case": index})
         except ValidationError:  # a line edited by hand: run the case again
             return None
+        attempts = line.get("attempts")
+        result._attempts = attempts if isinstance(attempts, int) else 0  # type: ignore[attr-defined]
+        return result
 
     def append(self, result: BaseModel, key: str, attempts: int) -> None:
         """Append one finished case, flushed at once (a torn line is cut on resume)."""
