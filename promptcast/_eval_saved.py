@@ -99,6 +99,7 @@ class SavedResults:
         self._identity = identity  # kind, version, task, template_hash, scorer
         self.done: dict[tuple[str, str], dict[str, Any]] = {}
         self.written = 0
+        self.failure: EvalSaveError | None = None  # set when a write failed: stop calling
 
     def load(self, models: Sequence[str], keys: Sequence[str]) -> None:
         """Read the saved lines (the last line of a pair wins: an errored case run again is
@@ -131,7 +132,7 @@ class SavedResults:
         if ignored:
             reasons = ", ".join(f"{count} for {why}" for why, count in ignored.items())
             logger.warning(
-                "promptcast eval: %d saved line(s) in %s ignored (%s); those cases run again",
+                "promptcast eval: %d saved line(s) in %s ignored (%s): not reused in this report",
                 sum(ignored.values()),
                 self.path,
                 reasons,
@@ -159,11 +160,12 @@ class SavedResults:
             self._handle.write(data)
             self._handle.flush()
         except OSError as exc:
-            raise EvalSaveError(
+            self.failure = EvalSaveError(
                 f"writing {self.path} failed ({exc.strerror or exc}); the {self.written} "
                 "result(s) this run saved before are kept: fix that (free disk space, "
                 "permissions) and run the same command again to resume"
-            ) from exc
+            )
+            raise self.failure from exc
         self.written += 1
 
 

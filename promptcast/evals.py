@@ -348,6 +348,8 @@ async def aevaluate(
                 return typing.cast(CaseResult, earlier)
         attributes = {"promptcast.task": task.name, "promptcast.eval.model": model}
         async with gate:
+            if saved is not None and saved.failure is not None:
+                raise saved.failure  # results can no longer be kept: pay for no more calls
             with _telemetry.run_span(f"eval.case {task.name}", attributes) as span:
                 span.set("promptcast.eval.case", index)
                 result = await _one(task, model, index, case, scorer)

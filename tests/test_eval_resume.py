@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from promptcast import _batch_files
 from promptcast.backends.base import ModelRequest
 from promptcast.cli import app
 from promptcast.errors import ConfigurationError
-from promptcast.evals import EvalReport, EvalSaveBusyError, evaluate, load_cases
+from promptcast.evals import EvalReport, EvalSaveBusyError, EvalSaveError, evaluate, load_cases
 from promptcast.pricing import cost_usd
 from promptcast.spec import Example
 from promptcast.testing import FakeAnthropic, ScriptedBackend
@@ -478,3 +479,47 @@ def test_sigkill_of_a_real_eval_then_a_rerun_pays_each_case_once(tmp_path: Path)
         assert len(fake.requests) - asked_first == total - len(saved_first)
         lines_by_key = Counter(line["key"] for line in saved_lines(save))
         assert len(lines_by_key) == total and max(lines_by_key.values()) == 1
+
+
+class _FillsUp:
+    """A file handle on a disk that is full after `room` writes."""
+
+    def __init__(self, handle: Any, room: int) -> None:
+        self._handle, self._room = handle, room
+
+    def write(self, data: bytes) -> int:
+        if self._room == 0:
+            raise OSError(28, "No space left on device")
+        self._room -= 1
+        return int(self._handle.write(data))
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+@pytest.mark.parametrize("room", [0, 3])
+def test_a_write_that_fails_stops_the_run_and_keeps_what_was_saved(
+    labels: pc.Task[Any],
+    calls: Calls,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    room: int,
+) -> None:
+    real = _batch_files.append_exclusively
+
+    @contextmanager
+    def full_disk(path: Path) -> Iterator[Any]:
+        with real(path) as handle:
+            yield _FillsUp(handle, room)
+
+    monkeypatch.setattr(_batch_files, "append_exclusively", full_disk)
+    save = tmp_path / "results.jsonl"
+    with pytest.raises(EvalSaveError, match=f"the {room} result\\(s\\) this run saved"):
+        evaluate(labels, MODELS, cases(), save=save, concurrency=2)
+    # no more calls once a result could not be kept: at most those already in flight
+    assert calls.total() <= room + 2
+    assert len(saved_lines(save)) == room
+    monkeypatch.setattr(_batch_files, "append_exclusively", real)
+    calls.count.clear()
+    evaluate(labels, MODELS, cases(), save=save)
+    assert calls.total() == 12 - room
