@@ -926,6 +926,14 @@ def eval_command(
         )
     except PromptcastError as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        kept = (
+            f"finished cases are in {save}; run the same command again to resume"
+            if save is not None
+            else "no result was kept; pass --save FILE to keep each case and resume a rerun"
+        )
+        err.print(f"interrupted: {kept}", markup=False, highlight=False)
+        raise typer.Exit(130) from None
     if as_json:
         sys.stdout.write(visible(report.model_dump_json(indent=2)) + "\n")
     elif markdown:

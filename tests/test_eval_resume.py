@@ -523,3 +523,37 @@ def test_a_write_that_fails_stops_the_run_and_keeps_what_was_saved(
     calls.count.clear()
     evaluate(labels, MODELS, cases(), save=save)
     assert calls.total() == 12 - room
+
+
+@pytest.mark.parametrize("saving", [True, False])
+def test_cli_ctrl_c_says_where_the_results_are(
+    labels: pc.Task[Any], tmp_path: Path, saving: bool
+) -> None:
+    answered = 0
+
+    def answer(request: ModelRequest) -> Any:
+        nonlocal answered
+        if answered == 3:  # Ctrl-C, as the terminal sends it
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        answered += 1
+        return {"label": "x"}
+
+    save, source = tmp_path / "results.jsonl", tmp_path / "cases.jsonl"
+    source.write_text("".join(json.dumps({"inputs": {"text": t}}) + "\n" for t in TEXTS))
+    args = ["eval", "labels", "-p", str(tmp_path), "--models", "test/a", "--concurrency", "1"]
+    args += ["--cases", str(source)] + (["--save", str(save)] if saving else [])
+    with pc.override(backends={"test/a": ScriptedBackend(answer)}):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 130
+        said = " ".join(result.stderr.split())
+        if not saving:
+            assert "no result was kept; pass --save FILE" in said and not save.exists()
+            return
+        assert f"finished cases are in {save}; run the same command again" in said
+        kept, before = len(saved_lines(save)), answered
+        assert 3 <= kept < len(TEXTS)  # the call in hand when Ctrl-C came may finish first
+        again = CliRunner().invoke(app, [*args, "--json"])
+    assert again.exit_code == 0, again.output
+    assert answered - before == len(TEXTS) - kept  # only the unsaved cases were called
+    assert json.loads(again.stdout)["models"][0]["cases"] == len(TEXTS)
