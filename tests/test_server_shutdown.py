@@ -14,8 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from promptcast.cli import app as cli_app
+from promptcast.server import create_app, gate, runner
 from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
+from tests.serving import metric, running
 from tests.test_server_cli import start_serve
 
 GRACE_S = 2.0
@@ -133,3 +137,53 @@ def test_calls_that_finish_within_the_graceful_timeout_are_answered(
     caller.join(timeout=30)
     assert answers and answers[0].status_code == 200, answers
     assert took < 15, took
+
+
+@pytest.mark.parametrize("host", ["nonexistent.invalid", "no such host", ""])
+def test_a_host_that_does_not_resolve_is_refused_naming_it_before_anything_starts(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn logged '[Errno -2] Name or service not known' after the warm-up, naming no host."""
+    started: list[object] = []
+    monkeypatch.setattr(runner, "run", lambda app, **options: started.append(options))
+    result = CliRunner().invoke(cli_app, ["serve", "--host", host, "--insecure"])
+    assert result.exit_code == 1, result.output
+    assert f"--host {host!r}" in result.output and "does not resolve" in result.output
+    assert started == []
+    for name in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):  # still served
+        assert CliRunner().invoke(cli_app, ["serve", "--host", name, "--insecure"]).exit_code == 0
+    assert len(started) == 4
+
+
+def test_a_client_that_stops_reading_a_stream_gives_its_concurrency_slot_back(
+    fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With max_concurrency 1, a client that never reads a large stream held the only slot for
+    as long as it kept its connection open: every other call waited in line for ever. A write
+    that waits SEND_TIMEOUT_S for the client drops it (499) and frees the slot."""
+    monkeypatch.setattr(gate, "SEND_TIMEOUT_S", 1.0)
+    fake_anthropic.stream_interval_s = 0.01
+    fake_anthropic.stream_chunk_chars = 100_000
+    big = {"issue": "x" * 4_000_000, "urgency": "low", "product": None}
+    small = {"issue": "ok", "urgency": "low", "product": None}
+    fake_anthropic.reply(message([tool_use_block("Ticket", big)]))
+    fake_anthropic.handler = lambda body: message([tool_use_block("Ticket", small)])
+    app = create_app(max_concurrency=1)
+    with running(app) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        payload = json.dumps(BODY).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/tasks/extract_ticket/stream HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(payload), payload)
+            )
+            deadline = time.monotonic() + 30
+            while not fake_anthropic.streams:
+                assert time.monotonic() < deadline, "the stream did not start"
+                time.sleep(0.05)
+            answer = httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=20)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["output"]["issue"] == "ok"
+            metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
+        assert metric(metrics, "promptcast_calls_in_flight") == 0

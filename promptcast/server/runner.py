@@ -9,6 +9,7 @@ without any environment variable being changed.
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,13 @@ def serve(
             "(comma-separated), bind to 127.0.0.1, or pass --insecure to allow anyone to call",
             env_var="PROMPTCAST_API_TOKENS",
         )
+    try:  # uvicorn would log only "[Errno -2] Name or service not known", without the name
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(
+            f"cannot serve on --host {host!r}: it does not resolve ({exc.strerror}); give an IP "
+            "address (127.0.0.1, 0.0.0.0, ::) or a name this machine resolves"
+        ) from None
     logger.debug("serving %d task(s)", len(registry))
     app: FastAPI | AppFactory = create_app(registry) if workers == 1 else AppFactory(folders)
     options: dict[str, Any] = {
