@@ -35,6 +35,10 @@ CLIENT_CLOSED = 499
 """The status logged and counted for a request whose client went away before its answer (nginx's
 "client closed request"); nothing is sent."""
 
+SEND_TIMEOUT_S = 30.0
+"""How long one write to a client may wait for it to read: a client that stops reading a stream
+is dropped after this, so it cannot hold a concurrency slot or a stopping server for ever."""
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 _Refusal = tuple[int, dict[str, Any], dict[str, str]]
@@ -110,7 +114,7 @@ class Gate:
             return message
 
         async def tagged_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, gone
             if gone:  # nobody is listening: the answer is dropped, the request counted as 499
                 return
             if message["type"] == "http.response.start":
@@ -124,7 +128,12 @@ class Gate:
                 }
             elif not message.get("more_body", False) and not logged:
                 log()  # before the last byte goes out, so the line exists once the client has it
-            await send(message)
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await send(message)
+            except TimeoutError:
+                gone = True  # logged and counted as a client that went away (499)
+                raise ClientDisconnect() from None
 
         receive_from: Receive = watched_receive
         try:

@@ -28,6 +28,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
+from starlette.types import Receive, Scope, Send
 
 from promptcast._terminal import json_line
 from promptcast.errors import PromptcastError
@@ -115,7 +116,7 @@ class StreamEndpoint(TaskEndpoint):
             return failed.response
         except StopAsyncIteration:  # pragma: no cover - a stream always ends with `final`
             return Response(status_code=204)
-        return StreamingResponse(
+        return _ClosingStream(
             _chain(first, events),
             media_type=EVENT_STREAM,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
@@ -192,6 +193,19 @@ class StreamEndpoint(TaskEndpoint):
                 await stream.aclose()
             metrics.in_flight.dec()
             limit.release()
+
+
+class _ClosingStream(StreamingResponse):
+    """Closes its events however the response ends: Starlette leaves them suspended when a write
+    fails (a client dropped for not reading), and they hold a concurrency slot until closed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
