@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import promptcast as pc
@@ -557,3 +558,36 @@ def test_cli_ctrl_c_says_where_the_results_are(
     assert again.exit_code == 0, again.output
     assert answered - before == len(TEXTS) - kept  # only the unsaved cases were called
     assert json.loads(again.stdout)["models"][0]["cases"] == len(TEXTS)
+
+
+class _Point(BaseModel):
+    x: int
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text",
+        7,
+        None,
+        ["a", {"b": 1}],
+        Path("shots/1.png"),
+        b"\x00\x01image bytes",
+        frozenset({"x", "y"}),
+        _Point(x=1),
+    ],
+)
+def test_case_keys_are_stable_and_tell_cases_apart(value: Any) -> None:
+    from promptcast._eval_saved import case_keys
+
+    def build() -> list[Example]:
+        return [
+            Example({"text": value}, {"label": "a"}),
+            Example({"text": value}, {"label": "b"}),  # other expectations
+            Example({"text": value}, {"label": "a"}, None, "named"),  # a name
+            Example({"text": value}, {"label": "a"}),  # a repeat
+        ]
+
+    keys = case_keys(build())
+    assert keys == case_keys(build())  # the same cases, loaded again: the same keys
+    assert len(set(keys)) == 4 and keys[3] == f"{keys[0]}#2"
