@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from promptcast.cli import app as cli_app
-from promptcast.server import create_app, gate, runner
+from promptcast.server import _protocol, create_app, gate, runner
+from promptcast.server._protocol import ReadDeadlineH11
 from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
 from tests.serving import metric, running
 from tests.test_server_cli import start_serve
@@ -187,3 +188,59 @@ def test_a_client_that_stops_reading_a_stream_gives_its_concurrency_slot_back(
             assert answer.json()["output"]["issue"] == "ok"
             metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
         assert metric(metrics, "promptcast_calls_in_flight") == 0
+
+
+HEAD = b"POST /v1/tasks/extract_ticket HTTP/1.1\r\nHost: localhost\r\n"
+SLOW_REQUESTS = {
+    "nothing": b"",
+    "half a head": HEAD,
+    "a head and half a body": HEAD
+    + b'Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{"message": ',
+}
+
+
+@pytest.mark.parametrize("sent", list(SLOW_REQUESTS), ids=list(SLOW_REQUESTS))
+def test_connections_that_do_not_send_a_whole_request_are_closed(
+    sent: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle or slow connections (sending nothing, or a request a byte at a time) stayed open for
+    ever; `max_connections` of them made uvicorn answer everything, /healthz too, with 503."""
+    monkeypatch.setattr(_protocol, "REQUEST_READ_TIMEOUT_S", 1.5)
+    app = create_app(max_concurrency=1)
+    options = {"http": ReadDeadlineH11, "limit_concurrency": 4, "timeout_keep_alive": 1}
+    with running(app, **options) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
+        try:
+            for sock in socks:
+                sock.sendall(SLOW_REQUESTS[sent])
+            time.sleep(0.3)
+            assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 503  # the limit
+            started = time.monotonic()
+            for sock in socks:  # one more byte each while they can: a trickle
+                while time.monotonic() - started < 5:
+                    try:
+                        sock.sendall(b"x" if sent != "nothing" else b"")
+                        if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                            break
+                    except BlockingIOError:
+                        time.sleep(0.2)
+                    except OSError:
+                        break
+            assert time.monotonic() - started < 5, "a slow connection was not closed"
+            answer = httpx.get(f"{base_url}/healthz", timeout=10)
+            assert answer.status_code == 200, answer.text
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_serve_runs_uvicorn_with_the_read_deadline_and_the_graceful_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(runner, "run", lambda app, **options: calls.append(options))
+    assert CliRunner().invoke(cli_app, ["serve", "--graceful-timeout", "7"]).exit_code == 0
+    assert CliRunner().invoke(cli_app, ["serve"]).exit_code == 0
+    assert [call["http"] for call in calls] == [ReadDeadlineH11, ReadDeadlineH11]
+    assert [call["timeout_graceful_shutdown"] for call in calls] == [7.0, runner.GRACEFUL_TIMEOUT_S]
