@@ -214,8 +214,6 @@ def test_connections_that_do_not_send_a_whole_request_are_closed(
         try:
             for sock in socks:
                 sock.sendall(SLOW_REQUESTS[sent])
-            time.sleep(0.3)
-            assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 503  # the limit
             started = time.monotonic()
             for sock in socks:  # one more byte each while they can: a trickle
                 while time.monotonic() - started < 5:
