@@ -15,8 +15,9 @@ Status choices (documented in the README):
 | 422 | invalid-input | a missing, undeclared or mistyped input, or malformed JSON; `field` names it |
 | 502 | provider-error, invalid-output, output-truncated | the provider failed or never gave valid
   output |
-| 503 | provider-unavailable, not-configured, not-ready | the provider is rate limited or
-  overloaded (with `Retry-After`), or this server cannot call it |
+| 503 | provider-unavailable, not-configured, not-ready, server-shutting-down | the provider is
+  rate limited or overloaded (with `Retry-After`), or this server cannot call it, or it stopped
+  before the call finished (`promptcast serve --graceful-timeout`) |
 | 504 | provider-timeout | the provider did not answer in time, or the call ran out of its time
   budget (`timeout_s`) |
 """
