@@ -242,3 +242,32 @@ def test_serve_runs_uvicorn_with_the_read_deadline_and_the_graceful_timeout(
     assert CliRunner().invoke(cli_app, ["serve"]).exit_code == 0
     assert [call["http"] for call in calls] == [ReadDeadlineH11, ReadDeadlineH11]
     assert [call["timeout_graceful_shutdown"] for call in calls] == [7.0, runner.GRACEFUL_TIMEOUT_S]
+
+
+def test_a_second_signal_forces_the_exit_without_a_traceback_in_the_log(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """SIGTERM, then SIGINT while a call runs: uvicorn quits at once (exit 0), the caller gets
+    the retryable 503, and the log holds no traceback (Starlette sent its lifespan's cancellation
+    as a traceback in the message, which uvicorn logged as is)."""
+    fake_anthropic.handler = lambda body: FakeReply(fake_anthropic.auto(body), delay_s=30)
+    child, base_url, _ = start_serve([], _env())
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=60)
+        )
+    )
+    caller.start()
+    deadline = time.monotonic() + 30
+    while fake_anthropic.in_flight < 1:
+        assert time.monotonic() < deadline, "the call did not reach the provider"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    took, lines = _stop(child, signal.SIGINT)
+    caller.join(timeout=30)
+    assert took < 10, took
+    assert answers and answers[0].status_code == 503, answers
+    assert "Traceback" not in json.dumps(lines)
+    assert all(len(line["message"].splitlines()) <= 1 for line in lines)

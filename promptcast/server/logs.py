@@ -28,6 +28,9 @@ __all__ = ["JsonFormatter", "log_config"]
 REQUEST_LOGGER = "promptcast.server"
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+
+
 class JsonFormatter(_JsonFormatter):
     """One JSON object per line: `ts`, `level`, `logger`, `message`, then the record's extras."""
 
@@ -61,6 +64,13 @@ class JsonFormatter(_JsonFormatter):
             if error:
                 log_data.setdefault("error", error)
         log_data.pop("stack_info", None)
+        message = log_data.get("message")
+        if isinstance(message, str) and _TRACEBACK in message:
+            # a traceback passed as the message itself (Starlette sends its lifespan failures so,
+            # and uvicorn logs them): its last line, the exception, only
+            head, _, trace = message.partition(_TRACEBACK)
+            lines = [line for line in trace.splitlines() if line.strip()]
+            log_data["message"] = " ".join(filter(None, (head.strip(), lines[-1] if lines else "")))
         log_data.pop("color_message", None)  # uvicorn's copy of the message in ANSI colours
         if "opentelemetry.trace" in sys.modules:  # never imported just for logging
             log_data.update(_trace_ids())
