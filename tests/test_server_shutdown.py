@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from promptcast.cli import app as cli_app
 from promptcast.server import _protocol, create_app, gate, runner
-from promptcast.server._protocol import ReadDeadlineH11
+from promptcast.server._protocol import PROTOCOL, ReadDeadlineH11
 from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
 from tests.serving import metric, running
 from tests.test_server_cli import start_serve
@@ -199,15 +199,16 @@ SLOW_REQUESTS = {
 }
 
 
+@pytest.mark.parametrize("protocol", sorted({PROTOCOL, ReadDeadlineH11}, key=str))
 @pytest.mark.parametrize("sent", list(SLOW_REQUESTS), ids=list(SLOW_REQUESTS))
 def test_connections_that_do_not_send_a_whole_request_are_closed(
-    sent: str, monkeypatch: pytest.MonkeyPatch
+    sent: str, protocol: type[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle or slow connections (sending nothing, or a request a byte at a time) stayed open for
     ever; `max_connections` of them made uvicorn answer everything, /healthz too, with 503."""
     monkeypatch.setattr(_protocol, "REQUEST_READ_TIMEOUT_S", 1.5)
     app = create_app(max_concurrency=1)
-    options = {"http": ReadDeadlineH11, "limit_concurrency": 4, "timeout_keep_alive": 1}
+    options = {"http": protocol, "limit_concurrency": 4, "timeout_keep_alive": 1}
     with running(app, **options) as base_url:
         host, port = base_url.removeprefix("http://").split(":")
         socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
@@ -240,7 +241,7 @@ def test_serve_runs_uvicorn_with_the_read_deadline_and_the_graceful_timeout(
     monkeypatch.setattr(runner, "run", lambda app, **options: calls.append(options))
     assert CliRunner().invoke(cli_app, ["serve", "--graceful-timeout", "7"]).exit_code == 0
     assert CliRunner().invoke(cli_app, ["serve"]).exit_code == 0
-    assert [call["http"] for call in calls] == [ReadDeadlineH11, ReadDeadlineH11]
+    assert [call["http"] for call in calls] == [PROTOCOL, PROTOCOL]
     assert [call["timeout_graceful_shutdown"] for call in calls] == [7.0, runner.GRACEFUL_TIMEOUT_S]
 
 

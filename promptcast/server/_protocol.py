@@ -1,62 +1,111 @@
-"""uvicorn's h11 protocol with a deadline on reading each request.
+"""uvicorn's HTTP protocols with a deadline on reading each request.
 
 uvicorn arms its keep-alive timer only after a response and cancels it at the first byte, and it
 has no read timeout: a connection that sends nothing, or a request a byte at a time, stayed open
 for ever. `max_connections` of them made uvicorn answer every other request, `/healthz` too,
-with 503.
+with 503. `PROTOCOL` is the class `serve` runs: httptools' when installed (uvicorn's own choice),
+else h11's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["REQUEST_READ_TIMEOUT_S", "ReadDeadlineH11"]
+__all__ = ["PROTOCOL", "REQUEST_READ_TIMEOUT_S", "ReadDeadlineH11"]
 
 REQUEST_READ_TIMEOUT_S = 30.0
 """How long a client has to send a whole request (head and body) once it connects or once the
 previous answer is sent; the connection is closed after it."""
 
 
-class ReadDeadlineH11(H11Protocol):
-    """Closes a connection whose next request is not wholly received within
-    `REQUEST_READ_TIMEOUT_S`; a connection that sends nothing is closed after the keep-alive
-    timeout, as an idle one is after an answer."""
+class _Deadline:
+    """The read deadline of one connection: closes `transport` unless disarmed in time."""
 
-    _read_deadline: asyncio.TimerHandle | None = None
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport) -> None:
+        self.loop = loop
+        self.transport = transport
+        self.timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        self.disarm()
+        self.timer = self.loop.call_later(REQUEST_READ_TIMEOUT_S, self._expired)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if not self.transport.is_closing():
+            self.transport.close()  # an app reading the body sees the client gone (499)
+
+
+class ReadDeadlineH11(H11Protocol):
+    """h11's protocol; closes a connection whose next request is not wholly received within
+    `REQUEST_READ_TIMEOUT_S`, or that sends nothing within the keep-alive timeout."""
+
+    deadline: _Deadline | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
-        self._arm()
+        self.deadline = _Deadline(self.loop, transport)
+        self.deadline.arm()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
-            self._disarm()  # the whole request is in
+        if self.deadline and self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self.deadline.disarm()  # the whole request is in
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._arm()
+        if self.deadline:
+            self.deadline.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self.deadline:
+            self.deadline.disarm()
         super().connection_lost(exc)
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._read_deadline = self.loop.call_later(REQUEST_READ_TIMEOUT_S, self._too_slow)
 
-    def _disarm(self) -> None:
-        if self._read_deadline is not None:
-            self._read_deadline.cancel()
-            self._read_deadline = None
+PROTOCOL: type[asyncio.Protocol] = ReadDeadlineH11
 
-    def _too_slow(self) -> None:
-        self._read_deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()  # an app reading the body sees the client gone (499)
+if importlib.util.find_spec("httptools") is not None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ReadDeadlineHttpTools(HttpToolsProtocol):
+        """httptools' protocol with the same deadlines as `ReadDeadlineH11`."""
+
+        deadline: _Deadline | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            self.deadline = _Deadline(self.loop, transport)
+            self.deadline.arm()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            if self.deadline:
+                self.deadline.disarm()  # the whole request is in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.deadline:
+                self.deadline.arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.deadline:
+                self.deadline.disarm()
+            super().connection_lost(exc)
+
+    PROTOCOL = ReadDeadlineHttpTools

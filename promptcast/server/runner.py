@@ -21,7 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from promptcast._config import get_config
 from promptcast.errors import ConfigurationError
-from promptcast.server._protocol import ReadDeadlineH11
+from promptcast.server._protocol import PROTOCOL
 from promptcast.server.app import create_app, default_registry
 from promptcast.server.gate import logger
 from promptcast.server.hosts import HostPolicy, is_loopback
@@ -113,7 +113,7 @@ def serve(
         "timeout_keep_alive": config.keep_alive_s,
         "limit_concurrency": config.max_connections,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "http": ReadDeadlineH11,  # a client must send each request within a deadline
+        "http": PROTOCOL,  # a client must send each request within a deadline
         "timeout_graceful_shutdown": graceful_timeout_s,
     }
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make that a
