@@ -231,12 +231,6 @@ def _stream_failed(step: _Send, message: str) -> BackendError:
     )
 
 
-def _timed_out(step: _Send, cause: BaseException | None = None) -> BackendError:
-    """The stream's whole reply did not arrive within the call's time left: the error a
-    `run()` gives (`timed_out`, retryable; the plan ends the call when no time is left)."""
-    return _no_reply_in_time(step, cause)
-
-
 def _unfinished(step: _Send) -> BackendError:
     return _stream_failed(
         step, f"the {step.backend.provider} stream ended without a complete reply"
@@ -357,13 +351,13 @@ def _streamed(
             if isinstance(chunk, ModelReply):
                 return chunk
             if deadline is not None and time.perf_counter() > deadline:
-                return _Thrown(_timed_out(step))
+                return _Thrown(_no_reply_in_time(step))
             value = partials.add(chunk.text)
             if value is not None:
                 attempts.last = value
                 yield Partial(value, attempts.attempt)
     except BackendError as exc:
-        return _Thrown(_timed_out(step, exc) if reads.expired else exc)
+        return _Thrown(_no_reply_in_time(step, exc) if reads.expired else exc)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
@@ -422,20 +416,20 @@ async def _aevents(plan: _Plan[T]) -> AsyncIterator[StreamEvent[T]]:
             try:
                 while (chunk := await _anext_within(chunks, reads)) is not None:
                     if isinstance(chunk, _Late):
-                        result = _Thrown(_timed_out(step))
+                        result = _Thrown(_no_reply_in_time(step))
                         break
                     if isinstance(chunk, ModelReply):
                         result = chunk
                         break
                     if deadline is not None and time.perf_counter() > deadline:
-                        result = _Thrown(_timed_out(step))
+                        result = _Thrown(_no_reply_in_time(step))
                         break
                     value = partials.add(chunk.text)
                     if value is not None:
                         attempts.last = value
                         yield Partial(value, attempts.attempt)
             except BackendError as exc:
-                result = _Thrown(_timed_out(step, exc) if reads.expired else exc)
+                result = _Thrown(_no_reply_in_time(step, exc) if reads.expired else exc)
             finally:
                 close = getattr(chunks, "aclose", None)
                 if close is not None:
