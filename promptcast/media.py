@@ -37,6 +37,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
+from promptcast._tokens import text_tokens
 from promptcast.errors import TaskInputError
 
 if TYPE_CHECKING:
@@ -652,7 +653,7 @@ def estimate_tokens(media: Media, provider: str = "anthropic") -> int:
     Images: Anthropic scales an image to fit 1568 px on the long side (and about 1.15 megapixels)
     and counts width * height / 750; OpenAI fits it in 2048 x 2048, scales the short side to
     768 px and counts 85 + 170 per 512 px tile. PDFs: up to about 3,000 tokens a page (the text
-    and an image of each page). Text documents: four characters a token.
+    and an image of each page). Text documents: by `promptcast._tokens.text_tokens`.
     """
     if isinstance(media, Image):
         size = media.dimensions
@@ -661,7 +662,7 @@ def estimate_tokens(media: Media, provider: str = "anthropic") -> int:
         return _anthropic_image_tokens(*(size or (1568, 1568)))
     if isinstance(media, Document):
         if media.text is not None:
-            return len(media.text) // 4 + 8
+            return text_tokens(media.text) + 8
         return 3000 * (media.pages or 1) if media.data is not None else 3000
     return 0
 

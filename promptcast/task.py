@@ -26,6 +26,7 @@ from promptcast import cache as _cache
 from promptcast import media as _media
 from promptcast._config import Settings, get_config, overridden
 from promptcast._retry import backoff
+from promptcast._tokens import text_tokens
 from promptcast.backends import _deadline, resolve
 from promptcast.backends.base import Backend, ModelReply, ModelRequest
 from promptcast.errors import (
@@ -578,14 +579,16 @@ class _Call:
 
 
 def _estimate_input_tokens(request: ModelRequest, provider: str = "anthropic") -> int:
-    """A cheap upper-side guess: about four characters per token of the text sent, and images
-    and documents by the provider's formula (`promptcast.media.estimate_tokens`)."""
+    """A cheap upper-side guess: the text sent by `promptcast._tokens.text_tokens` (a quarter of a
+    token per English character, more in other scripts), and images and documents by the
+    provider's formula (`promptcast.media.estimate_tokens`)."""
     prompt = request.prompt
     contents = [prompt.system or "", *(m["content"] for m in prompt.messages)]
-    size = sum(len(content_text(c)) for c in contents)
-    size += len(json.dumps(list(request.history), default=str))
+    tokens = sum(text_tokens(content_text(c)) for c in contents)
+    tokens += text_tokens(json.dumps(list(request.history), default=str, ensure_ascii=False))
     if request.output_model is not None:
-        size += len(json.dumps(request.output_model.model_json_schema()))
+        schema = request.output_model.model_json_schema()
+        tokens += text_tokens(json.dumps(schema, ensure_ascii=False))
     media = sum(
         _media.estimate_tokens(part["value"], provider)
         for content in contents
@@ -593,7 +596,7 @@ def _estimate_input_tokens(request: ModelRequest, provider: str = "anthropic") -
         for part in content
         if part["type"] == "media"
     )
-    return size // 4 + 8 + media
+    return tokens + 8 + media
 
 
 def _feedback(errors: list[dict[str, Any]]) -> str:

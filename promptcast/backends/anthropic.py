@@ -28,12 +28,14 @@ from promptcast._config import check_api_key, endpoint_settings, key_source
 from promptcast._retry import is_retryable_status, parse_retry_after
 from promptcast._schemas import anthropic_schema, schema_rejection
 from promptcast._secrets import scrub
+from promptcast._tokens import text_tokens
 from promptcast.backends._parts import anthropic_content, anthropic_messages, has_media
 from promptcast.backends.base import (
     Backend,
     Capabilities,
     ModelReply,
     ModelRequest,
+    ProviderBatchInfo,
     StreamDelta,
     is_transport_failure,
     json_in_text,
@@ -469,12 +471,12 @@ def _output_config(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _tokens(value: Any) -> int:
-    """A rough token count of request content (about four characters per token)."""
+    """A rough token count of request content (`promptcast._tokens.text_tokens`)."""
     if isinstance(value, str):
-        return len(value) // 4
+        return text_tokens(value)
     if isinstance(value, dict) and value.get("type") == "text":
-        return len(value.get("text", "")) // 4
-    return len(json.dumps(value, default=str)) // 4
+        return text_tokens(value.get("text", ""))
+    return text_tokens(json.dumps(value, default=str, ensure_ascii=False))
 
 
 @lru_cache(maxsize=512)
