@@ -148,10 +148,14 @@ _URL_LIKE = re.compile(r"^\s*(?:data:|https?://)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class ProviderBatchState:
-    """A submitted provider batch whose results are not all written yet.
+    """A submitted provider batch whose results are not all written yet, or one being submitted.
 
     `custom_ids` maps each request's custom id to its item's id (as text); `digest` fingerprints
     the submitted requests, so a resumed run can tell that the input file or the task changed.
+    An empty `batch_id` is the record written before submitting (`submitting_at`, epoch seconds,
+    and `endpoint`): a run killed before the id came back left it, and the provider may or may
+    not have accepted that batch. `nonce` is the run's mark in every custom id (empty in files
+    written before it existed), so results of another run's batch are told apart.
     """
 
     batch_id: str
@@ -159,6 +163,14 @@ class ProviderBatchState:
     model: str
     digest: str
     custom_ids: dict[str, str]
+    nonce: str = ""
+    submitting_at: float | None = None
+    endpoint: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the provider's id for the batch is known."""
+        return bool(self.batch_id)
 
 
 def state_path(output: Path) -> Path:
@@ -167,30 +179,52 @@ def state_path(output: Path) -> Path:
 
 
 def write_state(path: Path, state: ProviderBatchState) -> None:
-    """Write atomically: a kill leaves the old file or the new one, never half of one."""
+    """Write atomically and durably: a kill or a power loss leaves the old file or the new one,
+    never half of one, and once this returns the new one survives (the file is fsynced before
+    its rename, the folder after it)."""
     # ASCII JSON: ids may hold lone surrogates
-    write_atomic(path, json.dumps({"version": 1, **asdict(state)}))
+    write_atomic(path, json.dumps({"version": 2, **asdict(state)}))
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename in it is on disk (POSIX; Windows has no folder handles)."""
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def read_state(path: Path) -> ProviderBatchState | None:
-    """The saved state, or None when there is none; raises ValueError when it is unreadable."""
+    """The saved state, or None when there is none; raises ValueError when it is unreadable.
+    Version 1 files (before the submitting record and the nonce) read as accepted batches."""
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
-    if not isinstance(data, dict) or data.get("version") != 1:
-        raise ValueError("not a promptcast provider batch state (version 1)")
+    if not isinstance(data, dict) or data.get("version") not in (1, 2):
+        raise ValueError("not a promptcast provider batch state (version 1 or 2)")
     try:
         custom_ids = {str(k): str(v) for k, v in dict(data["custom_ids"]).items()}
-        return ProviderBatchState(
-            batch_id=str(data["batch_id"]),
+        at = data.get("submitting_at")
+        state = ProviderBatchState(
+            batch_id=str(data["batch_id"] or ""),
             task=str(data["task"]),
             model=str(data["model"]),
             digest=str(data["digest"]),
             custom_ids=custom_ids,
+            nonce=str(data.get("nonce") or ""),
+            submitting_at=None if at is None else float(at),
+            endpoint=str(data.get("endpoint") or ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"missing or malformed field: {exc}") from None
+    if not state.accepted and state.submitting_at is None:
+        raise ValueError("a submitting record without its time (submitting_at)")
+    return state
 
 
 def remove_state(path: Path) -> None:

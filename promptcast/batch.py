@@ -28,20 +28,29 @@ import asyncio
 import codecs
 import hashlib
 import json
+import logging
 import math
 import re
+import secrets
 import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from promptcast import _batch_files, _telemetry
 from promptcast._secrets import scrub
 from promptcast.backends.base import ModelReply, ModelRequest, ProviderBatches
-from promptcast.errors import BackendError, ConfigurationError, PromptcastError, TaskInputError
+from promptcast.errors import (
+    BackendError,
+    ConfigurationError,
+    PromptcastError,
+    TaskInputError,
+    UnsavedBatchError,
+)
 from promptcast.media import media_inputs
 from promptcast.result import Usage
 from promptcast.task import Task
@@ -64,6 +73,8 @@ __all__ = [
 
 ItemId = str | int
 """An item's id as its JSON type: a string or an integer."""
+
+logger = logging.getLogger("promptcast.batch")
 
 
 class BatchOutputError(PromptcastError, OSError):
@@ -655,6 +666,8 @@ async def run_file_provider_batch(
     retry_errors: bool = True,
     on_start: Callable[[BatchStats], None] | None = None,
     on_result: Callable[[BatchResult, BatchStats], None] | None = None,
+    adopt_batch: str | None = None,
+    resubmit: bool = False,
 ) -> BatchStats:
     """Like `run_file`, through Anthropic Message Batches (half the price, results within 24 h).
 
@@ -666,11 +679,20 @@ async def run_file_provider_batch(
     A submitted batch's id is saved in `<output>.batch.json` before polling, and the file is
     removed once all its results are written: a run killed in between polls and reads that
     batch when started again, instead of submitting (and paying for) it a second time.
+
+    Before each submit, a record of it (request count, digest, time, endpoint, the run's nonce
+    that every custom id carries) is saved durably in that file. A run killed before the id came
+    back leaves only the record; the next run lists the provider's batches created since then:
+    exactly one of that size is adopted and collected, none means the submit never got there
+    (submitted now, with a warning), several or a failed listing raise `UnsavedBatchError`
+    naming them, and nothing is submitted. Then choose: `adopt_batch=ID` collects that batch
+    (its results are refused if their custom ids are not this run's), `resubmit=True` submits
+    the items anew (paying again for any batch the killed run got accepted).
     """
     from promptcast.backends import resolve
 
     _check_pacing(task, poll_s=poll_s)
-    resolved, _ = resolve(task.model)
+    resolved, model_name = resolve(task.model)
     if not resolved.capabilities.batch:
         raise ConfigurationError(
             f"--provider-batch needs a model whose provider has a batch API (anthropic/…); task "
@@ -678,20 +700,50 @@ async def run_file_provider_batch(
         )
     backend = typing.cast(ProviderBatches, resolved)
     batch_params = backend.batch_params
+    try:  # recorded with each submit, to say where a stopped run's batch is
+        endpoint = resolved.endpoint(model_name)
+    except Exception:
+        endpoint = ""
     state_file = _batch_files.state_path(output)
     with _writing(source, output) as out:
         skip = done_ids(output, include_errors=not retry_errors)
         to_run, skipped, checked = _plan(task, source, skip)
         stats = BatchStats(skipped=skipped, total=to_run)
         saved = _saved_state(state_file)
+        _check_choice(saved, state_file, adopt_batch=adopt_batch, resubmit=resubmit)
         if on_start is not None:
             on_start(stats)
         emit = _emitter(out, output, stats, on_result)
         in_saved: set[str] = set()
+        chunk: _Chunk | None = None
+        if saved is not None and not saved.accepted:  # killed mid-submit: was it accepted?
+            if resubmit:
+                logger.warning(
+                    "--resubmit: submitting the %d request(s) recorded in %s again; a batch "
+                    "the stopped run got accepted stays billed (cancel it in the console)",
+                    len(saved.custom_ids),
+                    state_file,
+                )
+                _batch_files.remove_state(state_file)
+                saved = None
+            else:
+                chunk = _saved_chunk(task, source, saved, state_file, batch_params)
+                saved = await _settle(backend, saved, state_file, model_name, adopt_batch)
         if saved is not None:  # a killed run's batch: read its results, never resubmit
             in_saved = set(saved.custom_ids.values())
-            chunk = _saved_chunk(task, source, saved, state_file, batch_params)
-            await _collect(task, backend, saved.batch_id, chunk, poll_s, emit, skip)
+            if chunk is None:
+                chunk = _saved_chunk(task, source, saved, state_file, batch_params)
+            try:
+                await _collect(task, backend, saved.batch_id, chunk, poll_s, emit, skip)
+            except UnsavedBatchError as exc:  # another run's batch was adopted
+                if saved.submitting_at is None:
+                    raise
+                _batch_files.write_state(state_file, replace(saved, batch_id=""))
+                raise UnsavedBatchError(
+                    f"{exc} ({state_file} holds the stopped submit's record again)",
+                    state_file=str(state_file),
+                    candidates=exc.candidates,
+                ) from None
             _batch_files.remove_state(state_file)
         pending: list[tuple[BatchItem, ModelRequest]] = []
         size = 0
@@ -710,11 +762,132 @@ async def run_file_provider_batch(
                     continue
                 pending.append((item, request))
                 if len(pending) >= max_requests or size >= BATCH_MAX_BYTES:
-                    await _one_batch(task, backend, pending, poll_s, emit, state_file)
+                    await _one_batch(task, backend, pending, poll_s, emit, state_file, endpoint)
                     pending, size = [], 0
         if pending:
-            await _one_batch(task, backend, pending, poll_s, emit, state_file)
+            await _one_batch(task, backend, pending, poll_s, emit, state_file, endpoint)
     return stats
+
+
+CLOCK_SLACK_S = 300.0
+"""How far the provider's clock may run behind ours: a batch listed as created up to this long
+before a submitting record's time may still be the one that record announced."""
+
+
+def _check_choice(
+    saved: _batch_files.ProviderBatchState | None,
+    state_file: Path,
+    *,
+    adopt_batch: str | None,
+    resubmit: bool,
+) -> None:
+    """Refuse `adopt_batch` and `resubmit` where they do not apply, before anything is sent."""
+    if adopt_batch is not None and resubmit:
+        raise ConfigurationError(
+            "--adopt-batch and --resubmit exclude each other: adopt the batch the stopped run "
+            "submitted, or submit its items again, not both"
+        )
+    if adopt_batch is not None and not _CUSTOM_ID.fullmatch(adopt_batch):
+        raise ConfigurationError(f"--adopt-batch {adopt_batch!r} is not a batch id (msgbatch_…)")
+    if saved is None:
+        if adopt_batch is not None:
+            raise ConfigurationError(
+                f"--adopt-batch {adopt_batch}: {state_file} holds no record of a stopped "
+                "submit to adopt it for, so which items it answers is unknown; nothing was run. "
+                "Run without --adopt-batch"
+            )
+        return
+    if saved.accepted and adopt_batch not in (None, saved.batch_id):
+        raise ConfigurationError(
+            f"--adopt-batch {adopt_batch}: {state_file} already holds provider batch "
+            f"{saved.batch_id}, whose id was saved when it was submitted; run without "
+            "--adopt-batch to collect it"
+        )
+    if saved.accepted and resubmit:
+        raise ConfigurationError(
+            f"--resubmit: {state_file} holds provider batch {saved.batch_id}, whose id was "
+            "saved when it was submitted; run without --resubmit to collect it (nothing is "
+            f"paid twice), or delete {state_file} to submit its items again (paying again)"
+        )
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+async def _settle(
+    backend: ProviderBatches,
+    record: _batch_files.ProviderBatchState,
+    state_file: Path,
+    model: str,
+    adopt_batch: str | None,
+) -> _batch_files.ProviderBatchState | None:
+    """The batch a run stopped mid-submit got accepted, saved as this run's to collect; None
+    (the record removed) when the provider has none, so its items are submitted again."""
+    count = len(record.custom_ids)
+    at = record.submitting_at or 0.0
+    if adopt_batch is None:
+        listing = getattr(backend, "list_batches", None)
+        try:
+            if listing is None:
+                raise ConfigurationError(f"{type(backend).__name__} cannot list its batches")
+            listed = await listing(since=at - CLOCK_SLACK_S, model=model)
+        except Exception as exc:
+            raise UnsavedBatchError(
+                f"{state_file} records a provider batch of {count} request(s) being submitted "
+                f"at {_when(at)} when the run stopped, and listing the provider's batches to "
+                f"find out whether it was accepted failed ({type(exc).__name__}: {exc}); "
+                "nothing was submitted, as it may have been accepted and would be paid twice. "
+                "Run the same command again once the API answers, or rerun with --adopt-batch "
+                "ID (the batch's id, from the provider's console) or --resubmit (submit again, "
+                "paying again if it was accepted)",
+                state_file=str(state_file),
+            ) from exc
+        found = [batch.id for batch in listed if batch.requests == count]
+        if not found:
+            logger.warning(
+                "%s records a provider batch of %d request(s) being submitted at %s when the run "
+                "stopped; the provider has no batch of that size created since, so it was never "
+                "accepted: submitting those requests now",
+                state_file,
+                count,
+                _when(at),
+            )
+            _batch_files.remove_state(state_file)
+            return None
+        if len(found) > 1:
+            raise UnsavedBatchError(
+                f"{state_file} records a provider batch of {count} request(s) being submitted "
+                f"at {_when(at)} when the run stopped, and the provider has {len(found)} "
+                f"batches of that size created since: {', '.join(found)}. Which one is this "
+                "run's cannot be told, so nothing was submitted. Rerun with --adopt-batch ID to "
+                "collect one (its results are refused if they are not this run's), or with "
+                "--resubmit to submit the items again (paying again; cancel the others in the "
+                "provider's console)",
+                state_file=str(state_file),
+                candidates=found,
+            )
+        adopt_batch = found[0]
+    adopted = replace(record, batch_id=adopt_batch)
+    try:
+        _batch_files.write_state(state_file, adopted)
+    except OSError as exc:
+        raise BatchOutputError(
+            state_file,
+            exc,
+            written=None,
+            message=f"saving the id of provider batch {adopt_batch} in {state_file} failed "
+            f"({exc.strerror or exc}); nothing was submitted: fix that and run the same "
+            "command again",
+        ) from exc
+    logger.warning(
+        "%s recorded a provider batch of %d request(s) being submitted when the run stopped: "
+        "collecting batch %s as that one",
+        state_file,
+        count,
+        adopt_batch,
+    )
+    return adopted
 
 
 def _saved_state(state_file: Path) -> _batch_files.ProviderBatchState | None:
@@ -765,8 +938,9 @@ def _saved_chunk(
         elif problem is None and _digest(chunk, batch_params) != saved.digest:
             problem = f"its requests differ from what {source} and task {task.name!r} give now"
     if problem is not None:
+        what = f"provider batch {saved.batch_id}" if saved.accepted else "the provider batch"
         raise ConfigurationError(
-            f"provider batch {saved.batch_id} (saved in {state_file}) cannot be resumed: "
+            f"{what} (saved in {state_file}) cannot be resumed: "
             f"{problem}. Restore the input file and task, or delete {state_file} to submit "
             "those items again (the old batch stays billed)"
         )
@@ -780,23 +954,47 @@ async def _one_batch(
     poll_s: float,
     emit: Callable[[BatchResult], None],
     state_file: Path,
+    endpoint: str,
 ) -> None:
+    nonce = secrets.token_hex(5)  # this submit's mark, carried by every custom id
     chunk: _Chunk = {}
     for index, pair in enumerate(pending):  # the item's own id when the API accepts it as one
-        custom_id = pair[0].key if _CUSTOM_ID.fullmatch(pair[0].key) else f"item-{index}"
+        custom_id = f"{pair[0].key}-{nonce}"
+        if not _CUSTOM_ID.fullmatch(custom_id):
+            custom_id = f"item-{index}-{nonce}"
         suffix = 0
         while custom_id in chunk:
             suffix += 1
-            custom_id = f"item-{index}-{suffix}"
+            custom_id = f"item-{index}-{suffix}-{nonce}"
         chunk[custom_id] = pair
-    batch_id = await backend.submit_batch([(cid, req) for cid, (_, req) in chunk.items()])
-    state = _batch_files.ProviderBatchState(
-        batch_id=str(batch_id),
+    record = _batch_files.ProviderBatchState(
+        batch_id="",
         task=task.name,
         model=task.model,
         digest=_digest(chunk, backend.batch_params),
         custom_ids={cid: item.key for cid, (item, _) in chunk.items()},
+        nonce=nonce,
+        submitting_at=time.time(),
+        endpoint=endpoint,
     )
+    try:  # durable before the submit: a kill after the provider accepts leaves this record
+        _batch_files.write_state(state_file, record)
+    except OSError as exc:
+        raise BatchOutputError(
+            state_file,
+            exc,
+            written=None,
+            message=f"saving the record of a provider batch about to be submitted in "
+            f"{state_file} failed ({exc.strerror or exc}); nothing was submitted: fix that "
+            "(free disk space, permissions) and run the same command again",
+        ) from exc
+    try:
+        batch_id = await backend.submit_batch([(cid, req) for cid, (_, req) in chunk.items()])
+    except BackendError as exc:
+        if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing accepted
+            _batch_files.remove_state(state_file)
+        raise
+    state = replace(record, batch_id=str(batch_id))
     try:
         _batch_files.write_state(state_file, state)
     except OSError as exc:  # unsaved, a rerun would submit and pay for it again
@@ -812,24 +1010,29 @@ async def _cancel_unsaved(
     error: OSError,
 ) -> BatchOutputError:
     """The error for a batch whose id could not be saved, once it is canceled (requests not
-    processed yet are not billed) or, when that fails too, with the id to find it by."""
+    processed yet are not billed; its submitting record is removed, so a rerun submits anew)
+    or, when that fails too, with the id to find it by (the record stays: a rerun finds the
+    batch at the provider and collects it)."""
     try:
         await backend.cancel_batch(state.batch_id, model=state.model)
     except BackendError as exc:
         outcome = (
-            f"canceling it failed too ({exc}), so it runs and is billed: find it by its id "
-            "in the provider's console"
+            f"canceling it failed too ({exc}), so it runs and is billed: its id is "
+            f"{state.batch_id} in the provider's console"
         )
+        rerun = "it is looked up at the provider and collected, not submitted again"
     else:
         outcome = "it was canceled, so its requests are not billed"
+        rerun = "its items are submitted again"
+        _batch_files.remove_state(state_file)
     return BatchOutputError(
         state_file,
         error,
         written=None,
         message=(
             f"saving the id of provider batch {state.batch_id} in {state_file} failed "
-            f"({error.strerror or error}); {outcome}. Fix that (free disk space, permissions) and run the same "
-            "command again: its items are submitted again"
+            f"({error.strerror or error}); {outcome}. Fix that (free disk space, "
+            f"permissions) and run the same command again: {rerun}"
         ),
     )
 
@@ -906,7 +1109,9 @@ async def _collect(
                 provider=getattr(exc, "provider", "batch"),
                 retryable=True,
             ) from exc
-        if custom_id in seen or custom_id not in chunk:
+        if custom_id not in chunk:  # an adopted batch that is another run's
+            raise _foreign(batch_id, custom_id, chunk)
+        if custom_id in seen:
             continue
         seen.add(custom_id)
         item = chunk[custom_id][0]
@@ -918,6 +1123,18 @@ async def _collect(
                 "BatchItemMissing", f"batch {batch_id} returned no result for this item"
             )
             emit(BatchResult(item.id, error=error))
+
+
+def _foreign(batch_id: str, custom_id: str, chunk: _Chunk) -> UnsavedBatchError:
+    ours = next(iter(chunk), "")
+    return UnsavedBatchError(
+        f"provider batch {batch_id} answers custom id {custom_id!r}, which this run did not "
+        f"submit (its custom ids are like {ours!r}, each ending in the run's mark): it is "
+        "another run's batch, so none of its results were written. Rerun with --adopt-batch "
+        "ID of the right batch, or --resubmit to submit the items again (paying again)",
+        state_file="",
+        candidates=(batch_id,),
+    )
 
 
 async def _reply_line(

@@ -713,6 +713,21 @@ def batch_command(
             help="On resume, skip ids whose last run wrote an error line (default: run them again).",
         ),
     ] = False,
+    adopt_batch: Annotated[
+        str | None,
+        typer.Option(
+            "--adopt-batch",
+            metavar="ID",
+            help="A run stopped mid-submit: collect this provider batch as the one it submitted.",
+        ),
+    ] = None,
+    resubmit: Annotated[
+        bool,
+        typer.Option(
+            "--resubmit",
+            help="A run stopped mid-submit: submit its items again (paying again if it got there).",
+        ),
+    ] = False,
     prompts: PromptsOption = None,
 ) -> None:
     """Run a task over a JSONL file; resumable, constant memory, a progress bar with cost.
@@ -734,6 +749,9 @@ def batch_command(
         raise _fail(exc) from None
     if not source.exists():
         raise _fail(FileNotFoundError(f"no such input file: {source}"))
+    if (adopt_batch is not None or resubmit) and not provider_batch:
+        option = "--resubmit" if resubmit else "--adopt-batch"
+        raise _fail(pc.ConfigurationError(f"{option} goes with --provider-batch"))
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -762,6 +780,8 @@ def batch_command(
                     retry_errors=not keep_errors,
                     on_start=start,
                     on_result=show,
+                    adopt_batch=adopt_batch,
+                    resubmit=resubmit,
                 )
             else:
                 job = run_file(

@@ -34,6 +34,7 @@ __all__ = [
     "TaskDefinitionError",
     "TaskInputError",
     "TaskNotFoundError",
+    "UnsavedBatchError",
 ]
 
 
@@ -81,6 +82,18 @@ class ConfigurationError(PromptcastError):
     def __init__(self, message: str, *, env_var: str | None = None, extra: str | None = None):
         self.env_var = env_var
         self.extra = extra
+        super().__init__(message)
+
+
+class UnsavedBatchError(PromptcastError):
+    """A provider batch run was stopped between submitting a batch and saving its id, and which
+    batch the provider accepted, if any, cannot be told: guessing would bill it twice or write
+    another run's results. `state_file` holds the record; `candidates` are the batch ids that
+    may be it. Rerun choosing: `--adopt-batch ID` (`adopt_batch=`) or `--resubmit`."""
+
+    def __init__(self, message: str, *, state_file: str, candidates: Sequence[str] = ()) -> None:
+        self.state_file = state_file
+        self.candidates = tuple(candidates)
         super().__init__(message)
 
 

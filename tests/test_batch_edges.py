@@ -1046,10 +1046,13 @@ async def test_a_batch_whose_id_cannot_be_saved_is_canceled_not_left_to_bill_twi
     out = source.with_name("out.jsonl")
     fake_anthropic.batch_polls = 10**9  # still in progress when it is canceled
 
+    real = _batch_files.write_state
+
     def full_disk(path: Path, state: Any) -> None:
+        if not state.batch_id:  # the record before the submit is saved; the id is not
+            return real(path, state)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real = _batch_files.write_state
     monkeypatch.setattr(_batch_files, "write_state", full_disk)
     if cancel_fails:
         failing = error_reply(529, "overloaded_error", "busy")
@@ -1076,4 +1079,6 @@ async def test_a_batch_whose_id_cannot_be_saved_is_canceled_not_left_to_bill_twi
     monkeypatch.setattr(_batch_files, "write_state", real)
     fake_anthropic.batch_polls = 1
     stats = await run_file_provider_batch(task, source, out, poll_s=0.01)
-    assert (stats.done, stats.failed) == (3, 0) and len(fake_anthropic.batches) == 2
+    # canceled: submitted anew; still running: found at the provider and collected, not rebought
+    assert (stats.done, stats.failed) == (3, 0)
+    assert len(fake_anthropic.batches) == (1 if cancel_fails else 2)

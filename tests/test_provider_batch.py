@@ -133,7 +133,7 @@ async def start_and_cancel(
         run_file_provider_batch(task, source, out, poll_s=0.01, max_requests=100)
     )
     deadline = time.monotonic() + 30
-    while not state.exists():
+    while not (state.exists() and json.loads(state.read_text())["batch_id"]):  # id saved
         assert not first.done() and time.monotonic() < deadline, "no state file was written"
         await asyncio.sleep(0.01)
     first.cancel()
@@ -160,7 +160,8 @@ async def test_a_resumed_run_polls_the_saved_batch_instead_of_submitting_it_agai
     stats = await run_file_provider_batch(task, source, out, poll_s=0.01, max_requests=100)
     assert len(fake_anthropic.batches) == 3  # the saved batch of 100, then 100 and 50 new ones
     first_batch = fake_anthropic.batches[saved["batch_id"]]["requests"]
-    assert {r["custom_id"] for r in first_batch} == {f"id-{i}" for i in range(100)}
+    sent = {saved["custom_ids"][r["custom_id"]] for r in first_batch}  # custom id -> item id
+    assert sent == {f"id-{i}" for i in range(100)}
     assert not out.with_name("out.jsonl.batch.json").exists()
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(line["id"] for line in written) == sorted(
@@ -195,7 +196,9 @@ def test_a_provider_batch_killed_with_sigkill_is_collected_by_the_next_run(
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not state.exists() and time.monotonic() < deadline and first.poll() is None:
+        while time.monotonic() < deadline and first.poll() is None:
+            if state.exists() and json.loads(state.read_text())["batch_id"]:  # the id is saved
+                break
             time.sleep(0.02)
         assert state.exists()
     finally:
@@ -303,7 +306,8 @@ async def test_ids_the_batch_api_refuses_are_saved_and_resumed(
     )
     out = tmp_path / "out.jsonl"
     saved = await start_and_cancel(task, source, out, fake_anthropic)
-    assert {"item-0", "item-1", "item-2", "17"} <= set(saved["custom_ids"])
+    custom_ids = {cid.removesuffix(f"-{saved['nonce']}") for cid in saved["custom_ids"]}
+    assert {"item-0", "item-1", "item-2", "17"} <= custom_ids
     await run_file_provider_batch(task, source, out, poll_s=0.01, max_requests=100)
     assert len(fake_anthropic.batches) == 3
     written = [json.loads(line) for line in out.read_bytes().split(b"\n")[:-1]]

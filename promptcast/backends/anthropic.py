@@ -302,6 +302,29 @@ class AnthropicBackend(Backend):
         with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
             await self.async_client(model).messages.batches.cancel(batch_id)
 
+    async def list_batches(
+        self, *, since: float, model: str | None = None
+    ) -> list[ProviderBatchInfo]:
+        """The Message Batches created at or after `since` (epoch seconds) on `model`'s
+        endpoint, newest first: the API lists newest first, so paging stops at the first older
+        one."""
+        found: list[ProviderBatchInfo] = []
+        with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
+            async for batch in self.async_client(model).messages.batches.list(limit=100):
+                created = batch.created_at.timestamp()
+                if created < since:
+                    break
+                counts = batch.request_counts
+                total = (
+                    counts.processing
+                    + counts.succeeded
+                    + counts.errored
+                    + counts.canceled
+                    + counts.expired
+                )
+                found.append(ProviderBatchInfo(str(batch.id), created, total))
+        return found
+
     async def batch_results(
         self, batch_id: str, requests: dict[str, ModelRequest]
     ) -> AsyncIterator[tuple[str, ModelReply | str]]:

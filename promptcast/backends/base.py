@@ -25,6 +25,7 @@ __all__ = [
     "Capabilities",
     "ModelReply",
     "ModelRequest",
+    "ProviderBatchInfo",
     "ProviderBatches",
     "StreamDelta",
     "is_transport_failure",
@@ -112,6 +113,17 @@ class Capabilities:
     output_modes: frozenset[str] = frozenset({"tool"})
 
 
+@dataclass(frozen=True)
+class ProviderBatchInfo:
+    """One batch as the provider lists it: enough to find a batch whose id was never saved."""
+
+    id: str
+    created_at: float
+    """When the provider created it, in epoch seconds."""
+    requests: int
+    """How many requests it holds, whatever their state."""
+
+
 class ProviderBatches(Protocol):
     """What a backend whose `capabilities.batch` is true offers: the provider's batch API (half
     price, results within a day)."""
@@ -130,6 +142,13 @@ class ProviderBatches(Protocol):
 
     async def cancel_batch(self, batch_id: str, *, model: str | None = None) -> None:
         """Cancel the batch: requests not processed yet are not billed."""
+        ...
+
+    async def list_batches(
+        self, *, since: float, model: str | None = None
+    ) -> list[ProviderBatchInfo]:
+        """The batches created at or after `since` (epoch seconds), newest first: a run killed
+        between submitting and saving the id finds its batch among them."""
         ...
 
     def batch_results(

@@ -14,6 +14,9 @@ import itertools
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from promptcast.testing._fake_server import FakeReply, FakeServer
@@ -281,7 +284,13 @@ class FakeAnthropic(FakeServer):
     `batch_polls` retrievals, and its results answer each request as `/v1/messages` would, except
     the custom ids listed in `batch_outcomes` (`{"id-7": "expired", "id-9": "errored"}`).
     `POST /v1/messages/batches/{id}/cancel` cancels a batch: its ids go to `canceled`, and its
-    requests that had not ended come out "canceled".
+    requests that had not ended come out "canceled". `GET /v1/messages/batches` lists them newest
+    first, `list_page_size` a page (the `limit` asked for, when smaller). An outcome's key is a
+    custom id, or the item id a promptcast custom id carries before its `-<nonce>`.
+
+    To stop a client at a chosen instant of a submit: `before_create()` runs when a create
+    arrives, before the batch exists (returning False drops the connection, nothing accepted);
+    `after_create(batch_id)` runs once it is stored, before the reply goes out.
     """
 
     paths = ("/v1/messages", "/v1/messages/batches")
@@ -294,6 +303,17 @@ class FakeAnthropic(FakeServer):
         self.batch_outcomes: dict[str, str] = {}
         self.canceled: list[str] = []
         self.prompt_cache = PromptCache()
+        self.list_page_size = 20
+        self.before_create: Callable[[], bool] | None = None
+        self.after_create: Callable[[str], None] | None = None
+
+    def add_batch(self, requests: list[dict[str, Any]], *, created_at: float | None = None) -> str:
+        """Store a batch as a create would (e.g. one made by another run, earlier); its id."""
+        batch_id = f"msgbatch_fake{next(_ids):08d}"
+        created = time.time() if created_at is None else created_at
+        with self._lock:
+            self.batches[batch_id] = {"requests": requests, "polls": 0, "created_at": created}
+        return batch_id
 
     def _answer(self, path: str, raw: bytes, headers: dict[str, str]) -> FakeReply:
         parts = path.split("?")[0].strip("/").split("/")
@@ -309,20 +329,43 @@ class FakeAnthropic(FakeServer):
         if path.split("?")[0] != "/v1/messages/batches":
             return super()._answer(path, raw, headers)
         body = json.loads(raw)
-        batch_id = f"msgbatch_fake{next(_ids):08d}"
-        self.batches[batch_id] = {"requests": body["requests"], "polls": 0}
+        if self.before_create is not None and not self.before_create():
+            return FakeReply(drop=True)
+        batch_id = self.add_batch(body["requests"])
+        if self.after_create is not None:
+            self.after_create(batch_id)
         return FakeReply(self._batch(batch_id))
+
+    def _outcome(self, custom_id: str) -> str | None:
+        if custom_id in self.batch_outcomes:
+            return self.batch_outcomes[custom_id]
+        return self.batch_outcomes.get(re.sub(r"-[0-9a-f]{10}$", "", custom_id))
+
+    def _list(self, query: str) -> FakeReply:
+        """A page of `GET /v1/messages/batches`: newest first, `after_id` the cursor."""
+        params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        size = min(int(params.get("limit") or 20), self.list_page_size)
+        with self._lock:
+            newest_first = list(self.batches)[::-1]
+        after = params.get("after_id")
+        start = newest_first.index(after) + 1 if after in newest_first else 0
+        page = newest_first[start : start + size]
+        return FakeReply(
+            {
+                "data": [self._batch(batch_id) for batch_id in page],
+                "has_more": start + size < len(newest_first),
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            }
+        )
 
     def _batch(self, batch_id: str) -> dict[str, Any]:
         state = self.batches[batch_id]
         ended = state["polls"] >= self.batch_polls
         count = len(state["requests"])
-        expired = sum(
-            self.batch_outcomes.get(r["custom_id"]) == "expired" for r in state["requests"]
-        )
-        errored = sum(
-            self.batch_outcomes.get(r["custom_id"]) == "errored" for r in state["requests"]
-        )
+        expired = sum(self._outcome(r["custom_id"]) == "expired" for r in state["requests"])
+        errored = sum(self._outcome(r["custom_id"]) == "errored" for r in state["requests"])
+        created = datetime.fromtimestamp(state.get("created_at", time.time()), UTC)
         return {
             "id": batch_id,
             "type": "message_batch",
@@ -334,7 +377,7 @@ class FakeAnthropic(FakeServer):
                 "canceled": 0,
                 "expired": expired if ended else 0,
             },
-            "created_at": "2026-11-23T10:00:00Z",
+            "created_at": created.isoformat().replace("+00:00", "Z"),
             "ended_at": "2026-11-23T10:05:00Z" if ended else None,
             "expires_at": "2026-11-24T10:00:00Z",
             "archived_at": None,
@@ -346,6 +389,8 @@ class FakeAnthropic(FakeServer):
 
     def get(self, path: str) -> FakeReply:
         parts = path.split("?")[0].strip("/").split("/")
+        if parts == ["v1", "messages", "batches"]:
+            return self._list(path.partition("?")[2])
         if (
             len(parts) >= 4
             and parts[:3] == ["v1", "messages", "batches"]
@@ -373,7 +418,7 @@ class FakeAnthropic(FakeServer):
 
     def _result(self, entry: dict[str, Any]) -> dict[str, Any]:
         custom_id = entry["custom_id"]
-        outcome = self.batch_outcomes.get(custom_id)
+        outcome = self._outcome(custom_id)
         if outcome == "expired":
             return {"custom_id": custom_id, "result": {"type": "expired"}}
         if outcome == "errored":
