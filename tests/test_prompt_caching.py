@@ -64,6 +64,18 @@ def test_a_short_system_block_gets_no_breakpoint(
     assert sent["system"] == SHORT and not marked(sent)
 
 
+def test_a_long_system_block_in_another_script_is_marked(
+    make: Callable[..., pc.Task[Any]], fake_anthropic: FakeAnthropic
+) -> None:
+    # 1,500 Chinese characters: over 1,024 tokens on any tokenizer, but 375 at four characters
+    # a token, which had left such prompts uncached
+    manual = "本产品手册说明了安装与使用方法" * 100
+    make(task_text(manual, output_mode="native")).run(question="q")
+    [sent] = fake_anthropic.requests
+    [block] = marked(sent)
+    assert block is sent["system"][-1]
+
+
 @pytest.mark.parametrize(
     "system",
     [
