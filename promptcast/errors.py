@@ -72,7 +72,7 @@ class TaskInputError(PromptcastError, ValueError):
     def __init__(self, task: str, field: str | None, message: str) -> None:
         self.task = task
         self.field = field
-        where = f" input {field!r}" if field else ""
+        where = f" input {field!r}" if field is not None else ""  # '' is a name too
         super().__init__(f"Task {task!r}{where}: {message}")
 
 

@@ -286,13 +286,18 @@ class Task(Generic[T]):
         except ValidationError as exc:
             err = exc.errors()[0]
             field = str(err["loc"][0]) if err["loc"] else None
+            undeclared = [str(name) for name in inputs if name not in self.spec.inputs]
+            if field is None and undeclared:  # a name pydantic cannot read (a lone surrogate)
+                field = undeclared[0]
             declared = ", ".join(self.spec.inputs) or "none"
             if err["type"] == "missing":
                 message = f"is required; pass {field}=… (declared inputs: {declared})"
-            elif err["type"] == "extra_forbidden":
+            elif err["type"] == "extra_forbidden" or field in undeclared:
                 message = f"is not declared by the task (declared inputs: {declared})"
+            elif field in self.spec.inputs:
+                message = f"{err['msg']} (expected {self.spec.inputs[field].type_text})"
             else:
-                message = f"{err['msg']} (expected {self.spec.inputs[str(field)].type_text})"
+                message = err["msg"]
             if err["type"] == "media_too_large":
                 raise _media.MediaTooLargeError(self.name, field, err["msg"]) from None
             raise TaskInputError(self.name, field, message) from None

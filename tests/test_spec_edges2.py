@@ -260,6 +260,35 @@ def test_a_lone_surrogate_is_an_input_error_naming_the_input_before_any_request(
     assert fake_anthropic.requests == []
 
 
+@pytest.mark.parametrize("name", ["x\udcff", "\ud800", "", "x\u2028", " x", "x\x00"])
+def test_an_undeclared_input_of_any_name_is_an_input_error_naming_it(name: str) -> None:
+    """A name with a lone surrogate (an argv or JSON key decoded with surrogateescape) made
+    pydantic's error carry no field, and the call crashed with `KeyError: 'None'`; an empty name
+    was reported without it."""
+    from promptcast.spec import parse_task_text
+
+    task = pc.Task(parse_task_text(f"{_TASK}{{{{ x }}}}\n", path="t.jinja"))
+    with pytest.raises(pc.TaskInputError) as info:
+        task.render(**{"x": "a", "xs": [], name: "b"})
+    assert info.value.field == name
+    assert f"input {name!r}: is not declared by the task (declared inputs: x, xs)" in str(info.value)
+
+
+def test_an_undeclared_input_name_with_invalid_utf8_is_one_error_line_at_the_cli() -> None:
+    import os
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "promptcast.cli", "render", "translate"]
+    argv += [b"-i", b"te\xffxt=hi", b"-i", b"text=hi", b"-i", b"target_language=fr"]  # type: ignore[list-item]
+    done = subprocess.run(
+        argv, capture_output=True, env={**os.environ, "COLUMNS": "200"}, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert b"Traceback" not in done.stderr
+    assert b"input 'te\\udcffxt': is not declared by the task" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(
     "text",
     [
