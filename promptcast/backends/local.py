@@ -87,7 +87,18 @@ _load_lock = threading.Lock()
 
 def model_path(model: str) -> Path:
     """The file of `local/<path>`: `~` expanded, relative paths from the working directory."""
-    return Path(os.path.expanduser(model)).resolve()
+    try:
+        return Path(os.path.expanduser(model)).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a symlink loop, a NUL byte, …
+        raise _bad_path(model, exc) from exc
+
+
+def _bad_path(path: object, exc: BaseException) -> ConfigurationError:
+    return ConfigurationError(
+        f"local model path {str(path)!r} cannot be used ({exc}); give the path of a .gguf "
+        "file: PROMPTCAST_MODEL=local/path/to/model.gguf",
+        env_var="PROMPTCAST_MODEL",
+    )
 
 
 def settings_for(model: str) -> LocalSettings:
@@ -126,16 +137,25 @@ def _llama_cpp() -> Any:
 
 def _check_file(model: str) -> Path:
     path = model_path(model)
-    if not path.is_file():
-        where = "is a directory" if path.is_dir() else "does not exist"
-        raise ConfigurationError(
-            f"local model file {path} {where}; give the path of a .gguf file: "
-            "PROMPTCAST_MODEL=local/path/to/model.gguf (relative to the working directory, or "
-            "local//absolute/path.gguf)",
-            env_var="PROMPTCAST_MODEL",
-        )
-    with path.open("rb") as file:
-        magic = file.read(4)
+    try:
+        if not path.is_file():
+            where = (
+                "is a directory"
+                if path.is_dir()
+                else "is not a regular file"
+                if path.exists()
+                else "does not exist"
+            )
+            raise ConfigurationError(
+                f"local model file {path} {where}; give the path of a .gguf file: "
+                "PROMPTCAST_MODEL=local/path/to/model.gguf (relative to the working directory, "
+                "or local//absolute/path.gguf)",
+                env_var="PROMPTCAST_MODEL",
+            )
+        with path.open("rb") as file:
+            magic = file.read(4)
+    except OSError as exc:  # unreadable, a name too long, …
+        raise _bad_path(path, exc) from exc
     if magic != GGUF_MAGIC:
         raise ConfigurationError(
             f"{path} is not a GGUF model file (it starts with {magic!r}, not {GGUF_MAGIC!r}); "
