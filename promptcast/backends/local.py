@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.util
-import json
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from promptcast import _json
 from promptcast._config import get_config
 from promptcast.backends.base import (
     Backend,
@@ -188,14 +188,16 @@ def _load(model: str) -> _Loaded:
                     n_ctx=settings.n_ctx,
                     n_gpu_layers=settings.n_gpu_layers,
                     verbose=False,
-                    **({"n_threads": settings.n_threads} if settings.n_threads else {}),
+                    # more threads than CPUs only spin waiting on each other: 1000 on 2 CPUs
+                    # took minutes for a 20-token reply
+                    **(
+                        {"n_threads": min(settings.n_threads, _cpus())}
+                        if settings.n_threads
+                        else {}
+                    ),
                 )
-            except (ValueError, RuntimeError) as exc:
-                raise ConfigurationError(
-                    f"llama.cpp could not load {path} ({exc}); check that it is a complete GGUF "
-                    "file of a model architecture this llama-cpp-python version supports",
-                    env_var="PROMPTCAST_MODEL",
-                ) from exc
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                raise _unloadable(model, path, settings, exc) from exc
             if not _models:  # freed before the interpreter tears llama_cpp down
                 atexit.register(unload)
             if loaded is not None:  # its settings changed: free it once its generation ends
@@ -203,6 +205,30 @@ def _load(model: str) -> _Loaded:
                     loaded.llama.close()
             loaded = _models[path] = _Loaded(llama, settings)
     return loaded
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _unloadable(
+    model: str, path: Path, settings: LocalSettings, exc: BaseException
+) -> ConfigurationError:
+    if isinstance(exc, MemoryError) or "context" in str(exc):  # the model loaded, its KV cache not
+        return ConfigurationError(
+            f"llama.cpp could not make a context of n_ctx={settings.n_ctx} tokens for {path} "
+            f"({exc or type(exc).__name__}); lower it with "
+            f'configure(models={{"local/{model}": {{"n_ctx": …}}}}) (0: the model\'s own)',
+            env_var="PROMPTCAST_MODEL",
+        )
+    return ConfigurationError(
+        f"llama.cpp could not load {path} ({exc}); check that it is a complete GGUF "
+        "file of a model architecture this llama-cpp-python version supports",
+        env_var="PROMPTCAST_MODEL",
+    )
 
 
 def unload(model: str | None = None) -> None:
@@ -446,7 +472,7 @@ def _reply(
     data: Any = text
     if request.output_model is not None:
         try:
-            data = json.loads(text)
+            data = _json.loads(text)
         except ValueError:
             data = json_in_text(text)
         if not isinstance(data, dict):

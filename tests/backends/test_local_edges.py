@@ -55,3 +55,27 @@ def test_a_path_that_cannot_be_a_model_file_is_a_configuration_error(
         task.run(text="hi")
     assert caught.value.env_var == "PROMPTCAST_MODEL"
     assert "gguf" in str(caught.value)
+
+
+# --- settings llama.cpp cannot honour --------------------------------------------------------
+
+
+def test_a_context_too_large_to_allocate_is_a_configuration_error_naming_n_ctx() -> None:
+    """llama-cpp-python's token buffer of 2**40 entries cannot be allocated: a MemoryError."""
+    n_ctx = 2**40
+    pc.configure(models={MODEL: {"n_ctx": n_ctx}})
+    task = pc.builtin_tasks()["translate"].with_model(MODEL)
+    with pytest.raises(pc.ConfigurationError, match=f"n_ctx={n_ctx}") as caught:
+        task.run(text="hi")
+    assert "lower it" in str(caught.value) and str(GGUF) in str(caught.value)
+
+
+def test_more_threads_than_cpus_are_not_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1000 threads on 2 CPUs spun for minutes over a 20-token reply."""
+    monkeypatch.setattr(local, "_cpus", lambda: 2)
+    pc.configure(models={MODEL: {"n_threads": 1000}})
+    try:
+        assert local.load(str(GGUF)).context_params.n_threads == 2
+    finally:
+        pc.reset_defaults()
+        local.unload(str(GGUF))
