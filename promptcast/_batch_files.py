@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from promptcast import _json
 from promptcast._files import write_atomic
 
 __all__ = [
@@ -122,7 +123,7 @@ def first_line_fits(path: Path, accepts: Callable[[dict[str, Any]], bool]) -> bo
     if not first.endswith(b"\n"):
         return not text.strip() or text.lstrip().startswith(b"{")
     try:
-        line = json.loads(text)
+        line = _json.loads(text)
     except ValueError:
         return False
     return isinstance(line, dict) and accepts(line)
@@ -202,7 +203,7 @@ def read_state(path: Path) -> ProviderBatchState | None:
     """The saved state, or None when there is none; raises ValueError when it is unreadable.
     Version 1 files (before the submitting record and the nonce) read as accepted batches."""
     try:
-        data = json.loads(path.read_bytes())
+        data = _json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
     if not isinstance(data, dict) or data.get("version") not in (1, 2):

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
-from promptcast import _batch_files
+from promptcast import _batch_files, _json
 from promptcast.errors import ConfigurationError, PromptcastError
 from promptcast.spec import Example
 
@@ -110,7 +110,7 @@ class SavedResults:
         with self.path.open("rb") as lines:
             for raw in lines:
                 try:
-                    line = json.loads(raw)
+                    line = _json.loads(raw)
                 except ValueError:
                     ignored["not a result line"] += 1
                     continue

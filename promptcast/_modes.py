@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from promptcast import _json
 from promptcast.render import Content, Prompt
 
 __all__ = [
@@ -189,7 +190,7 @@ def recorded_mode(requests: Iterable[Any]) -> str | None:
         body = getattr(request, "body", request)
         if isinstance(body, (bytes, str)):
             try:
-                body = json.loads(body)
+                body = _json.loads(body)
             except ValueError:
                 continue
         if not isinstance(body, dict):

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from promptcast import _batch_files, _telemetry
+from promptcast import _batch_files, _json, _telemetry
 from promptcast._secrets import scrub
 from promptcast.backends.base import ModelReply, ModelRequest, ProviderBatches
 from promptcast.errors import (
@@ -301,7 +301,7 @@ def _parse(number: int, line: str | bytes) -> BatchItem | None:
         if not text.strip():
             return None
     try:
-        data = json.loads(text)
+        data = _json.loads(text)
     except ValueError as exc:
         return BatchItem(default, {}, problem or f"line {number} is not JSON: {exc}")
     if not isinstance(data, dict):
@@ -387,7 +387,7 @@ def done_ids(output: Path, *, include_errors: bool = False) -> set[str]:
     with _file_lines(output) as lines:
         for raw in lines:
             try:
-                line = json.loads(raw)
+                line = _json.loads(raw)
             except ValueError:
                 continue
             if not isinstance(line, dict):

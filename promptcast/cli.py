@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 import promptcast as pc
+from promptcast import _json
 from promptcast._files import decode_text, read_text, write_atomic
 from promptcast._secrets import scrub
 from promptcast._terminal import visible
@@ -287,7 +288,7 @@ def _inputs(task: pc.Task[Any], pairs: list[str] | None, input_json: Path | None
                 if str(input_json) == "-"
                 else read_text(input_json)
             )
-            loaded = json.loads(text)
+            loaded = _json.loads(text)
         except (OSError, ValueError) as exc:
             raise TaskInputError(
                 task.name, None, f"cannot read --input-json {input_json}: {exc}"

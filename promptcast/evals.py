@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import html
 import inspect
-import json
 import math
 import numbers
 import statistics
@@ -28,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from promptcast import _batch_files, _eval_saved, _telemetry
+from promptcast import _batch_files, _eval_saved, _json, _telemetry
 from promptcast._config import override
 from promptcast._eval_saved import EvalSaveBusyError, EvalSaveError
 from promptcast._files import read_text
@@ -145,7 +144,7 @@ def load_cases(path: str | Path, task: Task[Any] | None = None) -> list[Example]
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = _json.loads(line)
             problem = _case_problem(data)
         except ValueError as exc:
             problem = f"not JSON ({exc})"

@@ -8,7 +8,6 @@ one file that implements `request` and `arequest`.
 from __future__ import annotations
 
 import abc
-import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from promptcast import _json
 from promptcast.errors import BackendError
 from promptcast.media import media_header
 from promptcast.render import Prompt
@@ -254,7 +254,7 @@ def json_in_text(text: str) -> Any:
         candidates.append(text[start : end + 1])
     for candidate in candidates:
         try:
-            value = json.loads(candidate)
+            value = _json.loads(candidate)
         except ValueError:
             continue
         if isinstance(value, dict):

@@ -13,7 +13,6 @@ and its own retries off: promptcast's retry layer is the only one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from promptcast import _json
 from promptcast._config import check_api_key, endpoint_settings, get_config, key_source
 from promptcast._modes import model_setting, native_format
 from promptcast._retry import is_retryable_status, parse_retry_after
@@ -454,7 +454,7 @@ def _reply(request: ModelRequest, response: Any) -> ModelReply:
         if chosen is not None:
             raw_text = chosen.function.arguments or ""
             try:
-                data = json.loads(raw_text)
+                data = _json.loads(raw_text)
             except ValueError:
                 data = None
         else:

@@ -16,6 +16,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel
 
+from promptcast import _json
 from promptcast.backends.base import Backend, Capabilities, ModelReply, ModelRequest, StreamDelta
 
 __all__ = ["ScriptedBackend"]
@@ -126,7 +127,7 @@ class ScriptedBackend(Backend):
             text = item
             if request.output_model is not None:
                 try:
-                    data = json.loads(item)
+                    data = _json.loads(item)
                 except ValueError:
                     data = None
         else:

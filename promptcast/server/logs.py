@@ -12,7 +12,6 @@ log line leads to its trace.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
+from promptcast import _json
 from promptcast._terminal import json_line
 from promptcast.server.problems import scrub
 
@@ -84,7 +84,7 @@ class JsonFormatter(_JsonFormatter):
         if clean == line:
             return line
         try:
-            json.loads(clean)
+            _json.loads(clean)
         except ValueError:
             return json_line(super().jsonify_log_record(_scrubbed(log_data)))
         return clean
