@@ -1110,6 +1110,9 @@ async def _collect(
                 retryable=True,
             ) from exc
         if custom_id not in chunk:  # an adopted batch that is another run's
+            closing = getattr(results, "aclose", None)
+            if closing is not None:
+                await closing()
             raise _foreign(batch_id, custom_id, chunk)
         if custom_id in seen:
             continue

@@ -332,19 +332,24 @@ class AnthropicBackend(Backend):
         model = next(iter(requests.values())).model if requests else None
         with _mapped_errors(ModelRequest(model="batch", prompt=_EMPTY, output_model=None)):
             results = await self.async_client(model).messages.batches.results(batch_id)
-        async for entry in results:
-            result = entry.result
-            if result.type == "succeeded":
-                try:
-                    reply: ModelReply | str = _reply(requests[entry.custom_id], result.message)
-                except BackendError as exc:  # one malformed entry must not end the others
-                    reply = f"errored: {exc}"
-                yield entry.custom_id, reply
-            elif result.type == "errored":
-                error = getattr(getattr(result.error, "error", None), "message", "") or ""
-                yield entry.custom_id, f"errored: {error}".strip()
-            else:
-                yield entry.custom_id, str(result.type)
+        try:
+            async for entry in results:
+                result = entry.result
+                if entry.custom_id not in requests:  # not asked for here (another run's batch)
+                    yield entry.custom_id, "unrequested"
+                elif result.type == "succeeded":
+                    try:
+                        reply: ModelReply | str = _reply(requests[entry.custom_id], result.message)
+                    except BackendError as exc:  # one malformed entry must not end the others
+                        reply = f"errored: {exc}"
+                    yield entry.custom_id, reply
+                elif result.type == "errored":
+                    error = getattr(getattr(result.error, "error", None), "message", "") or ""
+                    yield entry.custom_id, f"errored: {error}".strip()
+                else:
+                    yield entry.custom_id, str(result.type)
+        finally:  # a caller that stops early (another run's results) leaves no stream open
+            await results.close()
 
     def batch_params(self, request: ModelRequest) -> dict[str, Any]:
         return batch_params(request)
