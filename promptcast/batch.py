@@ -630,7 +630,8 @@ async def run_file(
         state_file = _batch_files.state_path(output)
         if state_file.exists():
             raise ConfigurationError(
-                f"{output} has a provider batch in flight (its id is saved in {state_file}): "
+                f"{output} has a provider batch in flight (its id, or the record of its "
+                f"submit, is saved in {state_file}): "
                 "run with --provider-batch (run_file_provider_batch) to collect its paid results, "
                 f"or delete {state_file} to run those items live"
             )
@@ -769,9 +770,10 @@ async def run_file_provider_batch(
     return stats
 
 
-CLOCK_SLACK_S = 300.0
+CLOCK_SLACK_S = 60.0
 """How far the provider's clock may run behind ours: a batch listed as created up to this long
-before a submitting record's time may still be the one that record announced."""
+before a submitting record's time may still be the one that record announced (more would take
+this run's previous batch, submitted just before, for a candidate too)."""
 
 
 def _check_choice(
@@ -868,6 +870,17 @@ async def _settle(
                 candidates=found,
             )
         adopt_batch = found[0]
+    else:  # the user's id: one that does not exist must not replace the record
+        try:
+            await backend.batch_ended(adopt_batch, model=model)
+        except BackendError as exc:
+            raise UnsavedBatchError(
+                f"--adopt-batch {adopt_batch}: reading that batch failed ({exc}); {state_file} "
+                "keeps its record and nothing was submitted. Check the id in the provider's "
+                "console and rerun with it, or with --resubmit",
+                state_file=str(state_file),
+                candidates=(adopt_batch,),
+            ) from exc
     adopted = replace(record, batch_id=adopt_batch)
     try:
         _batch_files.write_state(state_file, adopted)

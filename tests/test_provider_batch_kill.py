@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import promptcast as pc
 from promptcast import _batch_files
-from promptcast.batch import _digest, read_items, run_file_provider_batch
+from promptcast.batch import _digest, read_items, run_file, run_file_provider_batch
 from promptcast.cli import app
 from promptcast.errors import UnsavedBatchError
 from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
@@ -480,3 +480,47 @@ def test_cli_adopt_batch_needs_provider_batch(setup: tuple[pc.Task[Any], Path, P
     argv = ["batch", "label", str(source), "-o", str(out), "-p", str(source.parent), "--resubmit"]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 1 and "--provider-batch" in result.output
+
+
+@pytest.mark.parametrize("failure", ["no such batch", "overloaded"])
+async def test_an_adopted_batch_that_cannot_be_read_keeps_the_record(
+    failure: str,
+    setup: tuple[pc.Task[Any], Path, Path],
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    close_async_clients: None,
+) -> None:
+    """A mistyped id, or an API that does not answer: the record stays for the next try."""
+    task, source, out = setup
+    await killed_after_accept(task, source, out, monkeypatch)
+    [ours] = fake_anthropic.batches
+    adopted = "msgbatch_typo" if failure == "no such batch" else ours
+    if failure == "overloaded":
+        real = fake_anthropic.get
+        busy = error_reply(529, "overloaded_error", "Overloaded")
+        monkeypatch.setattr(
+            fake_anthropic, "get", lambda path: busy if path.endswith(ours) else real(path)
+        )
+    with pytest.raises(UnsavedBatchError, match=f"--adopt-batch {adopted}: reading that batch"):
+        await run_file_provider_batch(task, source, out, poll_s=0.01, adopt_batch=adopted)
+    assert state_of(out)["batch_id"] == "" and len(fake_anthropic.batches) == 1
+    monkeypatch.undo()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    await run_file_provider_batch(task, source, out, poll_s=0.01)  # found by listing after all
+    assert len(fake_anthropic.batches) == 1
+    complete(out)
+
+
+async def test_a_live_run_refuses_an_output_with_a_submit_record(
+    setup: tuple[pc.Task[Any], Path, Path],
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    close_async_clients: None,
+) -> None:
+    task, source, out = setup
+    await killed_after_accept(task, source, out, monkeypatch)
+    requests = len(fake_anthropic.requests)
+    with pytest.raises(pc.ConfigurationError, match="record of its submit"):
+        await run_file(task, source, out)
+    assert len(fake_anthropic.requests) == requests and out.read_text() == ""
