@@ -156,7 +156,8 @@ class ProviderBatchState:
     An empty `batch_id` is the record written before submitting (`submitting_at`, epoch seconds,
     and `endpoint`): a run killed before the id came back left it, and the provider may or may
     not have accepted that batch. `nonce` is the run's mark in every custom id (empty in files
-    written before it existed), so results of another run's batch are told apart.
+    written before it existed), so results of another run's batch are told apart. `earlier`
+    lists the batches the same run submitted before this one: none of them is this one.
     """
 
     batch_id: str
@@ -167,6 +168,7 @@ class ProviderBatchState:
     nonce: str = ""
     submitting_at: float | None = None
     endpoint: str = ""
+    earlier: tuple[str, ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -220,6 +222,7 @@ def read_state(path: Path) -> ProviderBatchState | None:
             nonce=str(data.get("nonce") or ""),
             submitting_at=None if at is None else float(at),
             endpoint=str(data.get("endpoint") or ""),
+            earlier=tuple(map(str, data.get("earlier") or ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"missing or malformed field: {exc}") from None

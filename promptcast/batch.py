@@ -716,6 +716,7 @@ async def run_file_provider_batch(
             on_start(stats)
         emit = _emitter(out, output, stats, on_result)
         in_saved: set[str] = set()
+        submitted: list[str] = []  # this run's batches, which a later record rules out
         chunk: _Chunk | None = None
         if saved is not None and not saved.accepted:  # killed mid-submit: was it accepted?
             if resubmit:
@@ -746,6 +747,7 @@ async def run_file_provider_batch(
                     candidates=exc.candidates,
                 ) from None
             _batch_files.remove_state(state_file)
+            submitted.append(saved.batch_id)
         pending: list[tuple[BatchItem, ModelRequest]] = []
         size = 0
         with _file_lines(source, checked) as lines:
@@ -763,10 +765,12 @@ async def run_file_provider_batch(
                     continue
                 pending.append((item, request))
                 if len(pending) >= max_requests or size >= BATCH_MAX_BYTES:
-                    await _one_batch(task, backend, pending, poll_s, emit, state_file, endpoint)
+                    await _one_batch(
+                        task, backend, pending, poll_s, emit, state_file, endpoint, submitted
+                    )
                     pending, size = [], 0
         if pending:
-            await _one_batch(task, backend, pending, poll_s, emit, state_file, endpoint)
+            await _one_batch(task, backend, pending, poll_s, emit, state_file, endpoint, submitted)
     return stats
 
 
@@ -845,7 +849,7 @@ async def _settle(
                 "paying again if it was accepted)",
                 state_file=str(state_file),
             ) from exc
-        found = [batch.id for batch in listed if batch.requests == count]
+        found = [b.id for b in listed if b.requests == count and b.id not in record.earlier]
         if not found:
             logger.warning(
                 "%s records a provider batch of %d request(s) being submitted at %s when the run "
@@ -968,6 +972,7 @@ async def _one_batch(
     emit: Callable[[BatchResult], None],
     state_file: Path,
     endpoint: str,
+    submitted: list[str],
 ) -> None:
     nonce = secrets.token_hex(5)  # this submit's mark, carried by every custom id
     chunk: _Chunk = {}
@@ -989,6 +994,7 @@ async def _one_batch(
         nonce=nonce,
         submitting_at=time.time(),
         endpoint=endpoint,
+        earlier=tuple(submitted),
     )
     try:  # durable before the submit: a kill after the provider accepts leaves this record
         _batch_files.write_state(state_file, record)
@@ -1007,6 +1013,7 @@ async def _one_batch(
         if exc.status is not None and 400 <= exc.status < 500:  # refused: nothing accepted
             _batch_files.remove_state(state_file)
         raise
+    submitted.append(str(batch_id))
     state = replace(record, batch_id=str(batch_id))
     try:
         _batch_files.write_state(state_file, state)

@@ -89,19 +89,30 @@ class Killed(BaseException):
 
 
 async def killed_after_accept(
-    task: pc.Task[Any], source: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+    task: pc.Task[Any],
+    source: Path,
+    out: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    max_requests: int = 100,
+    saved_ids: int = 0,
 ) -> dict[str, Any]:
-    """Run until the provider accepted the batch, and stop just before its id is saved."""
+    """Run until the provider accepted a batch, and stop just before its id is saved (after
+    `saved_ids` ids of earlier batches were)."""
     real = _batch_files.write_state
+    saved = 0
 
     def write(path: Path, state: _batch_files.ProviderBatchState) -> None:
+        nonlocal saved
         if state.batch_id:
-            raise Killed
+            saved += 1
+            if saved > saved_ids:
+                raise Killed
         real(path, state)
 
     monkeypatch.setattr(_batch_files, "write_state", write)
     with pytest.raises(Killed):
-        await run_file_provider_batch(task, source, out, poll_s=0.01)
+        await run_file_provider_batch(task, source, out, poll_s=0.01, max_requests=max_requests)
     monkeypatch.setattr(_batch_files, "write_state", real)
     return state_of(out)
 
@@ -524,3 +535,21 @@ async def test_a_live_run_refuses_an_output_with_a_submit_record(
     with pytest.raises(pc.ConfigurationError, match="record of its submit"):
         await run_file(task, source, out)
     assert len(fake_anthropic.requests) == requests and out.read_text() == ""
+
+
+async def test_the_runs_earlier_batch_of_the_same_size_is_no_candidate(
+    setup: tuple[pc.Task[Any], Path, Path],
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    close_async_clients: None,
+) -> None:
+    """Six items in batches of three: the first is collected, the kill comes as the second is
+    accepted; the first, created a moment before, has the same size but is not it."""
+    task, source, out = setup
+    record = await killed_after_accept(task, source, out, monkeypatch, max_requests=3, saved_ids=1)
+    first, second = fake_anthropic.batches
+    assert record["earlier"] == [first] and len(record["custom_ids"]) == 3
+    assert len(out.read_text().splitlines()) == 3
+    stats = await run_file_provider_batch(task, source, out, poll_s=0.01, max_requests=3)
+    assert stats.done == 3 and list(fake_anthropic.batches) == [first, second]
+    complete(out)
