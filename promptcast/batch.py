@@ -736,16 +736,11 @@ async def run_file_provider_batch(
             if chunk is None:
                 chunk = _saved_chunk(task, source, saved, state_file, batch_params)
             try:
-                await _collect(task, backend, saved.batch_id, chunk, poll_s, emit, skip)
-            except UnsavedBatchError as exc:  # another run's batch was adopted
-                if saved.submitting_at is None:
-                    raise
-                _batch_files.write_state(state_file, replace(saved, batch_id=""))
-                raise UnsavedBatchError(
-                    f"{exc} ({state_file} holds the stopped submit's record again)",
-                    state_file=str(state_file),
-                    candidates=exc.candidates,
-                ) from None
+                await _collect(task, backend, saved.batch_id, chunk, poll_s, emit, skip, state_file)
+            except UnsavedBatchError:  # another run's batch was adopted: back to the record
+                if saved.submitting_at is not None:
+                    _batch_files.write_state(state_file, replace(saved, batch_id=""))
+                raise
             _batch_files.remove_state(state_file)
             submitted.append(saved.batch_id)
         pending: list[tuple[BatchItem, ModelRequest]] = []
@@ -1096,10 +1091,13 @@ async def _collect(
     poll_s: float,
     emit: Callable[[BatchResult], None],
     skip: set[str] | frozenset[str],
+    state_file: Path | None = None,
 ) -> None:
     """Wait for the batch to end, then write a line for each of its items not in `skip`; an
     item the results leave out (or never reach, when the API no longer has them) is an error
-    line. Any other failure to read them raises, the saved state kept for a rerun."""
+    line. Any other failure to read them raises, the saved state kept for a rerun; results of
+    custom ids this run did not send (another run's batch, adopted) raise `UnsavedBatchError`
+    naming `state_file`."""
     requests = {cid: req for cid, (_, req) in chunk.items()}
     # polled where it was submitted: the model's own endpoint and key when it has them
     model = next((request.model for request in requests.values()), None)
@@ -1133,7 +1131,7 @@ async def _collect(
             closing = getattr(results, "aclose", None)
             if closing is not None:
                 await closing()
-            raise _foreign(batch_id, custom_id, chunk)
+            raise _foreign(batch_id, custom_id, chunk, state_file)
         if custom_id in seen:
             continue
         seen.add(custom_id)
@@ -1148,14 +1146,18 @@ async def _collect(
             emit(BatchResult(item.id, error=error))
 
 
-def _foreign(batch_id: str, custom_id: str, chunk: _Chunk) -> UnsavedBatchError:
+def _foreign(
+    batch_id: str, custom_id: str, chunk: _Chunk, state_file: Path | None
+) -> UnsavedBatchError:
     ours = next(iter(chunk), "")
+    kept = f"; {state_file} keeps the record of the stopped submit" if state_file else ""
     return UnsavedBatchError(
         f"provider batch {batch_id} answers custom id {custom_id!r}, which this run did not "
         f"submit (its custom ids are like {ours!r}, each ending in the run's mark): it is "
-        "another run's batch, so none of its results were written. Rerun with --adopt-batch "
-        "ID of the right batch, or --resubmit to submit the items again (paying again)",
-        state_file="",
+        f"another run's batch, so none of its results were written{kept}. Rerun with "
+        "--adopt-batch ID of the right batch, or --resubmit to submit the items again "
+        "(paying again)",
+        state_file=str(state_file or ""),
         candidates=(batch_id,),
     )
 
