@@ -486,11 +486,37 @@ async def test_adopt_and_resubmit_are_refused_where_they_do_not_apply(
     assert fake_anthropic.batches == {} and fake_anthropic.requests == []
 
 
-def test_cli_adopt_batch_needs_provider_batch(setup: tuple[pc.Task[Any], Path, Path]) -> None:
+@pytest.mark.parametrize("option", [["--resubmit"], ["--adopt-batch", "msgbatch_1"]])
+def test_cli_adopt_batch_and_resubmit_need_provider_batch(
+    option: list[str], setup: tuple[pc.Task[Any], Path, Path], fake_anthropic: FakeAnthropic
+) -> None:
     _, source, out = setup
-    argv = ["batch", "label", str(source), "-o", str(out), "-p", str(source.parent), "--resubmit"]
+    argv = ["batch", "label", str(source), "-o", str(out), "-p", str(source.parent), *option]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 1 and "--provider-batch" in result.output
+    assert fake_anthropic.requests == [] and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"batch_id": ""},  # a record without its time
+        {"batch_id": None, "submitting_at": "yesterday"},
+        {"earlier": 7},
+    ],
+)
+async def test_a_damaged_record_is_refused_and_nothing_is_submitted(
+    broken: dict[str, Any],
+    setup: tuple[pc.Task[Any], Path, Path],
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    task, source, out = setup
+    data = {"version": 2, "task": task.name, "model": task.model, "digest": "0" * 64}
+    data |= {"custom_ids": {"id-0-0123456789": "id-0"}, "batch_id": "msgbatch_1", **broken}
+    _batch_files.state_path(out).write_text(json.dumps(data))
+    with pytest.raises(pc.ConfigurationError, match="cannot be read"):
+        await run_file_provider_batch(task, source, out, poll_s=0.01)
+    assert fake_anthropic.requests == [] and fake_anthropic.batches == {}
 
 
 @pytest.mark.parametrize("failure", ["no such batch", "overloaded"])
