@@ -1013,7 +1013,8 @@ async def _one_batch(
     try:
         _batch_files.write_state(state_file, state)
     except OSError as exc:  # unsaved, a rerun would submit and pay for it again
-        raise await _cancel_unsaved(backend, state, state_file, exc) from exc
+        model = next(request.model for _, request in chunk.values())  # its endpoint's
+        raise await _cancel_unsaved(backend, state, state_file, exc, model) from exc
     await _collect(task, backend, batch_id, chunk, poll_s, emit, frozenset())
     _batch_files.remove_state(state_file)
 
@@ -1023,13 +1024,14 @@ async def _cancel_unsaved(
     state: _batch_files.ProviderBatchState,
     state_file: Path,
     error: OSError,
+    model: str,
 ) -> BatchOutputError:
     """The error for a batch whose id could not be saved, once it is canceled (requests not
     processed yet are not billed; its submitting record is removed, so a rerun submits anew)
     or, when that fails too, with the id to find it by (the record stays: a rerun finds the
     batch at the provider and collects it)."""
     try:
-        await backend.cancel_batch(state.batch_id, model=state.model)
+        await backend.cancel_batch(state.batch_id, model=model)
     except BackendError as exc:
         outcome = (
             f"canceling it failed too ({exc}), so it runs and is billed: its id is "

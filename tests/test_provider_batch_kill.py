@@ -20,7 +20,13 @@ from typer.testing import CliRunner
 
 import promptcast as pc
 from promptcast import _batch_files
-from promptcast.batch import _digest, read_items, run_file, run_file_provider_batch
+from promptcast.batch import (
+    BatchOutputError,
+    _digest,
+    read_items,
+    run_file,
+    run_file_provider_batch,
+)
 from promptcast.cli import app
 from promptcast.errors import UnsavedBatchError
 from promptcast.testing import FakeAnthropic, FakeReply, message, tool_use_block
@@ -579,3 +585,48 @@ async def test_the_runs_earlier_batch_of_the_same_size_is_no_candidate(
     stats = await run_file_provider_batch(task, source, out, poll_s=0.01, max_requests=3)
     assert stats.done == 3 and list(fake_anthropic.batches) == [first, second]
     complete(out)
+
+
+@pytest.mark.parametrize("stop", ["killed after accept", "id not saved"])
+async def test_a_model_with_its_own_endpoint_is_looked_up_and_canceled_there(
+    stop: str,
+    tmp_path: Path,
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    close_async_clients: None,
+) -> None:
+    """`configure(models=…)` sends the batch to that model's account: the listing that looks
+    for it, and the cancel of one whose id could not be saved, go there too."""
+    (tmp_path / "label.jinja").write_text(
+        TASK.replace("max_tokens", "model: anthropic/claude-sonnet-4-6\nmax_tokens")
+    )
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": f"item {i}"}) + "\n" for i in IDS))
+    with FakeAnthropic(answer) as own:
+        own.batch_polls = 0
+        key = "sk-ant-api03-" + "m" * 90
+        pc.configure(
+            models={"anthropic/claude-sonnet-4-6": {"base_url": own.base_url, "api_key": key}}
+        )
+        task = pc.Task.from_file(tmp_path / "label.jinja")
+        if stop == "killed after accept":
+            record = await killed_after_accept(task, source, out, monkeypatch)
+            assert record["endpoint"] == own.base_url
+            fake_anthropic.add_batch([{"custom_id": "x"}] * len(IDS))  # the default account's
+            await run_file_provider_batch(task, source, out, poll_s=0.01)
+            assert len(own.batches) == 1  # found where it was sent, not bought again
+            complete(out)
+        else:
+            real = _batch_files.write_state
+
+            def full_disk(path: Path, state: _batch_files.ProviderBatchState) -> None:
+                if state.batch_id:
+                    raise OSError(28, "No space left on device")
+                real(path, state)
+
+            monkeypatch.setattr(_batch_files, "write_state", full_disk)
+            with pytest.raises(BatchOutputError, match="it was canceled"):
+                await run_file_provider_batch(task, source, out, poll_s=0.01)
+            assert own.canceled == list(own.batches) and len(own.canceled) == 1
+            assert not _batch_files.state_path(out).exists()  # canceled: a rerun submits anew
+    assert fake_anthropic.canceled == [] and fake_anthropic.requests == []
