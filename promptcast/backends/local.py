@@ -81,6 +81,16 @@ class _Loaded:
         self.llama = llama
         self.settings = settings
         self.lock = threading.Lock()
+        # asked by llama.cpp between the steps of a decode: evaluating a long prompt is one
+        # call that no check between two tokens interrupts (3,600 tokens ran a minute on a busy
+        # CPU past timeout_s=0.5, and a cancelled call held the model all that time)
+        self.interrupted: Callable[[], bool] | None = None
+        import llama_cpp
+
+        self._abort = llama_cpp.ggml_abort_callback(
+            lambda _data: self.interrupted is not None and self.interrupted()
+        )
+        llama_cpp.llama_set_abort_callback(llama._ctx.ctx, self._abort, None)
 
 
 _models: dict[Path, _Loaded] = {}
@@ -414,12 +424,17 @@ class LocalBackend(Backend):
         text: list[str] = []
         finish_reason: str | None = None
         response_id: str | None = None
+
+        def interrupted() -> bool:
+            return stop.is_set() or (deadline is not None and time.monotonic() > deadline)
+
         with _held(loaded.lock, deadline, lambda: self._interrupted(request, deadline, busy=True)):
             chunks = llama.create_chat_completion(**kwargs)
+            loaded.interrupted = interrupted
             try:
                 for chunk in chunks:
                     # between two tokens: where a caller that gave up stops the generation
-                    if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+                    if interrupted():
                         raise _Interrupted
                     response_id = chunk.get("id", response_id)
                     choice = chunk["choices"][0]
@@ -429,6 +444,10 @@ class LocalBackend(Backend):
                         yield StreamDelta(piece)
                     finish_reason = choice.get("finish_reason") or finish_reason
             except _Interrupted:
+                raise self._interrupted(request, deadline) from None
+            except RuntimeError:  # "llama_decode returned 2": aborted
+                if not interrupted():
+                    raise
                 raise self._interrupted(request, deadline) from None
             except ValueError as exc:  # e.g. "Requested tokens (…) exceed context window of …"
                 raise BackendError(
@@ -441,6 +460,7 @@ class LocalBackend(Backend):
                     model=f"local/{request.model}",
                 ) from exc
             finally:
+                loaded.interrupted = None
                 chunks.close()
             # in context now: the prompt and every sampled token but the last (never evaluated)
             input_tokens = int(llama.n_tokens) - max(sampled - 1, 0)

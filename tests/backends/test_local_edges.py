@@ -5,7 +5,10 @@ every script, and callers that give up. Real-model calls are few and short (max_
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -168,3 +171,43 @@ def test_characters_beyond_the_bmp_in_a_schema_can_be_generated(
         "Tom",
         "Felix",
     )
+
+
+# --- callers that give up while the prompt is evaluated ---------------------------------------
+
+
+def _long_text() -> str:
+    """About 800 tokens, new each time (a prompt prefix llama.cpp has cached is not evaluated
+    again): seconds of evaluation on 2 CPUs, in one llama.cpp call."""
+    return uuid.uuid4().hex + " Der Mixer ist laut, aber er macht gute Smoothies." * 40
+
+
+def test_timeout_s_stops_the_evaluation_of_a_long_prompt() -> None:
+    """The deadline was checked between generated tokens only: the prompt's evaluation ran to its
+    end first (a minute for 3,600 tokens on a busy CPU, with timeout_s=0.5)."""
+    task = pc.builtin_tasks()["translate"].with_model(MODEL)
+    local.load(str(GGUF))
+    started = time.perf_counter()
+    with (
+        pc.override(timeout_s=0.3, max_retries=0),
+        pytest.raises(pc.BackendError, match="timeout_s") as caught,
+    ):
+        task.run(text=_long_text())
+    assert time.perf_counter() - started < 1.5
+    assert caught.value.timed_out
+
+
+async def test_a_cancelled_call_frees_the_model_during_the_prompt_evaluation() -> None:
+    task = pc.builtin_tasks()["translate"].with_model(MODEL)
+    loaded = local._load(str(GGUF))
+    call = asyncio.create_task(task.arun(text=_long_text()))
+    await asyncio.sleep(0.3)
+    assert loaded.lock.locked()  # evaluating the prompt
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    free = await asyncio.to_thread(loaded.lock.acquire, timeout=1.0)
+    assert free  # not held until the evaluation ends
+    loaded.lock.release()
+    with pc.override(max_retries=0):
+        assert (await task.arun(text="Hallo")).attempts == 1
