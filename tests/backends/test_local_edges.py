@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,12 +150,19 @@ def test_a_pattern_the_grammar_cannot_parse_keeps_the_structure_instead_of_a_seg
 
 
 def test_a_schema_the_converter_cannot_express_is_told_in_the_prompt(
-    write_task: Callable[..., Path], sent: list[dict[str, Any]]
+    write_task: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """llama-cpp-python fell back to any JSON without a word of the schema: the model could only
-    guess the fields."""
+    guess the fields. (What is sent is the point: the model's answer is not generated.)"""
+    sent: list[dict[str, Any]] = []
+
+    def reply(**kwargs: Any) -> Iterator[dict[str, Any]]:
+        sent.append(kwargs)
+        yield {"choices": [{"delta": {"content": '{"name": "Tom"}'}, "finish_reason": "stop"}]}
+
+    monkeypatch.setattr(local.load(str(GGUF)), "create_chat_completion", reply)
     task = _task(write_task, "Tree", 8)
-    LocalBackend().request(task.request())
+    assert LocalBackend().request(task.request()).data == {"name": "Tom"}
     assert sent[-1]["response_format"] == {"type": "json_object"}
     system = sent[-1]["messages"][0]
     assert system["role"] == "system" and '"children"' in system["content"]
