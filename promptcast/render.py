@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.ext import Extension
@@ -489,6 +489,9 @@ def environment() -> ImmutableSandboxedEnvironment:
         extensions=[_RoleExtension, _CachePointExtension],
         keep_trailing_newline=False,
         finalize=_finalize,
+        # Jinja's constant folding re-walks every sub-expression of a chain: 250 chained
+        # filters took 18 s to load; a prompt template has next to nothing to fold
+        optimized=False,
     )
     env.filters["fence"] = fence
     env.globals["range"] = _range
@@ -701,6 +704,26 @@ def _compile(
     first_line: int,
     media: frozenset[str] = frozenset(),
 ) -> tuple[Template | None, list[TaskDefinitionError]]:
+    try:
+        return _compile_tree(source, declared, path, first_line, media)
+    except (RecursionError, SyntaxError):
+        # Jinja parses a chain of 50,000 `+ 1` or `|upper` without recursing, into a tree as
+        # deep as the chain, which every later walk (checks, code generation) recurses through;
+        # from about 200 links the Python it generates has "too many nested parentheses"
+        message = (
+            "the template nests too deeply to compile (an expression chains thousands of "
+            "operators or filters); build it in steps with {% set %}"
+        )
+        return None, [TaskDefinitionError(message, file=path, line=first_line)]
+
+
+def _compile_tree(
+    source: str,
+    declared: set[str],
+    path: str,
+    first_line: int,
+    media: frozenset[str],
+) -> tuple[Template | None, list[TaskDefinitionError]]:
     def problem(message: str, lineno: int | None) -> TaskDefinitionError:
         return TaskDefinitionError(message, file=path, line=first_line + (lineno or 1) - 1)
 
@@ -723,11 +746,9 @@ def _compile(
         problem(message, lineno) for message, lineno in _data_before_cachepoint(tree, declared)
     ]
     try:
-        undeclared = meta.find_undeclared_variables(tree) - declared - set(_ENV.globals)
+        undeclared = _undeclared(tree) - declared - set(_ENV.globals)
     except TemplateSyntaxError as exc:  # e.g. an unknown filter or test
         return None, [*problems, problem(f"Jinja error: {exc.message}", exc.lineno)]
-    except RecursionError:
-        return None, [*problems, problem("the template nests too deeply to compile", 1)]
     first_use: dict[str, int] = {}  # one walk: a walk per name was quadratic (60,000 names hung)
     for n in tree.find_all(nodes.Name):
         if n.ctx == "load" and n.name in undeclared:
@@ -751,8 +772,21 @@ def _compile(
         return _ENV.from_string(tree), []
     except TemplateSyntaxError as exc:  # e.g. an unknown filter or test
         return None, [problem(f"Jinja error: {exc.message}", exc.lineno)]
-    except RecursionError:
-        return None, [problem("the template nests too deeply to compile", 1)]
+
+
+class _Tracking(meta.TrackingCodeGenerator):
+    """`meta.find_undeclared_variables`'s walker without constant folding, which it turns on
+    whatever the environment says (see `optimized=False` in `environment`)."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.optimizer = None
+
+
+def _undeclared(tree: nodes.Template) -> set[str]:
+    tracking = _Tracking(tree.environment)
+    tracking.visit(tree)
+    return tracking.undeclared_identifiers
 
 
 #: How many undeclared names of one template get a "did you mean" suggestion.
