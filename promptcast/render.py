@@ -784,7 +784,7 @@ class _Tracking(meta.TrackingCodeGenerator):
 
 
 def _undeclared(tree: nodes.Template) -> set[str]:
-    tracking = _Tracking(tree.environment)
+    tracking = _Tracking(_ENV)
     tracking.visit(tree)
     return tracking.undeclared_identifiers
 
