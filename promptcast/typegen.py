@@ -42,6 +42,7 @@ _WIDTH = 100
 _BUILTINS = (str, int, float, bool, bytes, dict, list, tuple, set, frozenset)
 _SAFE_NAMES = {id(tp): ref for ref, tp in SAFE_TYPES.items()}
 _MEDIA_INPUTS = {Image: "ImageInput", Document: "DocumentInput"}
+_MODEL_NAMES = frozenset(dir(BaseModel))  # `json`, `schema`, `copy`, `dict`, `validate`, ...
 
 
 def bind_task(path: str | Path, output: type[BaseModel] | None = None) -> Task[Any]:
@@ -258,21 +259,29 @@ class _Writer:
         self.use("pydantic", "BaseModel")
         lines = [f"class {name}(BaseModel):"]
         for field_name, info in model.model_fields.items():
-            lines.append(self._field(field_name, info))
+            lines.append(self._field(field_name, info, taken=set(model.model_fields)))
         self.models.append("\n".join(lines) + "\n")
         return name
 
-    def _field(self, name: str, info: FieldInfo) -> str:
+    def _field(self, name: str, info: FieldInfo, *, taken: set[str]) -> str:
         annotation = self.annotation(info.annotation)
         args: list[str] = []
         if not info.is_required():
             args.append(_value(info.default))
         if info.description is not None:
             args.append(f"description={_string(info.description)}")
-        head = f"    {name}: {annotation}"
+        attribute = name
+        if keyword.iskeyword(name) or name in self._annotation_names() or name in _MODEL_NAMES:
+            # `def: str` does not compile, a field `str` hides the type `str` from the
+            # annotations after it, and `json: str` overrides `BaseModel.json` (a warning on
+            # import, a type error): the attribute gets a `_`, the JSON keeps the name
+            while attribute in taken or attribute == name:
+                attribute += "_"
+            args.append(f"alias={_string(name)}")
+        head = f"    {attribute}: {annotation}"
         if not args:
             return head
-        if info.description is None:
+        if info.description is None and attribute == name:
             line = f"{head} = {args[0]}"
             if len(line) <= _WIDTH:
                 return line
@@ -281,6 +290,12 @@ class _Writer:
         if len(line) <= _WIDTH:
             return line
         return _call(f"{head} = Field(", args, "    )", indent=8)
+
+    def _annotation_names(self) -> set[str]:
+        """Names a class body may use in its annotations and defaults."""
+        imported = {n.rpartition(" as ")[2] for names in self.imports.values() for n in names}
+        fixed = {"Any", "Literal", "BaseModel", "Field", "ImageInput", "DocumentInput"}
+        return imported | fixed | set(self.seen.values()) | {tp.__name__ for tp in _BUILTINS}
 
 
 def _importable(cls: type) -> bool:

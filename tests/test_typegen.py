@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import promptcast as pc
 from promptcast.cli import app
 from promptcast.task import BUILTIN_PROMPTS
 from promptcast.testing import FakeAnthropic
+from promptcast.testing._fake_anthropic import answer as fake_answer
 from promptcast.typegen import generate
 
 runner = CliRunner()
@@ -393,3 +395,63 @@ def test_media_inputs_take_every_form_the_call_takes_and_nothing_else(
     assert isinstance(module.shots(screenshot=Path("crash.png")), str)
     blocks = fake_anthropic.requests[0]["messages"][0]["content"]
     assert [b["type"] for b in blocks][:1] == ["image"]
+
+
+ODD_NAMES = """\
+---
+inputs: {q: str, list: 'list[str]', str: str}
+output:
+  def: str
+  str: int
+  Any: str
+  Field: {type: str, description: Shadows pydantic's Field}
+  json: str
+  schema: str
+  copy: {type: str, default: x}
+  json_: str
+  self: str
+---
+{{ q }} {{ list }} {{ str }}
+"""
+
+
+def test_output_fields_named_as_keywords_types_or_model_methods_get_aliases(
+    project: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    """`def: str` made a module that did not compile; `str: int` hid the type `str` from the
+    fields after it, and `json: str` overrode `BaseModel.json` (a warning on import and a mypy
+    error). Such a field is now `def_` with `alias="def"`: the JSON keeps its names."""
+    (project / "prompts" / "odd.jinja").write_text(ODD_NAMES)
+    code, output = _typegen()
+    assert code == 0, output
+    text = (project / "app" / "ai_tasks.py").read_text()
+    assert '    def_: str = Field(alias="def")\n    str_: int = Field(alias="str")\n' in text
+    assert '    json__: str = Field(alias="json")\n' in text  # `json_` is another field's name
+    assert '    copy_: str = Field("x", alias="copy")\n    json_: str\n    self: str\n' in text
+    (project / "use_ok.py").write_text(
+        "from app.ai_tasks import odd\n\nodd(q='a', list=[], str='s')\n"
+    )
+    (project / "use_bad.py").write_text("")
+    assert _type_errors(project, "mypy", "use_ok.py", "use_bad.py")[0] == set()
+    answer = {
+        "def": "d", "str": 1, "Any": "a", "Field": "f", "json": "j", "schema": "s",
+        "json_": "j2", "self": "me",
+    }  # fmt: skip
+    fake_anthropic.handler = lambda request: fake_answer(request, answer)
+    module = importlib.import_module("app.ai_tasks")  # no warning: `-W error` in this suite
+    result = module.odd(q="a", list=[], str="s")
+    assert (result.def_, result.str_, result.json__, result.json_) == ("d", 1, "j", "j2")
+    assert result.model_dump(by_alias=True) == {**answer, "copy": "x"}
+    sent = json.dumps(fake_anthropic.requests[0])
+    assert '"properties": {"def": {"title": "Def", "type": "string"}, "str": ' in sent
+    assert list(module.OddOutput.model_json_schema()["properties"]) == [
+        "def",
+        "str",
+        "Any",
+        "Field",
+        "json",
+        "schema",
+        "copy",
+        "json_",
+        "self",
+    ]
