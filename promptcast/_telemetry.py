@@ -27,13 +27,16 @@ its span then nests under ours.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from promptcast.errors import BackendError
@@ -145,6 +148,40 @@ def _version() -> str | None:
         return None
 
 
+logger = logging.getLogger("promptcast.telemetry")
+_reported: set[str] = set()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _never_fails(fallback: Callable[..., Any] = lambda *args: None) -> Callable[[F], F]:
+    """Telemetry never fails a call: the SDK runs the application's span processors, exporters
+    and metric readers inside `start_span`, `end` and `record`, and one that raises would end
+    every task call (after the provider was paid) or replace the call's own error. Such a
+    failure is logged once per entry point and the call goes on; `fallback(*args)` is returned."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def guarded(*args: Any) -> Any:
+            try:
+                return function(*args)
+            except Exception as exc:
+                where = function.__qualname__.lstrip("_")
+                if where not in _reported:
+                    _reported.add(where)
+                    logger.warning(
+                        "OpenTelemetry raised %s in promptcast's %s: %s; the call goes on, and "
+                        "its spans or metrics may be incomplete (logged once)",
+                        type(exc).__name__,
+                        where,
+                        exc,
+                    )
+                return fallback(*args)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
 _loaded: list[_Otel | None] = []
 _loading = threading.Lock()
 
@@ -217,6 +254,7 @@ class TaskSpan:
             self._parent = self._otel.trace.set_span_in_context(self._span)
         return self._parent
 
+    @_never_fails(lambda self, run: run)
     def finish(self, run: Run[Any]) -> Run[Any]:
         span = self._span
         if span is None:
@@ -235,6 +273,7 @@ class TaskSpan:
         span.end()
         return run
 
+    @_never_fails()
     def fail(self, error: BaseException) -> None:
         span, otel = self._span, self._otel
         if span is None or otel is None:
@@ -257,6 +296,7 @@ class TaskSpan:
 NO_TASK_SPAN = TaskSpan(None, None)
 
 
+@_never_fails(lambda spec: NO_TASK_SPAN)
 def task_span(spec: TaskSpec) -> TaskSpan:
     """Start the span of a call of the task `spec`; its parent is the current span."""
     otel = _otel()
@@ -289,6 +329,7 @@ class RunSpan(_Current):
         super().__exit__(kind, error, tb)
         self.end(error if isinstance(error, BaseException) else None)
 
+    @_never_fails()
     def end(self, error: BaseException | None = None) -> None:
         span, otel = self._span, self._otel
         if span is None or otel is None:
@@ -297,6 +338,7 @@ class RunSpan(_Current):
             otel.fail(span, error, type(error).__name__)
         span.end()
 
+    @_never_fails()
     def set(self, name: str, value: Any) -> None:
         """Set an attribute (when the span records)."""
         if self._span is not None and self._span.is_recording():
@@ -313,6 +355,11 @@ _NO_RUN_SPAN = RunSpan(None, None)
 
 def run_span(name: str, attributes: dict[str, Any], *, parent: RunSpan | None = None) -> RunSpan:
     """Start a span around bulk work: a child of `parent`, else of the current span."""
+    return _run_span(name, attributes, parent)
+
+
+@_never_fails(lambda name, attributes, parent: _NO_RUN_SPAN)
+def _run_span(name: str, attributes: dict[str, Any], parent: RunSpan | None) -> RunSpan:
     otel = _otel()
     if otel is None or not otel.active():
         return _NO_RUN_SPAN
@@ -348,6 +395,7 @@ class RequestSpan(_Current):
         if isinstance(error, Exception) and not isinstance(error, BackendError):
             self.failed(error)
 
+    @_never_fails()
     def ok(self, reply: ModelReply, usage: Usage) -> None:
         """End the span of a reply; `usage` is the reply's own `Usage`, priced here for the
         span's cost (it keeps the price, so the call's total is not priced again)."""
@@ -390,6 +438,7 @@ class RequestSpan(_Current):
             span.set_attributes(attributes)
         span.end()
 
+    @_never_fails()
     def failed(self, error: BaseException) -> None:
         otel = self._otel
         if otel is None:
@@ -418,6 +467,13 @@ def request_span(
     parent: TaskSpan = NO_TASK_SPAN,
 ) -> RequestSpan:
     """Start the span of one provider request."""
+    return _request_span(backend, request, attempt, retry, parent)
+
+
+@_never_fails(lambda *args: NO_REQUEST_SPAN)
+def _request_span(
+    backend: Backend, request: ModelRequest, attempt: int, retry: int, parent: TaskSpan
+) -> RequestSpan:
     otel = _otel()
     if otel is None or not otel.active():
         return NO_REQUEST_SPAN

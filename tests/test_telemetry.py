@@ -4,6 +4,7 @@ install without OpenTelemetry, which must import none of it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -229,6 +230,64 @@ def test_a_failed_call_ends_its_task_span_with_the_error(
     assert task_span.status.status_code is StatusCode.ERROR
     assert (task_span.attributes or {})["error.type"] == "BackendError"
     assert (call.attributes or {})["error.type"] == "401"
+
+
+class _Raising(SpanProcessor):
+    """An application's span processor (or exporter behind a simple one) that raises."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "span start":
+            raise RuntimeError("processor broke on start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.where == "span end":
+            raise RuntimeError("processor broke on end")
+
+
+@pytest.mark.parametrize("where", ["span start", "span end", "measurement"])
+def test_telemetry_that_raises_never_fails_a_call(
+    otel: Telemetry,
+    label_task: pc.Task[Any],
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SDK runs the application's processors, exporters and readers inside `start_span`,
+    `end` and `record`: one that raised ended every task call, after the provider was paid, and
+    replaced a failed call's own error."""
+    monkeypatch.setattr(_telemetry, "_reported", set())  # each test sees its own warnings
+    otel.tracing.add_span_processor(_Raising(where))
+    if where == "measurement":
+        from opentelemetry.sdk.metrics._internal import measurement_consumer
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("reader broke")
+
+        consumer = measurement_consumer.SynchronousMeasurementConsumer
+        monkeypatch.setattr(consumer, "consume_measurement", broken)
+    script = ScriptedBackend(lambda request: {"label": "ok"})
+    with pc.override(model="test/broken-otel", backends={"test/broken-otel": script}):
+        assert label_task(text="a").label == "ok"
+        assert label_task(text="b").label == "ok"
+        assert asyncio.run(label_task.acall(text="c")).label == "ok"
+        assert list(label_task.stream(text="d"))[-1].label == "ok"
+
+        async def bulk() -> list[Any]:
+            return [r async for r in batch(label_task, [{"text": "e"}, {"text": "f"}])]
+
+        assert [result.output.label for result in asyncio.run(bulk())] == ["ok", "ok"]
+    denied = ScriptedBackend([BackendError("no", provider="test", status=401)])
+    with (
+        pc.override(model="test/denied", backends={"test/denied": denied}),
+        pytest.raises(BackendError, match="no"),  # the call's own error, not the processor's
+    ):
+        label_task.run(text="g")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "promptcast.telemetry"]
+    assert warnings and len(warnings) == len(set(warnings))  # once per entry point
+    assert all("the call goes on" in warning for warning in warnings)
 
 
 def test_a_response_cache_hit_is_a_task_span_without_client_spans(
