@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,8 @@ Label {{ text }}
 
 
 @pytest.fixture
-def task(tmp_path: Path) -> pc.Task[Any]:
-    (tmp_path / "labels.jinja").write_text(TASK)
-    return pc.Task.from_file(tmp_path / "labels.jinja")
+def task(write_task: Callable[..., Path]) -> pc.Task[Any]:
+    return pc.Task.from_file(write_task("labels", TASK))
 
 
 def test_cli_input_json_nested_too_deep_is_one_error_line(tmp_path: Path) -> None:
