@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import promptcast as pc
 from promptcast._cli_stream import show_stream
-from promptcast._terminal import visible
+from promptcast._terminal import json_line, visible
 from promptcast.cli import app
 from promptcast.testing import ScriptedBackend
 
@@ -22,7 +22,8 @@ runner = CliRunner()
 
 # clipboard write (OSC 52), clear screen, a window title, an 8-bit CSI, a line hidden by CR, DEL
 HOSTILE = "ok\x1b]52;c;cHduZWQ=\x07 \x1b[2J \x1b]0;pwned\x1b\\ \x9b31m \rhidden\x7f"
-RAW = ("\x1b", "\x07", "\x9b", "\r", "\x7f")
+HOSTILE += " urgency: \u202ehgih\u202c \u2067isolated\u2069"  # reads "urgency: high" reversed
+RAW = ("\x1b", "\x07", "\x9b", "\r", "\x7f", "\u202e", "\u2067")
 
 TEXT_TASK = "---\ninputs: {q: str}\noutput: str\n---\n{{ q }}\n"
 FIELD_TASK = "---\ninputs: {q: str}\noutput: {answer: str}\n---\n{{ q }}\n"
@@ -34,9 +35,25 @@ def test_every_control_character_is_spelled_out(code: int) -> None:
     assert visible(f"a{chr(code)}b") == f"a\\u{code:04x}b"
 
 
+@pytest.mark.parametrize("code", [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+def test_every_bidirectional_override_is_spelled_out(code: int) -> None:
+    """U+202E shows what follows it right to left ("Trojan Source"): `low` reads `wol`."""
+    assert visible(f"a{chr(code)}b") == f"a\\u{code:04x}b"
+
+
 def test_tab_newline_and_other_text_pass_unchanged() -> None:
     text = "tab\there\nnext line: café, 日本語, emoji 🎉, U+2028 \u2028 and NBSP \u00a0"
     assert visible(text) == text
+    # right-to-left text and its marks, and emoji joined by ZWJ, are text
+    text = "שלום \u200fעולם\u200e, مرحبا\u061c, 👨\u200d👩\u200d👧"  # noqa: RUF001
+    assert visible(text) == text
+
+
+def test_a_json_log_line_spells_out_bidirectional_overrides() -> None:
+    value = {"issue": "\u202ehgih\u202c \u2066x\u2069", "rtl": "שלום\u200f"}
+    line = json_line(json.dumps(value, ensure_ascii=False))
+    assert "\u202e" not in line and "\u2066" not in line and "\u200f" in line
+    assert json.loads(line) == value
 
 
 def test_json_text_stays_the_same_json_value() -> None:
