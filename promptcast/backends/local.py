@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import importlib.util
 import json
 import os
+import queue
 import re
 import threading
 import time
@@ -346,7 +348,7 @@ class LocalBackend(Backend):
         """Models are shared by the process, not owned by a loop: `close()` frees them."""
 
     def request(self, request: ModelRequest) -> ModelReply:
-        return _last(self._run(request, threading.Event()))
+        return _last(self._threaded(request))
 
     async def arequest(self, request: ModelRequest) -> ModelReply:
         stop = threading.Event()
@@ -356,7 +358,36 @@ class LocalBackend(Backend):
             stop.set()  # a cancelled caller: the worker stops at the next token
 
     def stream(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
-        return self._run(request, threading.Event())
+        return self._threaded(request)
+
+    def _threaded(self, request: ModelRequest) -> Iterator[StreamDelta | ModelReply]:
+        """`_run` in a worker thread, for sync callers. A Ctrl-C meant for the caller lands in
+        Python code of the main thread: run there, llama.cpp's callbacks into Python (several per
+        token) are where it landed, and ctypes swallows an exception raised in a callback, so
+        the generation went on to max_tokens. Here it lands in the wait, and stops the worker."""
+        stop = threading.Event()
+        items: queue.Queue[StreamDelta | ModelReply | BaseException | None] = queue.Queue()
+
+        def produce() -> None:
+            try:
+                for item in self._run(request, stop):
+                    items.put(item)
+            except BaseException as exc:
+                items.put(exc)
+            finally:
+                items.put(None)
+
+        context = contextvars.copy_context()  # override() holds in the worker too
+        worker = threading.Thread(target=context.run, args=(produce,), daemon=True)
+        worker.start()
+        try:
+            while (item := items.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # closed early, or interrupted: the worker stops at its next step
+            worker.join()
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
         """Generation runs in a worker thread; its deltas cross to the event loop as they come."""

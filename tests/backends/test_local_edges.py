@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -218,3 +220,40 @@ async def test_a_cancelled_call_frees_the_model_during_the_prompt_evaluation() -
     loaded.lock.release()
     with pc.override(max_retries=0):
         assert (await task.arun(text="Hallo")).attempts == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["run", "stream"])
+def test_ctrl_c_stops_a_sync_generation(write_task: Callable[..., Path], stream: bool) -> None:
+    """Run on the caller's thread, the generation's callbacks from C (several per token) were
+    where a Ctrl-C landed, and ctypes swallowed it there: `promptcast run` went on to
+    max_tokens. It now lands in the caller's wait and stops the worker."""
+    assert threading.current_thread() is threading.main_thread()  # where signals are handled
+    path = write_task(
+        "story",
+        """
+        ---
+        max_tokens: 1000
+        max_attempts: 1
+        ---
+        Write a very long story about a cat, at least 3000 words.
+        """,
+    )
+    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
+    loaded = local._load(str(GGUF))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if stream:
+                with task.stream() as events:
+                    for _ in events:
+                        pass
+            else:
+                task.run()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert time.perf_counter() - started < 3.0  # 1000 tokens take 20 s and more
+    assert not loaded.lock.locked()  # the worker stopped and let go of the model
