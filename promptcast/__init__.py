@@ -32,6 +32,7 @@ from promptcast.errors import (
     TaskDefinitionError,
     TaskInputError,
     TaskNotFoundError,
+    UnsavedBatchError,
 )
 from promptcast.evals import EvalReport, aevaluate, evaluate
 from promptcast.media import Document, DocumentInput, Image, ImageInput
@@ -75,6 +76,7 @@ __all__ = [
     "TaskNotFoundError",
     "TaskRegistry",
     "TaskSpec",
+    "UnsavedBatchError",
     "Usage",
     "__version__",
     "aevaluate",
