@@ -881,17 +881,7 @@ async def _settle(
                 candidates=(adopt_batch,),
             ) from exc
     adopted = replace(record, batch_id=adopt_batch)
-    try:
-        _batch_files.write_state(state_file, adopted)
-    except OSError as exc:
-        raise BatchOutputError(
-            state_file,
-            exc,
-            written=None,
-            message=f"saving the id of provider batch {adopt_batch} in {state_file} failed "
-            f"({exc.strerror or exc}); nothing was submitted: fix that and run the same "
-            "command again",
-        ) from exc
+    _save_before_submit(state_file, adopted, f"the id of provider batch {adopt_batch}")
     logger.warning(
         "%s recorded a provider batch of %d request(s) being submitted when the run stopped: "
         "collecting batch %s as that one",
@@ -900,6 +890,22 @@ async def _settle(
         adopt_batch,
     )
     return adopted
+
+
+def _save_before_submit(
+    state_file: Path, state: _batch_files.ProviderBatchState, what: str
+) -> None:
+    """Save `state` while nothing is submitted yet; a failure says so."""
+    try:
+        _batch_files.write_state(state_file, state)
+    except OSError as exc:
+        raise BatchOutputError(
+            state_file,
+            exc,
+            written=None,
+            message=f"saving {what} in {state_file} failed ({exc.strerror or exc}); nothing was "
+            "submitted: fix that (free disk space, permissions) and run the same command again",
+        ) from exc
 
 
 def _saved_state(state_file: Path) -> _batch_files.ProviderBatchState | None:
@@ -991,17 +997,8 @@ async def _one_batch(
         endpoint=endpoint,
         earlier=tuple(submitted),
     )
-    try:  # durable before the submit: a kill after the provider accepts leaves this record
-        _batch_files.write_state(state_file, record)
-    except OSError as exc:
-        raise BatchOutputError(
-            state_file,
-            exc,
-            written=None,
-            message=f"saving the record of a provider batch about to be submitted in "
-            f"{state_file} failed ({exc.strerror or exc}); nothing was submitted: fix that "
-            "(free disk space, permissions) and run the same command again",
-        ) from exc
+    # durable before the submit: a kill after the provider accepts leaves this record
+    _save_before_submit(state_file, record, "the record of a provider batch about to be submitted")
     try:
         batch_id = await backend.submit_batch([(cid, req) for cid, (_, req) in chunk.items()])
     except BackendError as exc:
