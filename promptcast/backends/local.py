@@ -25,7 +25,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -366,16 +366,30 @@ class LocalBackend(Backend):
         token) are where it landed, and ctypes swallows an exception raised in a callback, so
         the generation went on to max_tokens. Here it lands in the wait, and stops the worker."""
         stop = threading.Event()
-        items: queue.Queue[StreamDelta | ModelReply | BaseException | None] = queue.Queue()
+        # a few items ahead at most: a caller that stops reading pauses the generation, as it
+        # paused the generator this replaces (no tokens generated for nobody, up to max_tokens)
+        items: queue.Queue[StreamDelta | ModelReply | BaseException | None] = queue.Queue(8)
+
+        def put(item: StreamDelta | ModelReply | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def produce() -> None:
+            run = self._run(request, stop)
             try:
-                for item in self._run(request, stop):
-                    items.put(item)
+                for item in run:
+                    if not put(item):
+                        return
             except BaseException as exc:
-                items.put(exc)
+                put(exc)
             finally:
-                items.put(None)
+                run.close()
+                put(None)
 
         context = contextvars.copy_context()  # override() holds in the worker too
         worker = threading.Thread(target=context.run, args=(produce,), daemon=True)
@@ -419,7 +433,7 @@ class LocalBackend(Backend):
 
     def _run(
         self, request: ModelRequest, stop: threading.Event
-    ) -> Iterator[StreamDelta | ModelReply]:
+    ) -> Generator[StreamDelta | ModelReply, None, None]:
         """The answer's text as it is generated, then the complete reply. Closing the iterator, or
         setting `stop`, ends the generation at the next token."""
         messages = _messages(request)

@@ -257,3 +257,39 @@ def test_ctrl_c_stops_a_sync_generation(write_task: Callable[..., Path], stream:
         signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - started < 3.0  # 1000 tokens take 20 s and more
     assert not loaded.lock.locked()  # the worker stopped and let go of the model
+
+
+def test_a_sync_stream_that_is_not_read_pauses_the_generation(
+    write_task: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generation in a worker thread must not run on to max_tokens for a reader that stopped
+    reading: it waits a few tokens ahead, and stops when the stream is closed."""
+    path = write_task(
+        "story",
+        """
+        ---
+        max_tokens: 1000
+        ---
+        Write a very long story about a cat, at least 3000 words.
+        """,
+    )
+    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
+    loaded = local._load(str(GGUF))
+    generated = 0
+    real = loaded.llama.create_chat_completion
+
+    def counted(**kwargs: Any) -> Iterator[Any]:
+        nonlocal generated
+        for chunk in real(**kwargs):
+            generated += 1
+            yield chunk
+
+    monkeypatch.setattr(loaded.llama, "create_chat_completion", counted)
+    items = LocalBackend().stream(task.request())
+    next(items)
+    time.sleep(0.5)
+    paused_at = generated
+    time.sleep(0.5)
+    assert generated == paused_at < 20
+    items.close()  # type: ignore[attr-defined]
+    assert not loaded.lock.locked()
