@@ -408,26 +408,48 @@ class LocalBackend(Backend):
         stop = threading.Event()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamDelta | ModelReply | BaseException] = asyncio.Queue()
+        credits = threading.Semaphore(8)  # a few items ahead: a paused reader pauses the model
+
+        def post(item: StreamDelta | ModelReply | BaseException) -> bool:
+            while not credits.acquire(timeout=0.05):
+                if stop.is_set():
+                    return False
+            if stop.is_set():
+                return False
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop closed under an abandoned stream
+                stop.set()
+                return False
+            return True
 
         def produce() -> None:
+            run = self._run(request, stop)
             try:
-                for item in self._run(request, stop):
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                for item in run:
+                    if not post(item):
+                        return
             except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                post(exc)
+            finally:
+                run.close()
 
-        worker = loop.run_in_executor(None, produce)
+        loop.run_in_executor(None, produce)
         try:
             while True:
                 item = await queue.get()
+                credits.release()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
                 if isinstance(item, ModelReply):
                     break
         finally:
+            # the worker stops at its next step and lets go of the model (the next call waits
+            # for that). Not awaited: a close that suspends here raced the closes of the
+            # generators above it when a loop shut down, or the reader left `async for` early
+            # ("aclose(): asynchronous generator is already running")
             stop.set()
-            await asyncio.shield(worker)
 
     # --- one generation ----------------------------------------------------------------------
 

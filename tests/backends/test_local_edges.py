@@ -293,3 +293,73 @@ def test_a_sync_stream_that_is_not_read_pauses_the_generation(
     assert generated == paused_at < 20
     items.close()  # type: ignore[attr-defined]
     assert not loaded.lock.locked()
+
+
+def test_an_async_stream_left_open_closes_quietly_when_its_loop_ends(
+    write_task: Callable[..., Path],
+) -> None:
+    """The loop closes every abandoned async generator at once at shutdown; the local stream's
+    close waited for its worker there, and the closes of the generators above it found it still
+    running ("aclose(): asynchronous generator is already running", twice)."""
+    path = write_task(
+        "story",
+        """
+        ---
+        max_tokens: 1000
+        ---
+        Write a very long story about a cat, at least 3000 words.
+        """,
+    )
+    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
+    loaded = local._load(str(GGUF))
+    reported: list[dict[str, Any]] = []
+    kept: list[Any] = []
+
+    async def leave_it_open() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        stream = task.astream()
+        events = stream.__aiter__()
+        kept.extend((stream, events))  # not collected before the loop ends
+        await anext(events)
+
+    asyncio.run(leave_it_open())
+    assert reported == []
+    assert loaded.lock.acquire(timeout=2.0)  # the worker let go of the model
+    loaded.lock.release()
+
+
+async def test_an_async_stream_that_is_not_read_pauses_the_generation(
+    write_task: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_task(
+        "story",
+        """
+        ---
+        max_tokens: 1000
+        ---
+        Write a very long story about a cat, at least 3000 words.
+        """,
+    )
+    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
+    loaded = local._load(str(GGUF))
+    generated = 0
+    real = loaded.llama.create_chat_completion
+
+    def counted(**kwargs: Any) -> Iterator[Any]:
+        nonlocal generated
+        for chunk in real(**kwargs):
+            generated += 1
+            yield chunk
+
+    monkeypatch.setattr(loaded.llama, "create_chat_completion", counted)
+    items = LocalBackend().astream(task.request())
+    await anext(items)
+    await asyncio.sleep(0.5)
+    paused_at = generated
+    await asyncio.sleep(0.5)
+    assert generated == paused_at < 20
+    await items.aclose()  # type: ignore[attr-defined]
+    assert await asyncio.to_thread(loaded.lock.acquire, timeout=2.0)
+    loaded.lock.release()
