@@ -213,7 +213,7 @@ def _load(model: str) -> _Loaded:
             except (ValueError, RuntimeError, MemoryError) as exc:
                 raise _unloadable(model, path, settings, exc) from exc
             if not _models:  # freed before the interpreter tears llama_cpp down
-                atexit.register(unload)
+                atexit.register(_unload_at_exit)
             if loaded is not None:  # its settings changed: free it once its generation ends
                 with loaded.lock:
                     loaded.llama.close()
@@ -243,6 +243,17 @@ def _unloadable(
         "file of a model architecture this llama-cpp-python version supports",
         env_var="PROMPTCAST_MODEL",
     )
+
+
+_sync_stops: set[threading.Event] = set()  # of the sync generations under way
+
+
+def _unload_at_exit() -> None:
+    """`unload()`, once the sync generations still under way are told to stop: a stream left
+    open (say, by a global) held its model, and the interpreter waited at exit for ever."""
+    for stop in list(_sync_stops):
+        stop.set()
+    unload()
 
 
 def unload(model: str | None = None) -> None:
@@ -393,6 +404,7 @@ class LocalBackend(Backend):
 
         context = contextvars.copy_context()  # override() holds in the worker too
         worker = threading.Thread(target=context.run, args=(produce,), daemon=True)
+        _sync_stops.add(stop)
         worker.start()
         try:
             while (item := items.get()) is not None:
@@ -402,6 +414,7 @@ class LocalBackend(Backend):
         finally:
             stop.set()  # closed early, or interrupted: the worker stops at its next step
             worker.join()
+            _sync_stops.discard(stop)
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[StreamDelta | ModelReply]:
         """Generation runs in a worker thread; its deltas cross to the event loop as they come."""

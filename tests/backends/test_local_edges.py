@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -363,3 +365,23 @@ async def test_an_async_stream_that_is_not_read_pauses_the_generation(
     await items.aclose()  # type: ignore[attr-defined]
     assert await asyncio.to_thread(loaded.lock.acquire, timeout=2.0)
     loaded.lock.release()
+
+
+def test_a_process_that_exits_with_a_stream_open_exits(tmp_path: Path) -> None:
+    """The model is freed at exit, which waited for its lock; a sync stream left open (here, by
+    a global) kept it: the interpreter hung at exit for ever."""
+    (tmp_path / "story.jinja").write_text(
+        "---\nmax_tokens: 1000\n---\nWrite a very long story about a cat.\n", encoding="utf-8"
+    )
+    script = (
+        "import promptcast as pc\n"
+        f"task = pc.load_tasks({str(tmp_path)!r})['story'].with_model({MODEL!r})\n"
+        "stream = iter(task.stream())\n"
+        "next(stream)\n"
+        "print('left open', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert "left open" in result.stdout
