@@ -550,6 +550,7 @@ class AsyncStream(Generic[T]):
         self._closed = False
         self._error: Exception | None = None
         self._reading = False  # while the provider's stream is awaited
+        self._closing: asyncio.Future[None] | None = None  # the first close, while it runs
         self.attempt = 1
 
     async def events(self) -> AsyncIterator[StreamEvent[T]]:
@@ -611,10 +612,23 @@ class AsyncStream(Generic[T]):
         """Stop: closes the provider's stream. A closed stream has no `run`. Called while
         another task reads the stream, it stops that reader at its next event."""
         self._closed = True
-        if not self._reading:  # else the reader closes it at its next event
-            close = getattr(self._events, "aclose", None)
-            if close is not None:
-                await close()
+        if self._reading:  # the reader closes it at its next event
+            return
+        if self._closing is not None:
+            # a second close while the first awaits the provider's (`async with` left after a
+            # `break`, and the loop finalizing the abandoned `async for`): the provider's stream
+            # cannot be closed twice at once ("aclose(): asynchronous generator is already
+            # running"), so this one waits for the first
+            await asyncio.shield(self._closing)
+            return
+        close = getattr(self._events, "aclose", None)
+        if close is None:
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            await close()
+        finally:
+            self._closing.set_result(None)
 
     async def __aenter__(self) -> AsyncStream[T]:
         return self

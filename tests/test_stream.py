@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import itertools
@@ -24,7 +25,15 @@ from promptcast.backends import aclose_shared
 from promptcast.backends.base import Backend
 from promptcast.backends.scripted import ScriptedBackend
 from promptcast.errors import BackendError, BudgetExceededError
-from promptcast.stream import Final, Partial, Restart, Stream, StreamClosedError, partial_output
+from promptcast.stream import (
+    AsyncStream,
+    Final,
+    Partial,
+    Restart,
+    Stream,
+    StreamClosedError,
+    partial_output,
+)
 from promptcast.tasks.qa import ProductAnswer
 from promptcast.testing import (
     FakeAnthropic,
@@ -272,6 +281,43 @@ def test_closing_early_closes_the_backend_stream(qa: pc.Task[ProductAnswer]) -> 
         assert backend.streams_closed == 1
         with pytest.raises(StreamClosedError):
             _ = stream.run
+
+
+@pytest.mark.parametrize("leave", ["break", "raise"])
+def test_leaving_async_with_after_a_break_closes_the_provider_stream_once(leave: str) -> None:
+    """`async with` closed the provider's stream while the loop finalized the abandoned `async
+    for`, which closed it again: with a close that waits (httpx closing its connection) the
+    second raised "aclose(): asynchronous generator is already running" in a task of its own."""
+    errors: list[Any] = []
+    closes: list[str] = []
+
+    async def events() -> Any:
+        try:
+            for n in range(10):
+                yield Partial(n, 1)
+                await asyncio.sleep(0)
+        finally:
+            closes.append("start")
+            await asyncio.sleep(0.05)
+            closes.append("end")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: errors.append(context))
+        with contextlib.suppress(KeyError):
+            async with AsyncStream(events()) as stream:
+                async for _ in stream:
+                    if leave == "raise":
+                        raise KeyError("the reader's own error")
+                    break
+        assert closes == ["start", "end"]  # closed when the block is left
+        await asyncio.sleep(0.1)
+        gc.collect()
+        await asyncio.sleep(0.1)
+        assert stream._closed
+
+    asyncio.run(main())
+    assert errors == [] and closes == ["start", "end"]
 
 
 def test_a_backend_without_streaming_says_so(qa: pc.Task[ProductAnswer]) -> None:
