@@ -461,8 +461,8 @@ def summary_rows(report: EvalReport) -> list[list[str]]:
             f"{m.mean_latency_s * 1000:.0f}",
             f"{m.p95_latency_s * 1000:.0f}",
             str(m.input_tokens + m.cache_read_tokens + m.cache_write_tokens + m.output_tokens),
-            _money(m.cost_usd),
-            _money(m.cost_per_case_usd),
+            _money(m.cost_usd, m.model),
+            _money(m.cost_per_case_usd, m.model),
         ]
         for m in report.models
     ]
@@ -489,7 +489,7 @@ def to_html_chart(report: EvalReport) -> str:
     for m, cost in zip(report.models, costs, strict=True):
         x = pad + (width - 2 * pad) * (cost / top)
         y = height - pad - (height - 2 * pad) * m.mean_score
-        label = html.escape(f"{m.model} ({m.passed}/{m.cases}, {_money(m.cost_usd)})")
+        label = html.escape(f"{m.model} ({m.passed}/{m.cases}, {_money(m.cost_usd, m.model)})")
         points.append(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="#3465a4"/>'
             f'<text x="{x + 9:.1f}" y="{y + 4:.1f}" font-size="12">{label}</text>'
@@ -507,5 +507,7 @@ def to_html_chart(report: EvalReport) -> str:
     )
 
 
-def _money(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.6f}"
+def _money(value: float | None, model: str) -> str:
+    if value is None:  # a model on your own hardware has no price per token; others' is unknown
+        return "none (own hardware)" if model.startswith("local/") else "unknown"
+    return f"${value:.6f}"

@@ -145,3 +145,27 @@ def test_an_error_detail_in_a_report_carries_no_credential(fake_anthropic: FakeA
     assert details and all("authentication_error" in d for d in details)
     assert not any(leaked in d for d in details)
     assert leaked not in report.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("model", "cost", "shown"),
+    [
+        ("local/models/llama.gguf", None, "none (own hardware)"),
+        ("openai/some-new-model", None, "unknown"),
+        ("anthropic/claude-sonnet-4-6", 0.0123, "$0.012300"),
+    ],
+)
+def test_the_cost_column_tells_own_hardware_from_an_unknown_price(
+    model: str, cost: float | None, shown: str
+) -> None:
+    """A local model's cost is None by design (`run` says "no cost per token"); the eval table
+    said "unknown", as for a model whose price is missing."""
+    from promptcast.evals import EvalReport, ModelScore, summary_rows
+
+    score = ModelScore(
+        model=model, cases=1, passed=1, mean_score=1.0, validation_failures=0, errors=0,
+        mean_latency_s=0.1, p95_latency_s=0.1, input_tokens=1, output_tokens=1,
+        cost_usd=cost, cost_per_case_usd=cost,
+    )  # fmt: skip
+    report = EvalReport(task="t", task_version=1, template_hash="h", models=[score], results=[])
+    assert summary_rows(report)[0][-2:] == [shown, shown]
