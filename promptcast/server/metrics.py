@@ -2,11 +2,20 @@
 
 A registry per app (not the process-global default) lets several apps live in one process, as
 tests do, without "duplicated timeseries" errors, and keeps library users' own metrics apart.
+
+Under `promptcast serve --workers N` (`PROMETHEUS_MULTIPROC_DIR` set, see `_multiproc`) each worker
+writes its values to that folder and `/metrics` renders their sum: the worker that answers a
+scrape is then irrelevant, and counters never go down between scrapes.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from promptcast.server._multiproc import MULTIPROC_DIR_ENV
 
 __all__ = ["Metrics"]
 
@@ -18,6 +27,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # prometheus-client chose at import whether values go to files; only then is the folder
+        # the sum over the workers (and this process's values in it)
+        in_files = values.ValueClass is not values.MutexValue
+        self.multiprocess_dir = os.environ.get(MULTIPROC_DIR_ENV) if in_files else None
         labels = ["task", "model"]
         self.calls = Counter(
             "promptcast_task_calls",
@@ -60,12 +73,14 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "promptcast_calls_in_flight",
-            "Task calls talking to a provider now (at most PROMPTCAST_MAX_CONCURRENCY).",
+            "Task calls talking to a provider now (at most PROMPTCAST_MAX_CONCURRENCY per worker).",
+            multiprocess_mode="livesum",  # summed over the workers alive
             registry=self.registry,
         )
         self.waiting = Gauge(
             "promptcast_calls_waiting",
             "Task calls queued for a free provider slot.",
+            multiprocess_mode="livesum",  # summed over the workers alive
             registry=self.registry,
         )
         self.http = Counter(
@@ -77,4 +92,8 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -17,10 +17,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
 
 from promptcast._config import get_config
 from promptcast.errors import ConfigurationError
+from promptcast.server._multiproc import Supervisor, metrics_folder
 from promptcast.server._protocol import PROTOCOL
 from promptcast.server.app import create_app, default_registry
 from promptcast.server.gate import logger
@@ -120,21 +120,24 @@ def serve(
     # clean exit 0 rather than a KeyboardInterrupt traceback or a death by signal
     stop = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        run(app, **options)
+        # several workers sum their metrics in one folder, set for them before they spawn
+        with metrics_folder(workers) as metrics_dir:
+            run(app, **options, metrics_dir=metrics_dir)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, stop)
 
 
-def run(app: FastAPI | AppFactory, **options: Any) -> None:
+def run(app: FastAPI | AppFactory, *, metrics_dir: str | None = None, **options: Any) -> None:
     """`uvicorn.run(app, **options)`, except that several workers take a picklable factory object
     rather than an import string: one server in this process, or a supervisor of
-    `options["workers"]` spawned ones sharing one listening socket."""
+    `options["workers"]` spawned ones sharing one listening socket (and the `metrics_dir` where
+    they sum their metrics)."""
     config = uvicorn.Config(app, **options)
     if config.workers > 1:
         socket = config.bind_socket()
-        Multiprocess(config, sockets=[socket]).run()
+        Supervisor(config, sockets=[socket], metrics_dir=metrics_dir).run()
         return
     server = uvicorn.Server(config)
     server.run()
