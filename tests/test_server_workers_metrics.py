@@ -5,6 +5,7 @@ before (its own registry, no folder, no variable)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import tempfile
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from promptcast.errors import ConfigurationError
@@ -132,6 +134,42 @@ def _worker_with_a_call_in_flight(folder: Path) -> int:
             if family.name == "promptcast_calls_in_flight" and any(s.value for s in family.samples):
                 return int(file.stem.removeprefix("gauge_livesum_"))
     raise AssertionError(f"no worker has a call in flight: {list(folder.iterdir())}")
+
+
+def test_a_folder_the_user_set_is_used_kept_and_its_earlier_metrics_are_warned_about(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    """`PROMETHEUS_MULTIPROC_DIR` given: the workers write there, the folder stays after the run
+    without live gauges of the stopped workers, and counts already in it (added to this run's,
+    as prometheus-client does) are named in a warning."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    earlier = MmapedDict(str(folder / "counter_1.db"))  # type: ignore[no-untyped-call]
+    labels = ["task", "model", "status"]
+    values = ["extract_ticket", "anthropic/claude-sonnet-4-6", "200"]
+    key = mmap_key("promptcast_task_calls", CALLS, labels, values, "earlier")
+    earlier.write_value(key, 5, 0)  # type: ignore[no-untyped-call]
+    earlier.close()  # type: ignore[no-untyped-call]
+    env = {**os.environ, MULTIPROC_DIR_ENV: str(folder)}
+    env.pop("PROMPTCAST_API_TOKENS", None)
+    child, base_url, lines = start_serve(["--workers", "2"], env)
+    try:
+        _wait_ready(base_url)
+        with httpx.Client(base_url=base_url, timeout=30) as fresh:
+            assert fresh.post("/v1/tasks/extract_ticket", json=BODY).status_code == 200
+        text = _scrape(base_url)
+        assert metric(text, CALLS, task="extract_ticket", status="200") == 5 + 1
+        live = list(folder.glob("gauge_livesum_*.db"))
+        assert len(live) == 2  # one per worker
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, rest = child.communicate(timeout=60)
+    assert child.returncode == 0, rest
+    lines += [json.loads(line) for line in rest.splitlines() if line.strip()]
+    (warning,) = [line for line in lines if MULTIPROC_DIR_ENV in line.get("message", "")]
+    assert warning["level"] == "warning" and str(folder) in warning["message"]
+    assert folder.is_dir() and list(folder.glob("counter_*.db"))
+    assert list(folder.glob("gauge_livesum_*.db")) == []
 
 
 def test_one_worker_uses_no_folder_and_sets_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

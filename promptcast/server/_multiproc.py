@@ -11,6 +11,7 @@ in-flight and waiting gauges count live workers only.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -50,14 +51,7 @@ def metrics_folder(workers: int) -> Iterator[str | None]:
                 "to let `promptcast serve` use a temporary one",
                 env_var=MULTIPROC_DIR_ENV,
             )
-        logger.info(
-            "the %d workers' metrics are merged in %s=%s (yours: empty it between runs, or its "
-            "old counts are added)",
-            workers,
-            MULTIPROC_DIR_ENV,
-            given,
-        )
-        yield given
+        yield given  # the supervisor warns if it holds an earlier run's metrics
         return
     folder = tempfile.mkdtemp(prefix="promptcast-metrics-")
     os.environ[MULTIPROC_DIR_ENV] = folder
@@ -79,6 +73,20 @@ class Supervisor(Multiprocess):
         self.metrics_dir = metrics_dir
         self._pids: set[int] = set()
 
+    def run(self) -> None:
+        if self.metrics_dir is not None and glob.glob(os.path.join(self.metrics_dir, "*.db")):
+            # logged here, once uvicorn has set up the JSON log lines
+            logger.warning(
+                "%s=%s already holds metrics, of an earlier run or another server: they are "
+                "added to this one's; give each server an empty folder of its own",
+                MULTIPROC_DIR_ENV,
+                self.metrics_dir,
+            )
+        try:
+            super().run()
+        finally:  # a folder of the user's outlives the run: its live gauges must not
+            self._mark_dead(self._pids | self._current_pids())
+
     def handle_signals(self) -> None:
         super().handle_signals()
         self._mark_gone_workers_dead()
@@ -88,8 +96,14 @@ class Supervisor(Multiprocess):
         self._mark_gone_workers_dead()
 
     def _mark_gone_workers_dead(self) -> None:
-        pids = {process.pid for process in self.processes if process.pid is not None}
-        if self.metrics_dir is not None:
-            for pid in self._pids - pids:
-                multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+        pids = self._current_pids()
+        self._mark_dead(self._pids - pids)
         self._pids = pids
+
+    def _current_pids(self) -> set[int]:
+        return {process.pid for process in self.processes if process.pid is not None}
+
+    def _mark_dead(self, pids: set[int]) -> None:
+        if self.metrics_dir is not None:
+            for pid in pids:
+                multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
