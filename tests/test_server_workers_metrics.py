@@ -20,9 +20,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from promptcast.errors import ConfigurationError
-from promptcast.server import create_app
+from promptcast.server import create_app, runner
 from promptcast.server._multiproc import MULTIPROC_DIR_ENV, metrics_folder
 from promptcast.server.metrics import Metrics
+from promptcast.server.runner import serve
 from promptcast.testing import FakeAnthropic
 from tests.serving import metric
 from tests.test_server_cli import start_serve
@@ -170,6 +171,28 @@ def test_a_folder_the_user_set_is_used_kept_and_its_earlier_metrics_are_warned_a
     assert warning["level"] == "warning" and str(folder) in warning["message"]
     assert folder.is_dir() and list(folder.glob("counter_*.db"))
     assert list(folder.glob("gauge_livesum_*.db")) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_sets_a_folder_for_several_workers_only(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `serve` hands uvicorn: one worker runs as before (no folder, no variable)."""
+    monkeypatch.delenv(MULTIPROC_DIR_ENV, raising=False)
+    seen: dict[str, Any] = {}
+
+    def fake_run(app: object, *, metrics_dir: str | None = None, **options: Any) -> None:
+        seen.update(metrics_dir=metrics_dir, env=os.environ.get(MULTIPROC_DIR_ENV))
+        seen["existed"] = metrics_dir is not None and Path(metrics_dir).is_dir()
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    serve(workers=workers)
+    if workers == 1:
+        assert seen == {"metrics_dir": None, "env": None, "existed": False}
+    else:
+        assert seen["env"] == seen["metrics_dir"] and seen["existed"]
+        assert not Path(seen["metrics_dir"]).exists()
+    assert MULTIPROC_DIR_ENV not in os.environ
 
 
 def test_one_worker_uses_no_folder_and_sets_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
