@@ -213,8 +213,9 @@ _SCHEMA_IN_TEXT = re.compile(r"JSON schema:\s*```json\s*(\{.*?\})\s*```", re.DOT
 
 def prompted_schema(request: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON schema a request asks the answer to follow: native mode's
-    `output_config.format.schema`, or the one a prompted-mode system block quotes."""
-    fmt = (request.get("output_config") or {}).get("format") or {}
+    `output_config.format.schema` (or the beta's top-level `output_format.schema`, which litellm
+    sends), or the one a prompted-mode system block quotes."""
+    fmt = (request.get("output_config") or {}).get("format") or request.get("output_format") or {}
     if fmt.get("type") == "json_schema":
         return dict(fmt.get("schema") or {})
     system = request.get("system") or ""

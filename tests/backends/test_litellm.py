@@ -26,6 +26,9 @@ MESSAGE = "Checkout page crashes since this morning, we lose sales!"
         ("ollama/llama3.1", "llama3.1", "json_schema"),
         ("hosted_vllm/meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", "json_schema"),
         ("anthropic/claude-sonnet-4-6", "claude-sonnet-4-6", "anthropic"),
+        # litellm's Anthropic route sends the beta's `output_format`, which the fake's automatic
+        # answer did not read: it answered plain text and the call failed validation
+        ("litellm/anthropic/claude-sonnet-4-6", "claude-sonnet-4-6", "litellm-anthropic"),
     ],
 )
 def test_the_same_builtin_task_runs_on_every_model_by_one_env_var(
@@ -42,7 +45,7 @@ def test_the_same_builtin_task_runs_on_every_model_by_one_env_var(
 
     run = extract_ticket.run(message=MESSAGE)
     assert isinstance(run.output, Ticket) and run.model == model
-    fake = fake_anthropic if mode == "anthropic" else fake_openai
+    fake = fake_anthropic if "anthropic" in mode else fake_openai
     [sent] = fake.requests
     assert sent["model"] == sent_model
     assert MESSAGE in json.dumps(sent)
@@ -59,6 +62,10 @@ def test_the_same_builtin_task_runs_on_every_model_by_one_env_var(
         assert sent_schema["required"] == list(schema["properties"])
         assert sent_schema["additionalProperties"] is False
         assert "tools" not in sent
+    elif mode == "litellm-anthropic":  # native, in the beta's or the GA's shape
+        fmt = sent.get("output_format") or sent["output_config"]["format"]
+        assert fmt["type"] == "json_schema"
+        assert set(fmt["schema"]["properties"]) == set(schema["properties"])
 
 
 def test_invalid_tool_arguments_are_re_asked_with_a_tool_message(fake_openai: FakeOpenAI) -> None:
