@@ -64,7 +64,10 @@ OLLAMA_BASE_URL = "http://localhost:11434/v1"
 
 @lru_cache(maxsize=1)
 def _litellm() -> Any:
+    # litellm fetches its price map and Anthropic's beta headers from GitHub unless told not to:
+    # a request to a third party on the first call, and up to 5 s where egress is dropped
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
     try:
         import litellm
     except ImportError as exc:

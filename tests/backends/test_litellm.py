@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 from typing import Any
 
@@ -201,3 +203,39 @@ def test_a_media_url_litellm_refuses_to_fetch_is_named_as_such(
     assert "litellm could not fetch a media URL itself before calling openai" in message
     assert "a Path or a data URL" in message and "litellm_settings" not in message
     assert not caught.value.retryable and not fake_openai.requests
+
+
+_NO_THIRD_PARTY = """
+import os, sys
+names = []
+sys.addaudithook(
+    lambda event, args: names.append(str(args[0]))
+    if event == "socket.getaddrinfo" and str(args[0]) not in ("127.0.0.1", "localhost")
+    else None
+)
+import promptcast as pc
+from promptcast.testing import FakeAnthropic, FakeOpenAI
+
+task = pc.builtin_tasks()["extract_ticket"]
+with FakeAnthropic() as anthropic, FakeOpenAI() as openai:
+    os.environ["ANTHROPIC_BASE_URL"] = anthropic.base_url
+    os.environ["ANTHROPIC_API_KEY"] = "sk-ant-api03-" + "x" * 40
+    os.environ["OPENAI_API_KEY"] = "sk-test-openai-0123456789"
+    pc.configure(models={"openai/gpt-4o-mini": {"base_url": openai.base_url}})
+    task.with_model("litellm/anthropic/claude-sonnet-4-6")(message="checkout is down")
+    task.with_model("openai/gpt-4o-mini")(message="checkout is down")
+print(names)
+"""
+
+
+def test_a_litellm_call_asks_no_third_party_host_for_anything() -> None:
+    """litellm fetched Anthropic's beta headers from raw.githubusercontent.com on the first
+    call of its Anthropic route: a request nobody configured, and up to 5 s where egress is
+    dropped. Every name looked up is the fakes' own (an audit hook sees each lookup)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITELLM_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_THIRD_PARTY], capture_output=True, text=True, env=env,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
