@@ -271,7 +271,8 @@ def test_an_undeclared_input_of_any_name_is_an_input_error_naming_it(name: str) 
     with pytest.raises(pc.TaskInputError) as info:
         task.render(**{"x": "a", "xs": [], name: "b"})
     assert info.value.field == name
-    assert f"input {name!r}: is not declared by the task (declared inputs: x, xs)" in str(info.value)
+    expected = f"input {name!r}: is not declared by the task (declared inputs: x, xs)"
+    assert expected in str(info.value)
 
 
 def test_an_undeclared_input_name_with_invalid_utf8_is_one_error_line_at_the_cli() -> None:
