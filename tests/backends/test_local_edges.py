@@ -261,11 +261,9 @@ def test_ctrl_c_stops_a_sync_generation(write_task: Callable[..., Path], stream:
     assert not loaded.lock.locked()  # the worker stopped and let go of the model
 
 
-def test_a_sync_stream_that_is_not_read_pauses_the_generation(
-    write_task: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Generation in a worker thread must not run on to max_tokens for a reader that stopped
-    reading: it waits a few tokens ahead, and stops when the stream is closed."""
+@pytest.fixture
+def story(write_task: Callable[..., Path]) -> pc.Task[Any]:
+    """A task whose answer runs to its 1,000 tokens."""
     path = write_task(
         "story",
         """
@@ -275,44 +273,48 @@ def test_a_sync_stream_that_is_not_read_pauses_the_generation(
         Write a very long story about a cat, at least 3000 words.
         """,
     )
-    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
+    return pc.load_tasks(path.parent)["story"].with_model(MODEL)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[int]]:
+    """The loaded model, and a one-item list counting the chunks it has generated."""
     loaded = local._load(str(GGUF))
-    generated = 0
+    generated = [0]
     real = loaded.llama.create_chat_completion
 
     def counted(**kwargs: Any) -> Iterator[Any]:
-        nonlocal generated
         for chunk in real(**kwargs):
-            generated += 1
+            generated[0] += 1
             yield chunk
 
     monkeypatch.setattr(loaded.llama, "create_chat_completion", counted)
+    return loaded, generated
+
+
+def test_a_sync_stream_that_is_not_read_pauses_the_generation(
+    story: pc.Task[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generation in a worker thread must not run on to max_tokens for a reader that stopped
+    reading: it waits a few tokens ahead, and stops when the stream is closed."""
+    task = story
+    loaded, generated = _counting(monkeypatch)
     items = LocalBackend().stream(task.request())
     next(items)
     time.sleep(0.5)
-    paused_at = generated
+    paused_at = generated[0]
     time.sleep(0.5)
-    assert generated == paused_at < 20
+    assert generated[0] == paused_at < 20
     items.close()  # type: ignore[attr-defined]
     assert not loaded.lock.locked()
 
 
 def test_an_async_stream_left_open_closes_quietly_when_its_loop_ends(
-    write_task: Callable[..., Path],
+    story: pc.Task[Any],
 ) -> None:
     """The loop closes every abandoned async generator at once at shutdown; the local stream's
     close waited for its worker there, and the closes of the generators above it found it still
     running ("aclose(): asynchronous generator is already running", twice)."""
-    path = write_task(
-        "story",
-        """
-        ---
-        max_tokens: 1000
-        ---
-        Write a very long story about a cat, at least 3000 words.
-        """,
-    )
-    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
+    task = story
     loaded = local._load(str(GGUF))
     reported: list[dict[str, Any]] = []
     kept: list[Any] = []
@@ -333,35 +335,16 @@ def test_an_async_stream_left_open_closes_quietly_when_its_loop_ends(
 
 
 async def test_an_async_stream_that_is_not_read_pauses_the_generation(
-    write_task: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    story: pc.Task[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_task(
-        "story",
-        """
-        ---
-        max_tokens: 1000
-        ---
-        Write a very long story about a cat, at least 3000 words.
-        """,
-    )
-    task = pc.load_tasks(path.parent)["story"].with_model(MODEL)
-    loaded = local._load(str(GGUF))
-    generated = 0
-    real = loaded.llama.create_chat_completion
-
-    def counted(**kwargs: Any) -> Iterator[Any]:
-        nonlocal generated
-        for chunk in real(**kwargs):
-            generated += 1
-            yield chunk
-
-    monkeypatch.setattr(loaded.llama, "create_chat_completion", counted)
+    task = story
+    loaded, generated = _counting(monkeypatch)
     items = LocalBackend().astream(task.request())
     await anext(items)
     await asyncio.sleep(0.5)
-    paused_at = generated
+    paused_at = generated[0]
     await asyncio.sleep(0.5)
-    assert generated == paused_at < 20
+    assert generated[0] == paused_at < 20
     await items.aclose()  # type: ignore[attr-defined]
     assert await asyncio.to_thread(loaded.lock.acquire, timeout=2.0)
     loaded.lock.release()
