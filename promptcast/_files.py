@@ -10,7 +10,7 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["decode_text", "read_text", "write_atomic"]
+__all__ = ["decode_text", "read_text", "temporary_stem", "write_atomic"]
 
 
 def decode_text(raw: bytes) -> str:
@@ -61,12 +61,22 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def temporary_stem(path: Path) -> str:
+    """The start of the name of a temporary file beside `path`: its name, cut to leave room for a
+    random part and `.tmp` (a 250-character file name is fine, its temporary copy's name was
+    "File name too long", past the 255 bytes a name may have)."""
+    name = path.name
+    while len(name.encode("utf-8", "surrogateescape")) > 200:
+        name = name[:-1]
+    return name
+
+
 def _create_beside(path: Path) -> tuple[int, str]:
     """A new temporary file beside `path`, created as `open()` creates files (0o666 less the
     umask; mkstemp's is 0o600, owner only, which the written file kept)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        name = str(path.parent / f"{path.name}.{secrets.token_hex(4)}.tmp")
+        name = str(path.parent / f"{temporary_stem(path)}.{secrets.token_hex(4)}.tmp")
         try:
             return os.open(name, flags, 0o666), name
         except FileExistsError:

@@ -145,3 +145,34 @@ def test_every_file_a_user_writes_may_start_with_a_byte_order_mark(
         result = CliRunner().invoke(app, ["render", "tag", "--prompts", str(tmp_path), *args])
         assert result.exit_code == 0, result.output
         assert "caf\u00e9 " in result.stdout and "\ufeff" not in result.stdout
+
+
+LONG_NAMES = ["a" * 250 + ".py", "é" * 124 + ".py", "🐱" * 62 + ".py"]  # 253 to 251 bytes
+
+
+@pytest.mark.parametrize("name", LONG_NAMES, ids=["ascii", "two-byte", "four-byte"])
+def test_a_file_whose_name_is_near_the_limit_is_written_atomically(
+    tmp_path: Path, name: str
+) -> None:
+    """The temporary copy's name added 13 characters to a name the file system takes: writing
+    `typegen -o <250 characters>.py` failed with "File name too long"."""
+    path = tmp_path / name
+    write_atomic(path, "first\n")
+    write_atomic(path, "second\n")
+    assert path.read_text() == "second\n"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES, ids=["ascii", "two-byte", "four-byte"])
+def test_a_cassette_whose_name_is_near_the_limit_is_staged_and_replaced(
+    tmp_path: Path, name: str
+) -> None:
+    from promptcast.testing.cassettes import staged
+
+    path = tmp_path / name.replace(".py", ".yaml")
+    path.write_text("old\n")
+    with staged(path, copy=True) as temporary:
+        assert temporary.read_text() == "old\n" and len(temporary.name.encode()) <= 255
+        temporary.write_text("new\n")
+    assert path.read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import yaml
 
 from promptcast import _secrets
+from promptcast._files import temporary_stem
 from promptcast._modes import replaying
 from promptcast._yaml import BoundedLoader
 from promptcast.errors import PromptcastError
@@ -627,7 +628,8 @@ def staged(path: Path, *, copy: bool = False) -> Iterator[Path]:
         if folder is not None and not folder.is_dir():  # makedirs' "File exists" hides this
             raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        stem = temporary_stem(path)
+        handle, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent)
         os.close(handle)
         temporary = Path(name)
         if copy and path.is_file():
@@ -722,7 +724,7 @@ def recording_lock(path: Path, *, timeout: float | None = None) -> Iterator[None
         try:
             # with the lock held, a temporary copy beside the cassette is one a killed
             # recording left
-            for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            for leftover in path.parent.glob(f".{glob.escape(temporary_stem(path))}.*.tmp"):
                 leftover.unlink(missing_ok=True)
             yield
         finally:
