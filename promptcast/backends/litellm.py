@@ -322,9 +322,22 @@ class LiteLLMBackend(Backend):
 
     def _reply(self, request: ModelRequest, response: Any) -> ModelReply:
         try:
-            return _reply(request, response)
+            reply = _reply(request, response)
         except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
             raise malformed_reply(self.provider, request, exc) from exc
+        if reply.finish_reason == "content_filter":  # litellm's name for Gemini's SAFETY too
+            # the provider withheld the answer: asking again gets the same, and no
+            # validation error would say why
+            raise BackendError(
+                f"{self.provider} withheld the answer (finish_reason 'content_filter': its "
+                "content filter flagged the prompt or the reply); change the inputs or the "
+                "prompt, or use another model",
+                provider=self.provider,
+                retryable=False,
+                task=request.task,
+                model=f"{self.provider}/{request.model}",
+            )
+        return reply
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
         message = reply.raw.choices[0].message if reply.raw is not None else None
