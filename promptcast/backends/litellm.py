@@ -337,6 +337,16 @@ class LiteLLMBackend(Backend):
                 task=request.task,
                 model=f"{self.provider}/{request.model}",
             )
+        refusal = getattr(response.choices[0].message, "refusal", None)
+        if refusal and not reply.data:  # OpenAI's structured outputs: the model declined
+            raise BackendError(
+                f"{self.provider} refused to answer: {str(refusal)[:500]!r}; change the inputs "
+                "or the prompt, or use another model",
+                provider=self.provider,
+                retryable=False,
+                task=request.task,
+                model=f"{self.provider}/{request.model}",
+            )
         return reply
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:

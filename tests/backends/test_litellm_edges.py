@@ -101,3 +101,24 @@ def test_a_gemini_answer_withheld_by_its_filters_is_a_final_backend_error(
     assert not isinstance(error, pc.OutputValidationError) and not error.retryable
     assert (error.task, error.model) == ("extract_ticket", GEMINI)
     assert len(gemini.requests) == 1
+
+
+def _refused(content: str | None) -> dict[str, Any]:
+    body = chat_completion(content)
+    body["choices"][0]["message"]["refusal"] = "I can't help with that."
+    return body
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_refusal_is_a_final_backend_error_quoting_it(
+    fake_openai: FakeOpenAI, content: str | None
+) -> None:
+    """OpenAI's `message.refusal` read as 'no valid output after 3 attempt(s) … Field
+    required', the prompt sent three times and the refusal's words only in `raw_output`."""
+    fake_openai.reply(*[_refused(content)] * 3)
+    with pytest.raises(pc.BackendError) as caught:
+        _ticket("openai/gpt-4o-mini").run(message="hi")
+    error = caught.value
+    assert not isinstance(error, pc.OutputValidationError) and not error.retryable
+    assert (error.task, error.model) == ("extract_ticket", "openai/gpt-4o-mini")
+    assert "I can't help with that." in str(error) and len(fake_openai.requests) == 1
