@@ -328,26 +328,25 @@ class LiteLLMBackend(Backend):
         if reply.finish_reason == "content_filter":  # litellm's name for Gemini's SAFETY too
             # the provider withheld the answer: asking again gets the same, and no
             # validation error would say why
-            raise BackendError(
-                f"{self.provider} withheld the answer (finish_reason 'content_filter': its "
-                "content filter flagged the prompt or the reply); change the inputs or the "
-                "prompt, or use another model",
-                provider=self.provider,
-                retryable=False,
-                task=request.task,
-                model=f"{self.provider}/{request.model}",
+            raise self._declined(
+                request,
+                "withheld the answer (finish_reason 'content_filter': its content filter "
+                "flagged the prompt or the reply)",
             )
         refusal = getattr(response.choices[0].message, "refusal", None)
         if refusal and not reply.data:  # OpenAI's structured outputs: the model declined
-            raise BackendError(
-                f"{self.provider} refused to answer: {str(refusal)[:500]!r}; change the inputs "
-                "or the prompt, or use another model",
-                provider=self.provider,
-                retryable=False,
-                task=request.task,
-                model=f"{self.provider}/{request.model}",
-            )
+            raise self._declined(request, f"refused to answer: {str(refusal)[:500]!r}")
         return reply
+
+    def _declined(self, request: ModelRequest, what: str) -> BackendError:
+        """A final error for an answer the provider will not give (asking again gets the same)."""
+        return BackendError(
+            f"{self.provider} {what}; change the inputs or the prompt, or use another model",
+            provider=self.provider,
+            retryable=False,
+            task=request.task,
+            model=f"{self.provider}/{request.model}",
+        )
 
     def reask(self, request: ModelRequest, reply: ModelReply, error: str) -> ModelRequest:
         message = reply.raw.choices[0].message if reply.raw is not None else None
