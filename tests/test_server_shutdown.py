@@ -46,6 +46,30 @@ def _env(**settings: str) -> dict[str, str]:
     return {**os.environ, **settings}
 
 
+def _reached_the_provider(fake: FakeAnthropic) -> None:
+    """Wait until a call is in flight at the provider."""
+    deadline = time.monotonic() + 30
+    while fake.in_flight < 1:
+        assert time.monotonic() < deadline, "the call did not reach the provider"
+        time.sleep(0.02)
+
+
+def _call_in_flight(
+    base_url: str, fake: FakeAnthropic
+) -> tuple[threading.Thread, list[httpx.Response]]:
+    """A call in its own thread, once it is in flight at the provider; its answer lands in the
+    list when it comes."""
+    answers: list[httpx.Response] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=60)
+        )
+    )
+    caller.start()
+    _reached_the_provider(fake)
+    return caller, answers
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stream_whose_client_stopped_reading_does_not_keep_a_stopped_server_running(
     fake_anthropic: FakeAnthropic, sig: signal.Signals
@@ -95,10 +119,7 @@ def test_calls_still_running_when_the_graceful_timeout_ends_get_a_retryable_503(
     for caller in callers:
         caller.start()
         time.sleep(0.3)
-    deadline = time.monotonic() + 30
-    while fake_anthropic.in_flight < 1:
-        assert time.monotonic() < deadline, "the call did not reach the provider"
-        time.sleep(0.05)
+    _reached_the_provider(fake_anthropic)
     took, lines = _stop(child, signal.SIGTERM)
     for caller in callers:
         caller.join(timeout=30)
@@ -123,17 +144,7 @@ def test_calls_that_finish_within_the_graceful_timeout_are_answered(
     """SIGTERM lets a call in flight finish and answer 200 before the server exits."""
     fake_anthropic.handler = lambda body: FakeReply(fake_anthropic.auto(body), delay_s=1)
     child, base_url, _ = start_serve(["--graceful-timeout", "20"], _env())
-    answers: list[httpx.Response] = []
-    caller = threading.Thread(
-        target=lambda: answers.append(
-            httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=60)
-        )
-    )
-    caller.start()
-    deadline = time.monotonic() + 30
-    while fake_anthropic.in_flight < 1:
-        assert time.monotonic() < deadline, "the call did not reach the provider"
-        time.sleep(0.02)
+    caller, answers = _call_in_flight(base_url, fake_anthropic)
     took, _ = _stop(child, signal.SIGTERM)
     caller.join(timeout=30)
     assert answers and answers[0].status_code == 200, answers
@@ -253,17 +264,7 @@ def test_a_second_signal_forces_the_exit_without_a_traceback_in_the_log(
     as a traceback in the message, which uvicorn logged as is)."""
     fake_anthropic.handler = lambda body: FakeReply(fake_anthropic.auto(body), delay_s=30)
     child, base_url, _ = start_serve([], _env())
-    answers: list[httpx.Response] = []
-    caller = threading.Thread(
-        target=lambda: answers.append(
-            httpx.post(f"{base_url}/v1/tasks/extract_ticket", json=BODY, timeout=60)
-        )
-    )
-    caller.start()
-    deadline = time.monotonic() + 30
-    while fake_anthropic.in_flight < 1:
-        assert time.monotonic() < deadline, "the call did not reach the provider"
-        time.sleep(0.02)
+    caller, answers = _call_in_flight(base_url, fake_anthropic)
     child.send_signal(signal.SIGTERM)
     time.sleep(1)
     took, lines = _stop(child, signal.SIGINT)
