@@ -123,6 +123,17 @@ async def killed_after_accept(
     return state_of(out)
 
 
+@pytest.fixture
+async def killed(
+    setup: tuple[pc.Task[Any], Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    close_async_clients: None,
+) -> tuple[pc.Task[Any], Path, Path]:
+    """`setup`, after a run the provider accepted a batch from was stopped before saving its id."""
+    await killed_after_accept(*setup, monkeypatch)
+    return setup
+
+
 def command(source: Path, out: Path, *extra: str) -> list[str]:
     where = ["-o", str(out), "-p", str(source.parent)]
     return [
@@ -282,13 +293,10 @@ def two_candidates(fake: FakeAnthropic) -> str:
 
 
 async def test_two_candidate_batches_are_a_typed_error_naming_both_and_nothing_is_submitted(
-    setup: tuple[pc.Task[Any], Path, Path],
+    killed: tuple[pc.Task[Any], Path, Path],
     fake_anthropic: FakeAnthropic,
-    monkeypatch: pytest.MonkeyPatch,
-    close_async_clients: None,
 ) -> None:
-    task, source, out = setup
-    await killed_after_accept(task, source, out, monkeypatch)
+    task, source, out = killed
     [ours] = fake_anthropic.batches
     other = two_candidates(fake_anthropic)
     with pytest.raises(UnsavedBatchError) as raised:
@@ -339,13 +347,10 @@ def test_cli_two_candidates_then_adopt_batch_or_resubmit_completes(
 
 
 async def test_adopting_another_runs_batch_refuses_its_results_and_keeps_the_record(
-    setup: tuple[pc.Task[Any], Path, Path],
+    killed: tuple[pc.Task[Any], Path, Path],
     fake_anthropic: FakeAnthropic,
-    monkeypatch: pytest.MonkeyPatch,
-    close_async_clients: None,
 ) -> None:
-    task, source, out = setup
-    await killed_after_accept(task, source, out, monkeypatch)
+    task, source, out = killed
     [ours] = fake_anthropic.batches
     other = two_candidates(fake_anthropic)
     with pytest.raises(UnsavedBatchError, match="another run's batch") as raised:
@@ -374,13 +379,11 @@ def listing_fails(fake: FakeAnthropic, failure: int | str) -> Callable[[str], Fa
 @pytest.mark.parametrize("failure", [500, 529, 403, 404, "drop"])
 async def test_a_listing_that_fails_is_a_typed_error_and_nothing_is_submitted(
     failure: int | str,
-    setup: tuple[pc.Task[Any], Path, Path],
+    killed: tuple[pc.Task[Any], Path, Path],
     fake_anthropic: FakeAnthropic,
     monkeypatch: pytest.MonkeyPatch,
-    close_async_clients: None,
 ) -> None:
-    task, source, out = setup
-    await killed_after_accept(task, source, out, monkeypatch)
+    task, source, out = killed
     monkeypatch.setattr(fake_anthropic, "get", listing_fails(fake_anthropic, failure))
     with pytest.raises(UnsavedBatchError) as raised:
         await run_file_provider_batch(task, source, out, poll_s=0.01)
@@ -528,14 +531,12 @@ async def test_a_damaged_record_is_refused_and_nothing_is_submitted(
 @pytest.mark.parametrize("failure", ["no such batch", "overloaded"])
 async def test_an_adopted_batch_that_cannot_be_read_keeps_the_record(
     failure: str,
-    setup: tuple[pc.Task[Any], Path, Path],
+    killed: tuple[pc.Task[Any], Path, Path],
     fake_anthropic: FakeAnthropic,
     monkeypatch: pytest.MonkeyPatch,
-    close_async_clients: None,
 ) -> None:
     """A mistyped id, or an API that does not answer: the record stays for the next try."""
-    task, source, out = setup
-    await killed_after_accept(task, source, out, monkeypatch)
+    task, source, out = killed
     [ours] = fake_anthropic.batches
     adopted = "msgbatch_typo" if failure == "no such batch" else ours
     if failure == "overloaded":
@@ -556,13 +557,10 @@ async def test_an_adopted_batch_that_cannot_be_read_keeps_the_record(
 
 
 async def test_a_live_run_refuses_an_output_with_a_submit_record(
-    setup: tuple[pc.Task[Any], Path, Path],
+    killed: tuple[pc.Task[Any], Path, Path],
     fake_anthropic: FakeAnthropic,
-    monkeypatch: pytest.MonkeyPatch,
-    close_async_clients: None,
 ) -> None:
-    task, source, out = setup
-    await killed_after_accept(task, source, out, monkeypatch)
+    task, source, out = killed
     requests = len(fake_anthropic.requests)
     with pytest.raises(pc.ConfigurationError, match="record of its submit"):
         await run_file(task, source, out)
