@@ -3,6 +3,7 @@ on 127.0.0.1 calling a loopback fake provider."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -44,6 +46,21 @@ def _stop(child: subprocess.Popen[str], sig: signal.Signals) -> tuple[float, lis
 
 def _env(**settings: str) -> dict[str, str]:
     return {**os.environ, **settings}
+
+
+@contextlib.contextmanager
+def _stream_left_unread(base_url: str) -> Iterator[socket.socket]:
+    """A stream request on a raw socket whose answer is never read: the server's writes to it
+    block once the socket's buffers are full."""
+    host, port = base_url.removeprefix("http://").split(":")
+    payload = json.dumps(BODY).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/tasks/extract_ticket/stream HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(payload), payload)
+        )
+        yield sock
 
 
 def _reached_the_provider(fake: FakeAnthropic) -> None:
@@ -83,14 +100,7 @@ def test_a_stream_whose_client_stopped_reading_does_not_keep_a_stopped_server_ru
         [tool_use_block("Ticket", answer)], model=body["model"]
     )
     child, base_url, _ = start_serve(["--graceful-timeout", str(GRACE_S)], _env())
-    host, port = base_url.removeprefix("http://").split(":")
-    payload = json.dumps(BODY).encode()
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(
-            b"POST /v1/tasks/extract_ticket/stream HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(payload), payload)
-        )
+    with _stream_left_unread(base_url):
         deadline = time.monotonic() + 30
         while not (fake_anthropic.streams and fake_anthropic.streams[0].done.is_set()):
             assert time.monotonic() < deadline, "the provider's stream did not end"
@@ -182,14 +192,7 @@ def test_a_client_that_stops_reading_a_stream_gives_its_concurrency_slot_back(
     fake_anthropic.handler = lambda body: message([tool_use_block("Ticket", small)])
     app = create_app(max_concurrency=1)
     with running(app) as base_url:
-        host, port = base_url.removeprefix("http://").split(":")
-        payload = json.dumps(BODY).encode()
-        with socket.create_connection((host, int(port)), timeout=30) as sock:
-            sock.sendall(
-                b"POST /v1/tasks/extract_ticket/stream HTTP/1.1\r\nHost: localhost\r\n"
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(payload), payload)
-            )
+        with _stream_left_unread(base_url):
             deadline = time.monotonic() + 30
             while not fake_anthropic.streams:
                 assert time.monotonic() < deadline, "the stream did not start"
